@@ -1,0 +1,1 @@
+"""The client side: the Python SDK and the ``mydfs`` command line."""

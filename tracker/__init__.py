@@ -1,0 +1,1 @@
+"""The tracker: storage-group registry, placement and the durable file table."""
