@@ -59,6 +59,12 @@ class GroupSyncer:
                     self._syncing = False
                     self._cond.notify_all()
                     raise SyncFailed(exc.errno, f"fdatasync failed: {exc}") from exc
+                except BaseException:
+                    # Interrupted (not an I/O error): let the next waiter sync instead.
+                    self._cond.acquire()
+                    self._syncing = False
+                    self._cond.notify_all()
+                    raise
                 self._cond.acquire()
                 self.syncs += 1
                 self._synced = max(self._synced, target)

@@ -177,6 +177,7 @@ class Volume:
         self._free_heap: list[int] = []
         self._free: set[int] = set()
         self._claimed: set[int] = set()  # allocated or being written, not yet holding a header
+        self._writing: set[int] = set()  # a write() is in progress (at most one per slot)
         self._slot_end = 0
         self._max_generation = 0
         self._checkpoint_seq = 0
@@ -355,14 +356,19 @@ class Volume:
             log.warning("volume %s changed since its clean close: %s", self.name, problems)
 
     def _write_checkpoint(self, *, clean: bool) -> None:
+        size = os.fstat(self._fd).st_size
+        disk_end = min(self._slot_end, max(0, -(-(size - SLOT_SIZE) // SLOT_SIZE)))
         with self._lock:
             self._checkpoint_seq += 1
+            # Record what a scan of the file will find: slots allocated past the end of the file
+            # (never written, or released) are not in it.
             cp = Checkpoint(
                 seq=self._checkpoint_seq,
                 clean=clean,
-                slot_end=self._slot_end,
+                slot_end=disk_end,
                 max_generation=self._max_generation,
-                free=tuple(sorted(self._free | self._claimed)),  # claimed slots are free on disk
+                # claimed slots are free on disk
+                free=tuple(sorted(s for s in self._free | self._claimed if s < disk_end)),
             )
         # Alternate between the two areas so a torn checkpoint leaves the other one intact.
         off = CHECKPOINT_OFFSETS[cp.seq % 2]
@@ -420,7 +426,7 @@ class Volume:
     def release(self, slot: int) -> None:
         """Give back a slot reserved by :meth:`allocate` and never written."""
         with self._lock:
-            if slot in self._claimed:
+            if slot in self._claimed and slot not in self._writing:
                 self._claimed.discard(slot)
                 self._add_free(slot)
 
@@ -428,7 +434,10 @@ class Volume:
         """Claim ``slot`` for a write: it must be reserved by us, free, or beyond the end."""
         self._check_slot(slot)
         with self._lock:
+            if slot in self._writing:
+                raise Conflict("slot is being written right now", volume=self.name, slot=slot)
             if slot in self._claimed:
+                self._writing.add(slot)
                 return
             if slot in self._free:
                 self._free.discard(slot)
@@ -444,6 +453,7 @@ class Volume:
                     f"slot is in use ({state}); slices are write-once", volume=self.name, slot=slot
                 )
             self._claimed.add(slot)
+            self._writing.add(slot)
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -473,15 +483,19 @@ class Volume:
             )
         if state not in (SlotState.LIVE, SlotState.PENDING):
             raise InvalidArgument(f"a write makes a LIVE or PENDING slice, not {state.name}")
+        if generation is not None and not 0 <= generation < 1 << 64:
+            raise InvalidArgument(f"generation {generation} out of range", slot=slot)
         self._claim(slot)
         try:
             with self._lock:
                 if generation is None:
                     generation = self._max_generation + 1
                 old = self._headers.get(slot)
-                if old is not None and generation <= old.generation:
+                # A slot is claimed only when free, so ``old`` is a 404 marker here; the same
+                # generation again is a repair rewriting the very slice that was dropped.
+                if old is not None and generation < old.generation:
                     raise Conflict(
-                        f"generation {generation} is not newer than {old.generation}",
+                        f"generation {generation} is older than {old.generation}",
                         volume=self.name,
                         slot=slot,
                     )
@@ -497,18 +511,27 @@ class Volume:
                 payload_crc=crc32c(payload),
                 block_crcs=tuple(block_crcs(payload, BLOCK_SIZE)),
             )
+            raw = encode_header(header)  # bad input (e.g. a location out of range) fails here
             off = slot_offset(slot)
-            self._io(_pwrite_all, self._fd, [_ZERO_HEAD, payload], off)
+            # Under the slot lock, so that a reader who catches the header copies half-written
+            # and retries under that lock sees them whole (as for header updates).
+            with self._slot_lock(slot):
+                self._io(_pwrite_all, self._fd, [_ZERO_HEAD, payload], off)
             with self._lock:
                 self._headers.pop(slot, None)  # the old 404 marker is gone from the disk now
             self._durable()
-            raw = encode_header(header)
-            self._io(_pwrite_all, self._fd, [raw, raw], off)
+            with self._slot_lock(slot):
+                self._io(_pwrite_all, self._fd, [raw, raw], off)
             self._durable()
         except BaseException:
-            self.release(slot)
+            with self._lock:
+                self._writing.discard(slot)
+                if slot in self._claimed:
+                    self._claimed.discard(slot)
+                    self._add_free(slot)
             raise
         with self._lock:
+            self._writing.discard(slot)
             self._claimed.discard(slot)
             self._headers[slot] = header
         return header
@@ -752,6 +775,11 @@ class Volume:
             try:
                 header = self._read_header(slot)
             except NotFound:
+                with self._lock:
+                    known = self._headers.get(slot)
+                if known is not None and known.state != SlotState.DELETED:
+                    # Both copies wiped under a slice in use (a reused slot was a 404 first).
+                    problems.append(Problem(slot, "slot header missing on disk"))
                 continue
             except Corrupt as exc:
                 problems.append(Problem(slot, exc.message))
@@ -761,6 +789,10 @@ class Volume:
                 known = self._headers.get(slot)
             if known is not None and known != header:
                 problems.append(Problem(slot, "header on disk differs from the volume's table"))
+                continue
+            if header.state == SlotState.DELETED:
+                # A 404 marker's payload is never served, and a reuse interrupted by a crash
+                # may have overwritten part of it: only the header matters.
                 continue
             data = _pread_exact(self._fd, header.length, slot_offset(slot) + PAYLOAD_OFFSET)
             bad = self._bad_block(header, data, 0, header.length)
