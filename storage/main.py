@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import logging
+import signal
 import sys
 from pathlib import Path
 
 import orjson
 
+from mydfs.common.config import add_arguments, render_default
 from mydfs.common.errors import MydfsError
+from mydfs.storage.config import OPTIONS, StorageConfig, from_args
+
+log = logging.getLogger("mydfs.storage")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mydfs-storage",
         description="A mydfs storage node: keeps 4 MiB slices in a local volume, "
-        "replicated in a group of three through Raft.",
+        "replicated in a group of three through Raft. Without a COMMAND it runs the node.",
     )
+    add_arguments(parser, OPTIONS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = sub.add_parser("selfcheck", help="build a scratch volume and check every operation")
     check.add_argument("--dir", type=Path, default=None, help="scratch folder (default: temp)")
@@ -29,9 +37,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def serve(config: StorageConfig) -> None:
+    """Run one storage node until SIGTERM or SIGINT."""
+    from aiohttp import web
+
+    from mydfs.storage.http_api import make_app
+    from mydfs.storage.node import StorageNode
+
+    node = StorageNode(config)
+    await node.start()
+    runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    try:
+        await site.start()
+        log.info("serving HTTP on %s (advertised %s)", config.listen_port, config.advertise)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+        await node.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.print_config:
+        print(render_default(OPTIONS, "mydfs-storage configuration (TOML)"))
+        return 0
     try:
+        if args.command is None:
+            config = from_args(args)
+            logging.basicConfig(
+                level=config.log_level.upper(),
+                stream=sys.stderr,
+                format=f"%(asctime)s %(levelname)s {config.node_id} %(name)s: %(message)s",
+            )
+            asyncio.run(serve(config))
+            return 0
         if args.command == "selfcheck":
             from mydfs.storage.selfcheck import run_selfcheck
 

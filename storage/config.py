@@ -1,0 +1,163 @@
+"""The configuration of one ``mydfs-storage`` node: keys, defaults, and their checks."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mydfs.common.config import REQUIRED, ConfigError, Option, load
+
+OPTIONS: tuple[Option, ...] = (
+    Option("node_id", "str", REQUIRED, "this node's id, unique in the cluster", "g1n1"),
+    Option("group_id", "int", REQUIRED, "the storage group this node belongs to (>= 1)", 1),
+    Option("data_dir", "path", REQUIRED, "folder for the Raft journal and snapshot", "data/g1n1"),
+    Option(
+        "volume_path",
+        "path",
+        "",
+        "the slice volume file (default: <data_dir>/volume.dat); may sit on another disk",
+    ),
+    Option("listen", "str", "127.0.0.1:8101", "HTTP listen address host:port"),
+    Option(
+        "advertise",
+        "str",
+        "",
+        "HTTP base URL that peers, the tracker and clients use (default: http://<listen>)",
+    ),
+    Option("raft", "str", REQUIRED, "this node's Raft address host:port", "127.0.0.1:7101"),
+    Option(
+        "peers",
+        "list",
+        REQUIRED,
+        "the other members of the group, each 'node_id,raft_host:port,http_url'",
+        ["g1n2,127.0.0.1:7102,http://127.0.0.1:8102", "g1n3,127.0.0.1:7103,http://127.0.0.1:8103"],
+    ),
+    Option("tracker", "str", "", "tracker URL to register and heartbeat with ('' = none)"),
+    Option(
+        "secret",
+        "str",
+        REQUIRED,
+        "cluster secret (>= 16 chars): Raft password, internal auth",
+        "change-me-0123456789",
+    ),
+    Option("log_level", "str", "info", "debug, info, warning or error"),
+    Option("registration_mb", "int", 256, "leader's registration table bound, MiB"),
+    Option("registration_ttl", "float", 30.0, "seconds a fresh slice stays in the table"),
+    Option("replica_timeout", "float", 10.0, "seconds to get a slice durable on a majority"),
+    Option("heartbeat_interval", "float", 1.0, "seconds between tracker heartbeats"),
+)
+
+
+@dataclass(frozen=True)
+class Peer:
+    node_id: str
+    raft: str
+    http: str
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    node_id: str
+    group_id: int
+    data_dir: Path
+    volume_path: Path
+    listen_host: str
+    listen_port: int
+    advertise: str
+    raft: str
+    peers: tuple[Peer, ...]
+    tracker: str
+    secret: str
+    log_level: str
+    registration_bytes: int
+    registration_ttl: float
+    replica_timeout: float
+    heartbeat_interval: float
+
+    @property
+    def members(self) -> tuple[Peer, ...]:
+        """Every member of the group, this node first."""
+        return (Peer(self.node_id, self.raft, self.advertise), *self.peers)
+
+
+def _hostport(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"config key {key}: {value!r} is not host:port")
+    return host, int(port)
+
+
+def _url(value: str, key: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"config key {key}: {value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def from_values(v: dict[str, Any]) -> StorageConfig:
+    """Check the merged values and build the config; a bad key raises a one-line ConfigError."""
+    node_id = v["node_id"]
+    if not node_id or not all(c.isalnum() or c in "-_." for c in node_id) or len(node_id) > 64:
+        raise ConfigError(f"config key node_id: {node_id!r} must be 1-64 of [A-Za-z0-9._-]")
+    if not 1 <= v["group_id"] <= 0xFFFF_FFFE:
+        raise ConfigError(f"config key group_id: {v['group_id']} out of range 1..4294967294")
+    host, port = _hostport(v["listen"], "listen")
+    advertise = _url(v["advertise"] or f"http://{host}:{port}", "advertise")
+    _hostport(v["raft"], "raft")
+    peers = []
+    for item in v["peers"]:
+        parts = [p.strip() for p in item.split(",")]
+        if len(parts) != 3:
+            raise ConfigError(f"config key peers: {item!r} is not 'node_id,raft_host:port,url'")
+        _hostport(parts[1], "peers")
+        peers.append(Peer(parts[0], parts[1], _url(parts[2], "peers")))
+    ids = [node_id] + [p.node_id for p in peers]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"config key peers: node ids repeat: {ids}")
+    raft_addrs = [v["raft"]] + [p.raft for p in peers]
+    if len(set(raft_addrs)) != len(raft_addrs):
+        raise ConfigError(f"config key peers: Raft addresses repeat: {raft_addrs}")
+    if len(peers) != 2:
+        raise ConfigError(
+            f"config key peers: a group has 3 nodes, so give 2 peers, not {len(peers)}"
+        )
+    if len(v["secret"]) < 16:
+        raise ConfigError("config key secret: must be at least 16 characters")
+    level = v["log_level"].lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f"config key log_level: {v['log_level']!r} is not debug/info/warning/error"
+        )
+    if v["tracker"]:
+        _url(v["tracker"], "tracker")
+    for key in ("registration_ttl", "replica_timeout", "heartbeat_interval"):
+        if v[key] <= 0:
+            raise ConfigError(f"config key {key}: must be > 0")
+    if v["registration_mb"] < 0:
+        raise ConfigError("config key registration_mb: must be >= 0")
+    data_dir = v["data_dir"]
+    return StorageConfig(
+        node_id=node_id,
+        group_id=v["group_id"],
+        data_dir=data_dir,
+        volume_path=v["volume_path"] or data_dir / "volume.dat",
+        listen_host=host,
+        listen_port=port,
+        advertise=advertise,
+        raft=v["raft"],
+        peers=tuple(peers),
+        tracker=v["tracker"].rstrip("/"),
+        secret=v["secret"],
+        log_level=level,
+        registration_bytes=v["registration_mb"] * 1024 * 1024,
+        registration_ttl=v["registration_ttl"],
+        replica_timeout=v["replica_timeout"],
+        heartbeat_interval=v["heartbeat_interval"],
+    )
+
+
+def from_args(args: argparse.Namespace) -> StorageConfig:
+    return from_values(load(OPTIONS, args))

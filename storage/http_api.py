@@ -1,0 +1,430 @@
+"""The HTTP face of a storage node (aiohttp). Routes, status codes and headers are in
+``docs/replication.md``; the work is done by :class:`~mydfs.storage.node.StorageNode`.
+
+Public:   PUT /slices?upload=ID          upload one slice (leader; followers answer 307)
+          POST /slices/reserve           step 1 of a linked upload: pick the slot (leader)
+          PUT /slices/{slot}?upload&gen&next  step 2: write the reserved slice and seal it
+          GET /chain/{slot}?max=N        walk a file's chain through this group's table
+          GET|HEAD /files/{path}?head=G:S&size&slices&file&mtime&version  stream a whole file
+          GET|HEAD /slices/{slot}[?gen=G] read a slice, whole or one Range
+          GET /slices/{slot}/meta        the slot's record in the group table
+          DELETE /slices/{slot}          leave a 404 (leader)
+          POST /slices/{slot}/relink?gen&next  change a slice's next pointer (leader)
+          GET /health, /status, /metrics
+Internal: PUT /internal/slices/{slot}    a payload pushed by the leader      (signed)
+          GET /internal/slices/{slot}    a payload fetched by a peer          (signed)
+          GET /internal/holds/{slot}     does this node hold it durably?      (signed)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mydfs.common.auth import AUTH_HEADER, verify
+from mydfs.common.errors import (
+    Corrupt,
+    InvalidArgument,
+    MydfsError,
+    NotLeader,
+    PayloadTooLarge,
+    SliceMoved,
+    SlotOutOfRange,
+    Unauthorized,
+)
+from mydfs.common.httprange import parse_range
+from mydfs.common.location import MAX_SLOT, Location
+from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner
+from mydfs.storage.group_commands import Delete, Relink
+from mydfs.storage.group_state import SlotInfo
+from mydfs.storage.http_common import NODE_KEY, error_response, json_response
+from mydfs.storage.http_files import add_file_routes
+from mydfs.storage.node import Redirect, StorageNode, new_upload_id
+from mydfs.storage.peers import location_text
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+BODY_TIMEOUT = 60.0
+
+
+@web.middleware
+async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    route = (
+        request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
+    )
+    started = time.perf_counter()
+    status = 500
+    node.count_request()
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except Redirect as redirect:
+        status = 307
+        raise web.HTTPTemporaryRedirect(redirect.url + request.path_qs) from None
+    except NotLeader as exc:
+        if exc.leader:
+            status = 307
+            raise web.HTTPTemporaryRedirect(exc.leader + request.path_qs) from None
+        status = exc.status
+        return error_response(exc)
+    except SliceMoved as exc:
+        status = 301
+        response = error_response(exc)
+        response.set_status(301)
+        response.headers["X-Mydfs-Target"] = f"{exc.target[0]}:{exc.target[1]}"
+        if exc.target[0] == node.group_id:
+            response.headers["Location"] = f"/slices/{exc.target[1]}"
+        return response
+    except MydfsError as exc:
+        status = exc.status
+        return error_response(exc)
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        status = 499
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(MydfsError("internal error", node=node.node_id))
+    finally:
+        node.metrics.requests.labels(route, request.method, str(status)).inc()
+        node.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+def _slot(request: web.Request) -> int:
+    text = request.match_info["slot"]
+    if not text.isdigit() or int(text) > MAX_SLOT:
+        raise SlotOutOfRange(f"bad slot {text!r}", slot=text)
+    return int(text)
+
+
+def _int_arg(request: web.Request, name: str, *, required: bool = False) -> int | None:
+    text = request.query.get(name)
+    if text is None or text == "":
+        if required:
+            raise InvalidArgument(f"query parameter {name} is required")
+        return None
+    if not text.isdigit():
+        raise InvalidArgument(f"query parameter {name}={text!r} is not a non-negative integer")
+    return int(text)
+
+
+def _location(text: str | None, what: str) -> Location | None:
+    if text is None or text == "" or text == "none":
+        return None
+    try:
+        return Location.parse(text)
+    except InvalidArgument:
+        raise InvalidArgument(f"{what} {text!r} is not GROUP:SLOT") from None
+
+
+def _owner(file_hex: str | None, index: int | None) -> SliceOwner:
+    if file_hex is None:
+        return SliceOwner(bytes(16), index or 0)
+    if len(file_hex) != 32:
+        raise InvalidArgument(f"file id {file_hex!r} must be 32 hex digits")
+    try:
+        return SliceOwner(bytes.fromhex(file_hex), index or 0)
+    except ValueError:
+        raise InvalidArgument(f"file id {file_hex!r} must be 32 hex digits") from None
+
+
+async def _body(request: web.Request, *, limit: int = PAYLOAD_CAPACITY) -> bytes:
+    """Read the whole body (at most one slice), enforcing Content-Length."""
+    length = request.content_length
+    if length is None:
+        reason = {
+            "error": "length_required",
+            "message": "Content-Length is required for slice bodies",
+            "context": {},
+        }
+        raise web.HTTPLengthRequired(body=orjson.dumps(reason), content_type="application/json")
+    if length > limit:
+        raise PayloadTooLarge(f"body of {length} bytes exceeds slice capacity {limit}")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.content.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise InvalidArgument(f"body ended after {len(exc.partial)} of {length} bytes") from None
+    except TimeoutError:
+        raise InvalidArgument(f"body not received within {BODY_TIMEOUT:.0f}s") from None
+
+
+def _check_auth(request: web.Request) -> None:
+    node = request.app[NODE_KEY]
+    if not verify(
+        node.config.secret, request.method, request.path_qs, request.headers.get(AUTH_HEADER)
+    ):
+        raise Unauthorized("internal call without a valid cluster signature")
+
+
+def _slice_headers(node: StorageNode, info: SlotInfo) -> dict[str, str]:
+    return {
+        "X-Mydfs-Group": str(node.group_id),
+        "X-Mydfs-Slot": str(info.slot),
+        "X-Mydfs-Generation": str(info.generation),
+        "X-Mydfs-Length": str(info.length),
+        "X-Mydfs-Crc32c": str(info.crc32c),
+        "X-Mydfs-Next": location_text(info.next),
+        "X-Mydfs-File": info.file_id,
+        "X-Mydfs-Index": str(info.slice_index),
+        "ETag": f'"{info.generation}-{info.crc32c:08x}"',
+        "Accept-Ranges": "bytes",
+    }
+
+
+# --- public ----------------------------------------------------------------------------------
+
+
+async def upload(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    if not node.is_leader():
+        raise node._not_leader()
+    upload_id = request.query.get("upload") or new_upload_id()
+    h = request.headers
+    owner = _owner(h.get("X-Mydfs-File"), _header_int(h.get("X-Mydfs-Index"), "X-Mydfs-Index"))
+    nxt = _location(h.get("X-Mydfs-Next"), "X-Mydfs-Next")
+    expect = _header_int(h.get("X-Mydfs-Crc32c"), "X-Mydfs-Crc32c")
+    data = await _body(request)
+    stored = await node.upload(data, upload_id=upload_id, owner=owner, next=nxt, expect_crc=expect)
+    return json_response(
+        dict(stored.to_dict(), upload_id=upload_id), status=200 if stored.duplicate else 201
+    )
+
+
+async def reserve(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    if not node.is_leader():
+        raise node._not_leader()
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise InvalidArgument("reserve body must be JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("reserve body must be a JSON object")
+    upload_id = str(body.get("upload_id") or "")
+    if not upload_id:
+        raise InvalidArgument("upload_id is required")
+    index = body.get("index", 0)
+    length = body.get("length")
+    crc = body.get("crc32c")
+    for name, value in (("index", index), ("length", length), ("crc32c", crc)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidArgument(f"{name} must be a non-negative integer, got {value!r}")
+    assert isinstance(length, int) and isinstance(crc, int) and isinstance(index, int)
+    nxt = body.get("next")
+    next_loc = (
+        None
+        if nxt is None
+        else _location(
+            f"{nxt[0]}:{nxt[1]}" if isinstance(nxt, list) and len(nxt) == 2 else str(nxt), "next"
+        )
+    )
+    owner = _owner(body.get("file_id"), index)
+    got = await node.reserve(
+        upload_id=upload_id, owner=owner, length=length, crc=crc, next=next_loc
+    )
+    return json_response(got.to_dict(node.group_id), status=200 if got.duplicate else 201)
+
+
+async def fill(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    if not node.is_leader():
+        raise node._not_leader()
+    slot = _slot(request)
+    upload_id = request.query.get("upload")
+    if not upload_id:
+        raise InvalidArgument("query parameter upload is required")
+    generation = _int_arg(request, "gen", required=True)
+    assert generation is not None
+    nxt = _location(request.query.get("next"), "next")
+    expect = _header_int(request.headers.get("X-Mydfs-Crc32c"), "X-Mydfs-Crc32c")
+    data = await _body(request)
+    stored = await node.fill(
+        data, upload_id=upload_id, slot=slot, generation=generation, next=nxt, expect_crc=expect
+    )
+    return json_response(
+        dict(stored.to_dict(), upload_id=upload_id), status=200 if stored.duplicate else 201
+    )
+
+
+async def relink(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    slot = _slot(request)
+    command = Relink(
+        slot=slot,
+        next=_location(request.query.get("next"), "next"),
+        generation=_int_arg(request, "gen"),
+    )
+    return json_response(dict(await node.command(command.to_dict())))
+
+
+async def chain(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    slot = _slot(request)
+    limit = _int_arg(request, "max") or 1_000_000
+    try:
+        entries, nxt = node.chain_here(slot, limit)
+    except Corrupt:
+        url = node.leader_url()
+        if node.is_leader() or url is None:
+            raise
+        raise Redirect(url) from None  # this replica may be behind; the leader is not
+    return json_response(
+        {"entries": entries, "next": None if nxt is None else [nxt.group, nxt.slot]}
+    )
+
+
+def _header_int(text: str | None, name: str) -> int | None:
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise InvalidArgument(f"header {name}={text!r} is not a non-negative integer")
+    return int(text.strip())
+
+
+async def read_slice(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    slot = _slot(request)
+    generation = _int_arg(request, "gen")
+    info = await node.resolve(slot, generation)
+    rng = parse_range(request.headers.get("Range"), info.length)
+    offset, length = rng if rng is not None else (0, None)
+    got = await node.read_local(info, offset, length)
+    headers = _slice_headers(node, info)
+    if rng is not None:
+        end = offset + len(got.data) - 1
+        headers["Content-Range"] = f"bytes {offset}-{end}/{info.length}"
+        return web.Response(
+            body=got.data, status=206, headers=headers, content_type="application/octet-stream"
+        )
+    return web.Response(body=got.data, headers=headers, content_type="application/octet-stream")
+
+
+async def slice_meta(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    slot = _slot(request)
+    info = node.info(slot)
+    if info is None:
+        if not node.is_leader() and node.leader_url():
+            raise Redirect(node.leader_url() or "")
+        return json_response(
+            {"error": "not_found", "message": "no such slot", "context": {"slot": slot}}, 404
+        )
+    body = info.to_dict()
+    body["held_here"] = node.holds(slot, info.generation)
+    body["group"] = node.group_id
+    return json_response(body)
+
+
+async def delete_slice(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    slot = _slot(request)
+    result = await node.command(Delete(slot=slot, generation=_int_arg(request, "gen")).to_dict())
+    return json_response(dict(result))
+
+
+async def health(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    ok = node.raft is not None and node.volume is not None
+    return json_response(
+        {"ok": ok, "node_id": node.node_id, "group_id": node.group_id, "leader": node.is_leader()},
+        status=200 if ok else 503,
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    return json_response(request.app[NODE_KEY].status())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    m = node.metrics
+    st = node.status()
+    raft = st.get("raft") or {}
+    for role in ("leader", "follower", "candidate"):
+        m.raft_role.labels(role).set(1 if st["role"] == role else 0)
+    m.raft_term.set(raft.get("term", 0) or 0)
+    m.raft_commit.set(raft.get("commit_index", 0) or 0)
+    m.raft_applied.set(raft.get("last_applied", 0) or 0)
+    m.registration_entries.set(len(node.registration))
+    m.registration_bytes.set(node.registration.bytes)
+    for key in ("live", "pending", "moved", "deleted"):
+        m.slots.labels("group", key).set(st["group"].get(key, 0))
+        if st["volume"] is not None:
+            m.slots.labels("volume", key).set(st["volume"].get(key, 0))
+    m.bytes_live.set(st["group"].get("bytes_live", 0))
+    return web.Response(
+        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+# --- internal ----------------------------------------------------------------------------------
+
+
+async def accept_replica(request: web.Request) -> web.Response:
+    _check_auth(request)
+    node = request.app[NODE_KEY]
+    slot = _slot(request)
+    generation = _int_arg(request, "gen", required=True)
+    crc = _int_arg(request, "crc", required=True)
+    assert generation is not None and crc is not None
+    owner = _owner(request.query.get("file"), _int_arg(request, "index"))
+    nxt = _location(request.query.get("next"), "next")
+    data = await _body(request)
+    await node.accept_replica(slot, data, generation=generation, owner=owner, next=nxt, crc=crc)
+    return json_response({"durable": True, "node": node.node_id})
+
+
+async def fetch_replica(request: web.Request) -> web.Response:
+    _check_auth(request)
+    node = request.app[NODE_KEY]
+    slot = _slot(request)
+    generation = _int_arg(request, "gen", required=True)
+    assert generation is not None
+    data = await node.read_replica(slot, generation)
+    node.metrics.bytes_out.inc(len(data))
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+async def holds(request: web.Request) -> web.Response:
+    _check_auth(request)
+    node = request.app[NODE_KEY]
+    slot = _slot(request)
+    generation = _int_arg(request, "gen", required=True)
+    assert generation is not None
+    return json_response({"holds": node.holds(slot, generation), "node": node.node_id})
+
+
+def make_app(node: StorageNode) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_and_metrics], client_max_size=PAYLOAD_CAPACITY + (1 << 20)
+    )
+    app[NODE_KEY] = node
+    app.router.add_put("/slices", upload)
+    app.router.add_post("/slices/reserve", reserve)
+    app.router.add_put("/slices/{slot}", fill)
+    app.router.add_post("/slices/{slot}/relink", relink)
+    app.router.add_get("/chain/{slot}", chain)
+    add_file_routes(app)
+    app.router.add_get("/slices/{slot}", read_slice)
+    app.router.add_get("/slices/{slot}/meta", slice_meta)
+    app.router.add_delete("/slices/{slot}", delete_slice)
+    app.router.add_put("/internal/slices/{slot}", accept_replica)
+    app.router.add_get("/internal/slices/{slot}", fetch_replica)
+    app.router.add_get("/internal/holds/{slot}", holds)
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    return app

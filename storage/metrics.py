@@ -1,0 +1,67 @@
+"""Prometheus metrics of a storage node (one registry per node, served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class StorageMetrics:
+    """Counters and histograms updated where the work happens; gauges refreshed per scrape."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mydfs_storage_http_requests",
+            "HTTP requests",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mydfs_storage_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bytes_in = Counter(
+            "mydfs_storage_received_bytes", "payload bytes received", registry=r
+        )
+        self.bytes_out = Counter("mydfs_storage_sent_bytes", "payload bytes sent", registry=r)
+        self.uploads = Counter(
+            "mydfs_storage_uploads", "slice uploads by outcome", ["outcome"], registry=r
+        )
+        self.replication = Counter(
+            "mydfs_storage_replication",
+            "replica pushes and fetches by outcome",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.settled = Counter(
+            "mydfs_storage_settled", "pending slots settled by a leader", ["outcome"], registry=r
+        )
+        self.raft_role = Gauge(
+            "mydfs_storage_raft_role", "1 for this node's current role", ["role"], registry=r
+        )
+        self.raft_term = Gauge("mydfs_storage_raft_term", "Raft term", registry=r)
+        self.raft_commit = Gauge("mydfs_storage_raft_commit_index", "Raft commit index", registry=r)
+        self.raft_applied = Gauge(
+            "mydfs_storage_raft_last_applied", "Raft last applied", registry=r
+        )
+        self.registration_entries = Gauge(
+            "mydfs_storage_registration_entries", "slices in the registration table", registry=r
+        )
+        self.registration_bytes = Gauge(
+            "mydfs_storage_registration_bytes", "bytes in the registration table", registry=r
+        )
+        self.slots = Gauge("mydfs_storage_slots", "slots by state", ["view", "state"], registry=r)
+        self.bytes_live = Gauge(
+            "mydfs_storage_live_bytes", "payload bytes of live slices", registry=r
+        )
+        self.corrupt = Counter(
+            "mydfs_storage_corrupt_reads", "reads that found a corrupt local copy", registry=r
+        )
+        self.missing = Gauge(
+            "mydfs_storage_missing_slices", "live slices this node still has to fetch", registry=r
+        )
