@@ -1,1 +1,39 @@
-"""The client side: the Python SDK and the ``mydfs`` command line."""
+"""The mydfs client SDK.
+
+``AsyncClient`` (asyncio, aiohttp) and ``Client`` (blocking) have the same methods: ``put``,
+``get``, ``open``, ``read``, ``stat``, ``listdir``, ``exists``, ``delete``, ``status``. Errors
+are the typed mydfs errors re-exported here; each carries ``context`` naming the path and what
+failed.
+"""
+
+from mydfs.client.aio import AsyncClient, AsyncReader, DirEntry, FileInfo
+from mydfs.client.sync import Client, Reader
+from mydfs.common.errors import (
+    AlreadyExists,
+    Conflict,
+    Corrupt,
+    InvalidArgument,
+    InvalidPath,
+    MydfsError,
+    NotFound,
+    Timeout,
+    Unavailable,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "AsyncClient",
+    "AsyncReader",
+    "Client",
+    "Conflict",
+    "Corrupt",
+    "DirEntry",
+    "FileInfo",
+    "InvalidArgument",
+    "InvalidPath",
+    "MydfsError",
+    "NotFound",
+    "Reader",
+    "Timeout",
+    "Unavailable",
+]

@@ -1,30 +1,292 @@
-"""``mydfs``: the command line for users of a mydfs cluster."""
+"""``mydfs``: the command line for users of a mydfs cluster.
+
+Exit codes: 0 success, 1 an operation failed (one line on stderr says why), 2 bad usage.
+The tracker comes from ``--tracker URL``, else ``$MYDFS_TRACKER``, else the embedded default
+``http://127.0.0.1:8100`` that ``mydfs cluster up`` starts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
 
 from mydfs.common import __version__
+from mydfs.common.errors import MydfsError
+
+DEFAULT_TRACKER = "http://127.0.0.1:8100"
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mydfs",
         description="Store and fetch files in a mydfs cluster.",
+        epilog="The tracker: --tracker URL, else $MYDFS_TRACKER, else " + DEFAULT_TRACKER,
     )
     parser.add_argument("--version", action="version", version=f"mydfs {__version__}")
+    parser.add_argument("--tracker", help="tracker URL (default: $MYDFS_TRACKER or %(default)s)")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="give up retrying after this many seconds"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("put", help="store a local file: put LOCAL REMOTE")
+    p.add_argument("local", help="local file, or - for standard input")
+    p.add_argument("remote", help="absolute path in mydfs, e.g. /data/a.bin")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+
+    p = sub.add_parser("get", help="fetch a file: get REMOTE LOCAL")
+    p.add_argument("remote")
+    p.add_argument("local", help="local file to write, or - for standard output")
+
+    p = sub.add_parser("cat", help="write a file to standard output")
+    p.add_argument("remote")
+
+    p = sub.add_parser("ls", help="list a directory")
+    p.add_argument("dir", nargs="?", default="/")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("stat", help="show a file's entry")
+    p.add_argument("remote")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("rm", help="delete a file")
+    p.add_argument("remote")
+
+    p = sub.add_parser("status", help="groups, nodes, roles, free space and health")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("cluster", help="run a local cluster: cluster up")
+    csub = p.add_subparsers(dest="cluster_command", metavar="ACTION")
+    up = csub.add_parser("up", help="start a tracker and N groups of 3 nodes on loopback")
+    up.add_argument(
+        "--data", type=Path, default=Path("mydfs-data"), help="data folder (%(default)s)"
+    )
+    up.add_argument("--groups", type=int, default=2, help="storage groups (%(default)s)")
+    up.add_argument("--port", type=int, default=None, help="base port (default 8100, or as before)")
+
     sub.add_parser(
         "selfcheck", help="check the local slice store (same as mydfs-storage selfcheck)"
     )
-    args = parser.parse_args(argv)
-    if args.command == "selfcheck":
-        from mydfs.storage.main import main as storage_main
+    return parser
 
-        return storage_main(["selfcheck"])
-    parser.print_help()
-    return 2
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "selfcheck":
+            from mydfs.storage.main import main as storage_main
+
+            return storage_main(["selfcheck"])
+        if args.command == "cluster":
+            if args.cluster_command != "up":
+                parser.parse_args(["cluster", "--help"])
+                return 2
+            return cluster_up(args.data, args.groups, args.port)
+        tracker = args.tracker or os.environ.get("MYDFS_TRACKER") or DEFAULT_TRACKER
+        return _run(args, tracker)
+    except MydfsError as exc:
+        print(f"mydfs: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mydfs: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+def _run(args: argparse.Namespace, tracker: str) -> int:
+    from mydfs.client.sync import Client
+
+    with Client(tracker, deadline=args.timeout) as client:
+        cmd = args.command
+        if cmd == "put":
+            return _put(client, args.local, args.remote, args.overwrite)
+        if cmd in ("get", "cat"):
+            local = "-" if cmd == "cat" else args.local
+            return _get(client, args.remote, local)
+        if cmd == "ls":
+            entries = client.listdir(args.dir)
+            if args.json:
+                _print_json(
+                    [
+                        {"name": e.name, "type": e.type, **(e.info.to_dict() if e.info else {})}
+                        for e in entries
+                    ]
+                )
+            else:
+                for e in entries:
+                    if e.type == "dir":
+                        print(f"{'dir':>12}  {'':19}  {e.name}/")
+                    else:
+                        assert e.info is not None
+                        print(f"{e.info.size:>12}  {_time(e.info.mtime)}  {e.name}")
+            return 0
+        if cmd == "stat":
+            info = client.stat(args.remote)
+            if args.json:
+                _print_json(info.to_dict())
+            else:
+                for key, value in info.to_dict().items():
+                    print(f"{key:>8}: {value}")
+            return 0
+        if cmd == "rm":
+            client.delete(args.remote)
+            return 0
+        if cmd == "status":
+            status = client.status()
+            if args.json:
+                _print_json(status)
+            else:
+                _print_status(status)
+            return 0
+    raise AssertionError(args.command)
+
+
+def _put(client: Any, local: str, remote: str, overwrite: bool) -> int:
+    if local == "-":
+        client.put(remote, sys.stdin.buffer, overwrite=overwrite)
+        return 0
+    path = Path(local)
+    if not path.is_file():
+        print(
+            f"mydfs: local file {local!r} does not exist or is not a regular file", file=sys.stderr
+        )
+        return 1
+    with _progress(path.stat().st_size, f"put {remote}") as tick:
+        client.put(remote, path, overwrite=overwrite, progress=tick)
+    return 0
+
+
+def _get(client: Any, remote: str, local: str) -> int:
+    if local == "-":
+        client.get(remote, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return 0
+    info = client.stat(remote)
+    target = Path(local)
+    if target.is_dir():
+        target = target / remote.rsplit("/", 1)[-1]
+    partial = target.with_name(target.name + ".mydfs-partial")
+    try:
+        with _progress(info.size, f"get {remote}") as tick:
+            client.get(remote, partial, progress=tick)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return 0
+
+
+class _progress:
+    """A tqdm bar on stderr for transfers of more than a moment, when stderr is a terminal."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self._bar: Any = None
+        if total >= PROGRESS_MIN_BYTES and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        bar = self._bar
+        if bar is None:
+            return None
+        lock = threading.Lock()
+
+        def tick(n: int) -> None:
+            with lock:
+                bar.update(n)
+
+        return tick
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _time(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    rows = [("GROUP", "NODE", "ROLE", "UP", "FREE SLOTS", "LIVE SLICES", "URL")]
+    for g in status.get("groups", []):
+        for n in g.get("nodes", []):
+            free = n.get("free_slots")
+            rows.append(
+                (
+                    str(g["group_id"]) + ("" if g.get("writable") else " (read-only)"),
+                    str(n.get("node_id")),
+                    str(n.get("role")),
+                    "yes" if n.get("up") else "DOWN",
+                    "-" if free is None else str(free),
+                    str(n.get("used_slots", "-")),
+                    str(n.get("url")),
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    groups = status.get("groups", [])
+    writable = sum(1 for g in groups if g.get("writable"))
+    print(f"{len(groups)} groups, {writable} writable")
+
+
+def cluster_up(data: Path, groups: int, port: int | None) -> int:
+    """Run a tracker and ``groups`` groups in the foreground until Ctrl-C or SIGTERM."""
+    from mydfs.client.local_cluster import LocalCluster
+
+    if groups < 1:
+        print("mydfs: --groups must be at least 1", file=sys.stderr)
+        return 2
+    base = port
+    if base is None and not (data / "cluster.json").exists():
+        base = 8100
+    cluster = LocalCluster(data.resolve(), groups=groups, base_port=base)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        print(
+            f"starting a tracker and {cluster.groups} groups of 3 storage nodes in {data} ...",
+            flush=True,
+        )
+        cluster.start()
+        print(f"tracker {cluster.tracker_url}", flush=True)
+        print(
+            f"  export MYDFS_TRACKER={cluster.tracker_url}\n"
+            f"  mydfs put ./some.file /some.file && mydfs ls / && mydfs get /some.file ./copy\n"
+            f"  curl -O {cluster.tracker_url}/files/some.file\n"
+            f"logs in {data}/*.log; Ctrl-C stops the cluster",
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            for proc in cluster.processes():
+                if not proc.alive() and proc.proc is not None and proc.proc.returncode is not None:
+                    print(f"{proc.name} exited ({proc.proc.returncode}); restarting", flush=True)
+                    proc.start()
+    finally:
+        print("stopping the cluster ...", flush=True)
+        cluster.stop()
+        print("stopped", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

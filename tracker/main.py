@@ -1,20 +1,115 @@
-"""``mydfs-tracker``: the scheduler and namespace of a mydfs cluster."""
+"""``mydfs-tracker``: the scheduler and namespace of a mydfs cluster.
+
+This module only parses arguments, sets up logging and runs :func:`serve`; the work is in
+:mod:`mydfs.tracker.service` and the pure cores it drives.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import signal
 import sys
 
+from mydfs.common.config import add_arguments, render_default
+from mydfs.common.errors import MydfsError
+from mydfs.tracker.config import OPTIONS, TrackerConfig, from_args
 
-def main(argv: list[str] | None = None) -> int:
+log = logging.getLogger("mydfs.tracker")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mydfs-tracker",
         description="The mydfs tracker: knows every storage group from its heartbeats, "
-        "places new files, and keeps the durable file table.",
+        "places new files, and keeps the durable file table (edit log + checkpoints).",
     )
-    parser.parse_args(argv)
-    print("mydfs-tracker: the tracker service is not part of this version yet", file=sys.stderr)
-    return 2
+    add_arguments(parser, OPTIONS)
+    return parser
+
+
+async def serve(config: TrackerConfig) -> int:
+    """Run the tracker until SIGTERM/SIGINT (exit 0) or an edit-log failure (exit 1)."""
+    from aiohttp import web
+
+    from mydfs.tracker.http_api import make_app
+    from mydfs.tracker.metrics import TrackerMetrics
+    from mydfs.tracker.service import Tracker
+    from mydfs.tracker.store import MetaStore
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    fatal: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+        stop.set()
+
+    metrics = TrackerMetrics()
+    store = await MetaStore.open(
+        config.data_dir,
+        checkpoint_interval=config.checkpoint_interval,
+        checkpoint_edits=config.checkpoint_edits,
+        on_fatal=on_fatal,
+        on_flush=metrics.log_batch.observe,
+    )
+    tracker = Tracker(config, store, metrics)
+    runner = web.AppRunner(make_app(tracker), access_log=None, handle_signals=False)
+    ticker: asyncio.Task[None] | None = None
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+        await site.start()
+        log.info(
+            "serving HTTP on %s:%d (advertised %s), data in %s",
+            config.listen_host,
+            config.listen_port,
+            config.advertise,
+            config.data_dir,
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def tick() -> None:
+            period = min(0.5, config.heartbeat_timeout / 4)
+            while True:
+                await asyncio.sleep(period)
+                tracker.tick()
+
+        ticker = loop.create_task(tick(), name="liveness")
+        await stop.wait()
+        log.info("stopping" if not fatal else "stopping after a fatal edit-log error")
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        await runner.cleanup()
+        await store.close(final_checkpoint=not fatal)
+    return 1 if fatal else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.print_config:
+        print(render_default(OPTIONS, "mydfs-tracker configuration (TOML)"))
+        return 0
+    try:
+        config = from_args(args)
+        logging.basicConfig(
+            level=config.log_level.upper(),
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s tracker %(name)s: %(message)s",
+        )
+        return asyncio.run(serve(config))
+    except MydfsError as exc:
+        print(f"mydfs-tracker: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"mydfs-tracker: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,166 @@
+"""HTTP plumbing of the SDK: JSON calls with typed errors, and retries with backoff.
+
+Every call the SDK makes goes through :class:`Transport`: it maps HTTP answers to the mydfs
+error hierarchy (the JSON body carries the code), follows 307 redirects for writes by hand
+(so the body is sent again to the new leader), and retries what is retryable — connection
+errors, 503, timeouts — with exponential backoff up to a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from mydfs.common.errors import (
+    MydfsError,
+    NotLeader,
+    Timeout,
+    Unavailable,
+    error_from_dict,
+)
+
+T = TypeVar("T")
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff from ``first`` doubling to ``cap`` seconds, for at most ``deadline`` seconds."""
+
+    deadline: float = 30.0
+    first: float = 0.05
+    cap: float = 1.0
+
+
+async def _error_of(resp: aiohttp.ClientResponse, **context: Any) -> MydfsError:
+    text = await resp.text()
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        err = error_from_dict(body)
+    elif resp.status == 503:
+        err = Unavailable(f"HTTP 503 from {resp.url.host}:{resp.url.port}")
+    elif resp.status == 404:
+        from mydfs.common.errors import NotFound
+
+        err = NotFound("not found")
+    else:
+        err = MydfsError(f"HTTP {resp.status}: {text[:200]}")
+    for key, value in context.items():
+        if value is not None:
+            err.context.setdefault(key, value)
+    return err
+
+
+class Transport:
+    """One aiohttp session plus the retry and error rules of the SDK."""
+
+    def __init__(self, session: aiohttp.ClientSession, policy: RetryPolicy) -> None:
+        self.session = session
+        self.policy = policy
+
+    async def retry(self, what: str, attempt: Callable[[], Awaitable[T]], **context: Any) -> T:
+        """Run ``attempt`` until it succeeds, fails for good, or the deadline passes."""
+        deadline = time.monotonic() + self.policy.deadline
+        delay = self.policy.first
+        last: BaseException | None = None
+        while True:
+            try:
+                return await attempt()
+            except MydfsError as exc:
+                if not exc.retryable:
+                    for key, value in context.items():
+                        if value is not None:
+                            exc.context.setdefault(key, value)
+                    raise
+                last = exc
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                last = exc
+            if time.monotonic() + delay > deadline:
+                break
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.policy.cap)
+        raise Timeout(
+            f"{what} did not succeed within {self.policy.deadline:.0f}s: {last}", **context
+        )
+
+    async def json(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        ok: tuple[int, ...] = (200, 201),
+        timeout: float = 30.0,
+        **context: Any,
+    ) -> Any:
+        """One JSON call (no retry): the decoded body, or the typed error."""
+        data = None if body is None else orjson.dumps(body)
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        try:
+            async with self.session.request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as resp:
+                if resp.status in (301, 302, 307, 308) and "Location" in resp.headers:
+                    raise NotLeader("redirected", leader=_origin(resp.headers["Location"]))
+                if resp.status not in ok:
+                    raise await _error_of(resp, **context)
+                return orjson.loads(await resp.read())
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise Unavailable(
+                f"{method} {url} failed: {exc or type(exc).__name__}", **context
+            ) from exc
+
+    async def put_bytes(
+        self,
+        url: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60.0,
+        **context: Any,
+    ) -> Any:
+        """PUT a body, re-sending it to the target of a 307 (a follower pointing at the leader)."""
+        for _ in range(MAX_REDIRECTS):
+            try:
+                async with self.session.put(
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                    allow_redirects=False,
+                ) as resp:
+                    if resp.status in (307, 308) and "Location" in resp.headers:
+                        url = str(resp.url.join(URL(resp.headers["Location"])))
+                        continue
+                    if resp.status not in (200, 201):
+                        raise await _error_of(resp, **context)
+                    return orjson.loads(await resp.read())
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                raise Unavailable(
+                    f"PUT {url} failed: {exc or type(exc).__name__}", **context
+                ) from exc
+        raise Unavailable("too many redirects", url=url, **context)
+
+
+def _origin(location: str) -> str:
+    """``http://host:port`` of a redirect target."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(location)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else location

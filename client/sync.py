@@ -1,0 +1,120 @@
+"""The blocking twin of :class:`~mydfs.client.aio.AsyncClient`, with the same method names.
+
+It runs an ``AsyncClient`` on a private event loop in a background thread, so it can be used
+from ordinary code (and from threads: calls are serialised onto that loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, BinaryIO, TypeVar
+
+from mydfs.client.aio import AsyncClient, AsyncReader, DirEntry, FileInfo, Progress, Source
+
+T = TypeVar("T")
+
+
+class Client:
+    """A mydfs client for blocking code. ``with Client("http://127.0.0.1:8100") as c: ...``"""
+
+    def __init__(self, tracker: str, *, window: int = 8, deadline: float = 60.0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="mydfs-client", daemon=True
+        )
+        self._thread.start()
+
+        async def make() -> AsyncClient:
+            return AsyncClient(tracker, window=window, deadline=deadline)
+
+        try:
+            self._aio = self._run(make())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._aio.close())
+        self._stop_loop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def tracker(self) -> str:
+        return self._aio.tracker
+
+    def put(
+        self, path: str, src: Source, *, overwrite: bool = False, progress: Progress | None = None
+    ) -> FileInfo:
+        return self._run(self._aio.put(path, src, overwrite=overwrite, progress=progress))
+
+    def get(
+        self, path: str, dst: str | os.PathLike[str] | BinaryIO, *, progress: Progress | None = None
+    ) -> FileInfo:
+        return self._run(self._aio.get(path, dst, progress=progress))
+
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self._run(self._aio.read(path, offset, length))
+
+    def open(self, path: str) -> Reader:
+        return Reader(self, self._run(self._aio.open(path)))
+
+    def stat(self, path: str) -> FileInfo:
+        return self._run(self._aio.stat(path))
+
+    def exists(self, path: str) -> bool:
+        return self._run(self._aio.exists(path))
+
+    def listdir(self, path: str = "/") -> list[DirEntry]:
+        return self._run(self._aio.listdir(path))
+
+    def delete(self, path: str) -> FileInfo:
+        return self._run(self._aio.delete(path))
+
+    def status(self) -> dict[str, Any]:
+        return self._run(self._aio.status())
+
+
+class Reader:
+    """Blocking reader returned by :meth:`Client.open`: ``read(n)`` and iteration."""
+
+    def __init__(self, client: Client, reader: AsyncReader) -> None:
+        self._client = client
+        self._reader = reader
+        self.info = reader.info
+
+    def read(self, n: int = -1) -> bytes:
+        return self._client._run(self._reader.read(n))
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            chunk = self.read(1 << 20)
+            if not chunk:
+                return
+            yield chunk
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,171 @@
+"""Golden bytes of the tracker's formats: the examples of ``docs/tracker.md``, byte for byte.
+
+If one of these fails, the on-disk format changed: bump ``FORMAT_VERSION`` and update the doc.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from mydfs.common.checksum import crc32c
+from mydfs.common.errors import Corrupt
+from mydfs.common.location import Location
+from mydfs.tracker.checkpoint import decode_checkpoint, encode_checkpoint
+from mydfs.tracker.framing import (
+    CHECKPOINT_HEADER_SIZE,
+    FRAME_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+    decode_checkpoint_header,
+    decode_segment_header,
+    encode_checkpoint_header,
+    encode_frame,
+    encode_segment_header,
+)
+from mydfs.tracker.namespace import Namespace
+from mydfs.tracker.records import (
+    ENTRY,
+    AddIntent,
+    DeleteFile,
+    DropIntent,
+    DropTrash,
+    EditType,
+    FileEntry,
+    Intent,
+    PutFile,
+    TrashReason,
+    TrashRecord,
+    decode_edit,
+    encode_edit,
+)
+
+FID = bytes(range(16)).hex()
+ENTRY_EXAMPLE = FileEntry(
+    FID, 70000, 1, Location(2, 9), "crc32c:deadbeef", 1700000000.5, 1700000001.25, 3
+)
+
+
+def h(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", "").replace("\n", ""))
+
+
+ENTRY_BYTES = h(
+    "000102030405060708090a0b0c0d0e0f"  # file id
+    "7011010000000000"  # size 70000
+    "01000000"  # slices 1
+    "02000000"  # head group 2
+    "0900000000000000"  # head slot 9
+    "00002040fc54d941"  # ctime 1700000000.5
+    "00005040fc54d941"  # mtime 1700000001.25
+    "03000000"  # version 3
+    "6372633332633a6465616462656566"  # "crc32c:deadbeef"
+)
+
+
+def test_sizes() -> None:
+    assert ENTRY.size == 60
+    assert FRAME_HEADER_SIZE == 17
+    assert SEGMENT_HEADER_SIZE == 20
+    assert CHECKPOINT_HEADER_SIZE == 28
+
+
+def test_file_entry_golden() -> None:
+    assert ENTRY_EXAMPLE.pack() == ENTRY_BYTES
+    assert FileEntry.unpack(ENTRY_BYTES) == ENTRY_EXAMPLE
+    empty = FileEntry("ff" * 16, 0, 0, None, "", 1.0, 1.0, 1)
+    assert empty.pack() == h(
+        "ffffffffffffffffffffffffffffffff 0000000000000000 00000000"
+        " ffffffff ffffffffffffffff 000000000000f03f 000000000000f03f 01000000"
+    )
+    assert FileEntry.unpack(empty.pack()).head is None
+
+
+def test_half_empty_location_is_corrupt() -> None:
+    bad = bytearray(ENTRY_BYTES)
+    bad[28:32] = b"\xff\xff\xff\xff"  # head group none, head slot 9
+    with pytest.raises(Corrupt, match="half-empty"):
+        FileEntry.unpack(bytes(bad))
+
+
+def test_put_frame_golden() -> None:
+    kind, payload = encode_edit(PutFile("/a/b.bin", ENTRY_EXAMPLE))
+    assert kind == EditType.PUT_FILE == 1
+    assert payload == h("0800") + b"/a/b.bin" + ENTRY_BYTES
+    frame = encode_frame(5, kind, payload)
+    assert frame[:FRAME_HEADER_SIZE] == h("46f0d438 55000000 0500000000000000 01")
+    assert frame[FRAME_HEADER_SIZE:] == payload
+    assert int.from_bytes(frame[:4], "little") == crc32c(frame[4:])
+
+
+def test_other_edit_payloads_golden() -> None:
+    cases = [
+        (
+            DeleteFile("/a/b.bin", 1700000002.0),
+            EditType.DELETE_FILE,
+            h("00008040fc54d941") + b"/a/b.bin",
+        ),
+        (
+            AddIntent(Intent(FID, "/up", 1700000003.0)),
+            EditType.ADD_INTENT,
+            bytes(range(16)) + h("0000c040fc54d941") + b"/up",
+        ),
+        (DropIntent(FID), EditType.DROP_INTENT, bytes(range(16))),
+        (DropTrash(FID), EditType.DROP_TRASH, bytes(range(16))),
+    ]
+    for edit, kind, payload in cases:
+        assert encode_edit(edit) == (kind, payload)
+        assert decode_edit(kind, payload) == edit
+    frame = encode_frame(6, EditType.DELETE_FILE, cases[0][2])
+    assert frame == h("4ad0c5f0 10000000 0600000000000000 02 00008040fc54d941") + b"/a/b.bin"
+
+
+def test_trash_record_golden() -> None:
+    record = TrashRecord(
+        FID, "/a/b.bin", 70000, 1, Location(2, 9), 1700000002.0, TrashReason.DELETED
+    )
+    packed = record.pack()
+    assert packed == (
+        bytes(range(16))
+        + h("7011010000000000 01000000 02000000 0900000000000000 00008040fc54d941 01")
+        + b"/a/b.bin"
+    )
+    assert TrashRecord.unpack(packed) == record
+
+
+def test_headers_golden() -> None:
+    seg = encode_segment_header(1)
+    assert seg == h("4d44454c 0100 0000 0100000000000000 a4b7b8d3")
+    assert decode_segment_header(seg) == 1
+    ck = encode_checkpoint_header(42, 1700000000.0)
+    assert ck == h("4d44434b 0100 0000 2a00000000000000 00000040fc54d941 23c78370")
+    assert decode_checkpoint_header(ck) == (42, 1700000000.0)
+    for damaged in (seg[:-1], b"XDEL" + seg[4:], seg[:8] + b"\x02" + seg[9:]):
+        with pytest.raises(Corrupt):
+            decode_segment_header(damaged)
+    newer = bytearray(encode_segment_header(1))
+    newer[4] = 2
+    newer[16:20] = crc32c(bytes(newer[:16])).to_bytes(4, "little")
+    with pytest.raises(Corrupt, match="version 2"):
+        decode_segment_header(bytes(newer))
+
+
+def test_checkpoint_file_golden() -> None:
+    ns = Namespace()
+    ns.load_file("/a/b.bin", ENTRY_EXAMPLE.pack())
+    ns.load_trash(
+        TrashRecord("ff" * 16, "/old", 5, 1, Location(1, 1), 1700000000.0, TrashReason.REPLACED)
+    )
+    ns.load_intent(Intent("ee" * 16, "/up", 1700000003.0))
+    out = io.BytesIO()
+    size = encode_checkpoint(42, ns.snapshot(), 1700000000.0, out)
+    data = out.getvalue()
+    assert size == len(data) == 28 + (17 + 10 + 75) + (17 + 53) + (17 + 27) + (17 + 24)
+    assert data[:28] == encode_checkpoint_header(42, 1700000000.0)
+    # frames: records numbered from 1, END last with (files, trash, intents) counts
+    assert data[28 + 8 : 28 + 17] == h("0100000000000000 10")
+    end = h("0100000000000000 0100000000000000 0100000000000000")
+    assert data[-41:] == encode_frame(4, EditType.CK_END, end)
+    seq, created, back = decode_checkpoint(data)
+    assert (seq, created) == (42, 1700000000.0)
+    assert back.state() == ns.state()

@@ -1,0 +1,129 @@
+"""The configuration of ``mydfs-tracker``: keys, defaults, and their checks."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mydfs.common.config import REQUIRED, ConfigError, Option, load
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen", "str", "127.0.0.1:8100", "HTTP listen address host:port"),
+    Option(
+        "advertise",
+        "str",
+        "",
+        "HTTP base URL that storage nodes and clients use (default: http://<listen>)",
+    ),
+    Option(
+        "data_dir",
+        "path",
+        REQUIRED,
+        "folder for the edit log and the checkpoints (one tracker per folder)",
+        "data/tracker",
+    ),
+    Option(
+        "secret",
+        "str",
+        REQUIRED,
+        "cluster secret (>= 16 chars): storage heartbeats are signed with it",
+        "change-me-0123456789",
+    ),
+    Option(
+        "heartbeat_timeout",
+        "float",
+        3.0,
+        "seconds without a heartbeat after which a storage node is marked down",
+    ),
+    Option(
+        "max_consecutive",
+        "int",
+        3,
+        "K: at most this many consecutive slices of a file go to one group",
+    ),
+    Option(
+        "checkpoint_interval",
+        "float",
+        60.0,
+        "seconds between checkpoints of the file table (if anything changed)",
+    ),
+    Option(
+        "checkpoint_edits",
+        "int",
+        100_000,
+        "edits after which a checkpoint is taken early (bounds replay at start-up)",
+    ),
+    Option("log_level", "str", "info", "debug, info, warning or error"),
+)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    listen_host: str
+    listen_port: int
+    advertise: str
+    data_dir: Path
+    secret: str
+    heartbeat_timeout: float
+    max_consecutive: int
+    checkpoint_interval: float
+    checkpoint_edits: int
+    log_level: str
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """The interval suggested to storage nodes: a third of the timeout."""
+        return round(self.heartbeat_timeout / 3, 3)
+
+
+def _hostport(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"config key {key}: {value!r} is not host:port")
+    return host, int(port)
+
+
+def from_values(v: dict[str, Any]) -> TrackerConfig:
+    """Check the merged values and build the config; a bad key raises a one-line ConfigError."""
+    host, port = _hostport(v["listen"], "listen")
+    advertise = v["advertise"] or f"http://{host}:{port}"
+    parts = urlsplit(advertise)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"config key advertise: {advertise!r} is not an http(s) URL")
+    if len(v["secret"]) < 16:
+        raise ConfigError("config key secret: must be at least 16 characters")
+    if not 0.05 <= v["heartbeat_timeout"] <= 3600:
+        raise ConfigError("config key heartbeat_timeout: must be between 0.05 and 3600 seconds")
+    if not 1 <= v["max_consecutive"] <= 1_000_000:
+        raise ConfigError("config key max_consecutive: must be between 1 and 1000000")
+    if not v["checkpoint_interval"] > 0:
+        raise ConfigError("config key checkpoint_interval: must be > 0")
+    if v["checkpoint_edits"] < 1:
+        raise ConfigError("config key checkpoint_edits: must be >= 1")
+    level = v["log_level"].lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f"config key log_level: {v['log_level']!r} is not debug/info/warning/error"
+        )
+    data_dir = v["data_dir"]
+    if not str(data_dir):
+        raise ConfigError("config key data_dir: must not be empty")
+    return TrackerConfig(
+        listen_host=host,
+        listen_port=port,
+        advertise=advertise.rstrip("/"),
+        data_dir=Path(data_dir),
+        secret=v["secret"],
+        heartbeat_timeout=v["heartbeat_timeout"],
+        max_consecutive=v["max_consecutive"],
+        checkpoint_interval=v["checkpoint_interval"],
+        checkpoint_edits=v["checkpoint_edits"],
+        log_level=level,
+    )
+
+
+def from_args(args: argparse.Namespace) -> TrackerConfig:
+    return from_values(load(OPTIONS, args))

@@ -1,0 +1,369 @@
+"""The edit log: every namespace change, appended and fdatasync'ed before it is acknowledged.
+
+The log is a series of **segment** files ``edits-<first seq, 20 digits>.log`` in the data folder
+(format: :mod:`mydfs.tracker.framing`, ``docs/tracker.md``). Records carry consecutive sequence
+numbers across segments.
+
+*Recovery* (:func:`recover_log`, synchronous, before serving) reads the segments after the newest
+checkpoint, hands every good record to a callback, and cuts a torn tail off the last segment. Damage
+anywhere else (an older segment, or intact records after a bad one) raises :class:`Corrupt`: an
+acknowledged edit may be behind it, so the tracker refuses to start rather than guess.
+
+*Appending* (:class:`EditLog`) is group commit: :meth:`EditLog.append` frames a record into an
+in-memory batch and returns its seq at once (on the event loop, so the order of records is the
+order in which the namespace applied them); a single flusher task writes the batch and runs one
+``fdatasync`` in a worker thread, then wakes every :meth:`EditLog.wait_durable` caller it covers.
+Records appended while a sync runs form the next batch, so N concurrent changes cost about two
+syncs, not N. A failed write or sync is fatal: the log refuses everything afterwards and
+``on_fatal`` is called (after a failed fsync, Linux may have dropped the dirty pages).
+
+*Rolling* (:meth:`EditLog.roll`) starts a new segment; a checkpoint rolls the log so older
+segments can be deleted once the checkpoint is durable (:meth:`EditLog.drop_segments_upto`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mydfs.common.errors import Corrupt, StorageIOError
+from mydfs.tracker.framing import (
+    SEGMENT_HEADER_SIZE,
+    Damage,
+    Frame,
+    classify_damage,
+    decode_segment_header,
+    encode_frame,
+    encode_segment_header,
+    scan_frames,
+)
+from mydfs.tracker.fsio import create_synced, fsync_dir, truncate_synced, write_all
+
+log = logging.getLogger(__name__)
+
+SEGMENT_RE = re.compile(r"^edits-(\d{20})\.log$")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"edits-{first_seq:020d}.log"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """``(first seq, path)`` of every segment, oldest first."""
+    out = []
+    for path in directory.iterdir():
+        m = SEGMENT_RE.match(path.name)
+        if m:
+            out.append((int(m.group(1)), path))
+    return sorted(out)
+
+
+@dataclass
+class LogRecovery:
+    """What :func:`recover_log` found."""
+
+    next_seq: int  # the seq the next appended record gets
+    last_segment: tuple[int, Path] | None  # the segment to append to (None: create one)
+    segments: list[tuple[int, Path]] = field(default_factory=list)
+    replayed: int = 0
+    cut_bytes: int = 0  # torn tail removed from the last segment
+    cut_path: Path | None = None
+
+
+def recover_log(directory: Path, after_seq: int, on_record: Callable[[Frame], None]) -> LogRecovery:
+    """Replay every record with seq > ``after_seq`` (in order) through ``on_record``.
+
+    Cuts a torn tail off the last segment (truncate + fsync). Raises :class:`Corrupt` for damage
+    that is not a torn tail, for a gap in the sequence numbers, or for a segment whose header
+    does not match its name.
+    """
+    segments = list_segments(directory)
+    out = LogRecovery(next_seq=after_seq + 1, last_segment=None, segments=segments)
+    # Skip segments wholly covered by the checkpoint: the next one starts at or before it ends.
+    start = 0
+    while start + 1 < len(segments) and segments[start + 1][0] <= after_seq + 1:
+        start += 1
+    if start < len(segments) and segments[start][0] > after_seq + 1:
+        raise Corrupt(
+            f"edit log gap: the checkpoint covers up to seq {after_seq} but the oldest segment "
+            f"starts at {segments[start][0]}",
+            segment=str(segments[start][1]),
+        )
+    expected = segments[start][0] if start < len(segments) else after_seq + 1
+    for index in range(start, len(segments)):
+        first, path = segments[index]
+        is_last = index == len(segments) - 1
+        data = path.read_bytes()
+        try:
+            header_first = decode_segment_header(data)
+        except Corrupt as exc:
+            raise Corrupt(f"edit-log segment header: {exc.message}", segment=str(path)) from None
+        if header_first != first:
+            raise Corrupt(
+                f"segment header says first seq {header_first}, its name says {first}",
+                segment=str(path),
+            )
+        if first != expected:
+            raise Corrupt(
+                f"edit log gap: segment starts at seq {first}, expected {expected}",
+                segment=str(path),
+            )
+        scan = scan_frames(data, SEGMENT_HEADER_SIZE, first)
+        damage = classify_damage(data, scan)
+        if damage is Damage.CORRUPT or (damage is Damage.TORN_TAIL and not is_last):
+            raise Corrupt(
+                f"edit log damaged at byte {scan.end} ({scan.stop.value}) with records after it; "
+                "refusing to cut acknowledged edits (restore the file, or truncate it at that "
+                "offset by hand to accept losing what follows)",
+                segment=str(path),
+                offset=scan.end,
+                seq=scan.next_seq,
+            )
+        for frame in scan.frames:
+            if frame.seq > after_seq:
+                on_record(frame)
+                out.replayed += 1
+        scan.frames.clear()
+        if damage is Damage.TORN_TAIL:
+            out.cut_bytes = len(data) - scan.end
+            out.cut_path = path
+            log.warning(
+                "edit log %s: cut a torn tail of %d bytes at offset %d (%s)",
+                path.name,
+                out.cut_bytes,
+                scan.end,
+                scan.stop.value,
+            )
+            truncate_synced(path, scan.end)
+        expected = scan.next_seq
+        out.last_segment = (first, path)
+    out.next_seq = max(expected, after_seq + 1)
+    if out.last_segment is not None and expected != out.next_seq:
+        out.last_segment = None  # the log ends before the checkpoint: start a fresh segment
+    return out
+
+
+class EditLog:
+    """Append-only, group-committed log writer. Create with :meth:`start` on a running loop."""
+
+    def __init__(
+        self,
+        directory: Path,
+        recovery: LogRecovery,
+        *,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        on_flush: Callable[[int], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self._on_flush = on_flush
+        self._segments: list[tuple[int, Path]] = list(recovery.segments)
+        self._next_seq = recovery.next_seq
+        self._written = recovery.next_seq - 1  # last seq handed to write()
+        self._durable = recovery.next_seq - 1
+        self._pending: list[bytes] = []
+        self._pending_last = self._durable
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_ids = 0
+        self._rolls: list[asyncio.Future[int]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._failure: StorageIOError | None = None
+        self._on_fatal = on_fatal
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="editlog")
+        self._fd = -1
+        self._task: asyncio.Task[None] | None = None
+        #: Statistics for metrics and tests.
+        self.syncs = 0
+        self.records = 0
+        self.bytes_written = 0
+        self.last_batch = 0
+        if recovery.last_segment is not None:
+            self._fd = os.open(recovery.last_segment[1], os.O_WRONLY | os.O_APPEND)
+        else:
+            self._fd = self._create_segment(self._next_seq)
+
+    @classmethod
+    async def start(
+        cls,
+        directory: Path,
+        recovery: LogRecovery,
+        *,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        on_flush: Callable[[int], None] | None = None,
+    ) -> EditLog:
+        self = cls(directory, recovery, on_fatal=on_fatal, on_flush=on_flush)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="editlog-flusher")
+        return self
+
+    # --- the event-loop side ----------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last appended record (durable or not)."""
+        return self._next_seq - 1
+
+    @property
+    def durable_seq(self) -> int:
+        return self._durable
+
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
+    @property
+    def segments(self) -> list[tuple[int, Path]]:
+        return list(self._segments)
+
+    def append(self, kind: int, payload: bytes) -> int:
+        """Frame one record into the next batch; returns its seq. Never blocks."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closing:
+            raise StorageIOError("the edit log is closed")
+        seq = self._next_seq
+        self._pending.append(encode_frame(seq, kind, payload))
+        self._next_seq = seq + 1
+        self._pending_last = seq
+        self._wake.set()
+        return seq
+
+    async def wait_durable(self, seq: int) -> None:
+        """Return once record ``seq`` (and so every earlier one) is on stable storage."""
+        if seq <= self._durable:
+            return
+        if self._failure is not None:
+            raise self._failure
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter_ids += 1
+        heapq.heappush(self._waiters, (seq, self._waiter_ids, fut))
+        await fut
+
+    async def barrier(self) -> None:
+        """Wait until everything appended so far is durable (for reads of the state)."""
+        await self.wait_durable(self.last_seq)
+
+    async def roll(self) -> int:
+        """Flush, then continue in a new segment; returns its first seq."""
+        if self._failure is not None:
+            raise self._failure
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._rolls.append(fut)
+        self._wake.set()
+        return await fut
+
+    async def drop_segments_upto(self, seq: int) -> list[Path]:
+        """Delete every segment all of whose records have seq <= ``seq`` (never the current)."""
+        doomed: list[Path] = []
+        while len(self._segments) >= 2 and self._segments[1][0] <= seq + 1:
+            doomed.append(self._segments.pop(0)[1])
+        if doomed:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._pool, _unlink_all, doomed, self.directory)
+        return doomed
+
+    async def close(self) -> None:
+        """Flush what is pending, stop the flusher, close the file."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._pool.shutdown(wait=True)
+
+    # --- the flusher ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._pending:
+                    batch, upto = self._pending, self._pending_last
+                    self._pending = []
+                    data = b"".join(batch)
+                    self._written = upto
+                    await loop.run_in_executor(self._pool, self._write_sync, data)
+                    self.records += len(batch)
+                    self.last_batch = len(batch)
+                    self._durable = upto
+                    self._release()
+                    if self._on_flush is not None:
+                        self._on_flush(len(batch))
+                if self._rolls:
+                    # Records appended during the flush above (seq > _written) go to the new one.
+                    rolls, self._rolls = self._rolls, []
+                    first = self._written + 1
+                    if not (self._segments and self._segments[-1][0] == first):
+                        await loop.run_in_executor(self._pool, self._roll_sync, first)
+                    for fut in rolls:  # (an empty current segment is not rolled again)
+                        if not fut.done():
+                            fut.set_result(first)
+                if self._closing and not self._pending and not self._rolls:
+                    return
+        except OSError as exc:
+            self._fail(exc)
+        except BaseException as exc:  # cancelled or a bug: nothing may wait forever
+            self._fail(exc)
+            raise
+
+    def _release(self) -> None:
+        while self._waiters and self._waiters[0][0] <= self._durable:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failure = StorageIOError(
+            f"the edit log cannot be written ({exc}); the tracker must restart",
+            data_dir=str(self.directory),
+        )
+        log.critical("edit log failure: %s", exc)
+        for _, _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(self._failure)
+        self._waiters.clear()
+        for roll in self._rolls:
+            if not roll.done():
+                roll.set_exception(self._failure)
+        self._rolls.clear()
+        if self._on_fatal is not None:
+            self._on_fatal(self._failure)
+
+    # --- worker thread ----------------------------------------------------------------------------
+
+    def _write_sync(self, data: bytes) -> None:
+        write_all(self._fd, data)
+        os.fdatasync(self._fd)
+        self.syncs += 1
+        self.bytes_written += len(data)
+
+    def _create_segment(self, first: int) -> int:
+        path = self.directory / segment_name(first)
+        create_synced(path, encode_segment_header(first))
+        self._segments.append((first, path))
+        return os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    def _roll_sync(self, first: int) -> None:
+        fd = self._create_segment(first)
+        old, self._fd = self._fd, fd
+        if old >= 0:
+            os.close(old)
+
+
+def _unlink_all(paths: list[Path], directory: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    fsync_dir(directory)

@@ -1,0 +1,263 @@
+"""The HTTP face of the tracker (aiohttp). Routes, bodies and status codes: ``docs/tracker.md``.
+
+Cluster:   POST /heartbeat                 a storage node's report              (signed)
+           GET  /cluster                   groups, nodes, liveness, K
+           POST /placements                runs of slices for a new file
+Namespace: PUT|GET|DELETE /meta/files/{path}
+           GET  /meta/list/{path}          a directory ("" or "/" = the root)
+           POST /meta/intents, GET /meta/intents, DELETE /meta/intents/{file_id}
+           GET  /meta/trash, DELETE /meta/trash/{file_id}
+Reads:     GET|HEAD /files/{path}          307 to a storage node of the head's group
+Ops:       GET  /health, /metrics
+
+Paths in URLs are percent-quoted per component (:func:`mydfs.common.paths.url_quote`); the tracker
+decodes the raw URL itself, so nothing is normalised on the way and a bad path gets a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mydfs.common.auth import AUTH_HEADER, verify
+from mydfs.common.errors import InvalidArgument, MydfsError, PayloadTooLarge, Unauthorized
+from mydfs.common.paths import from_url
+from mydfs.tracker.records import check_file_id
+from mydfs.tracker.service import Tracker
+
+log = logging.getLogger(__name__)
+TRACKER_KEY = web.AppKey("tracker", Tracker)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Largest request body (heartbeats, registrations and placements are all tiny).
+MAX_BODY = 1 << 20
+#: Largest ``limit`` of a directory listing page.
+MAX_LIST_LIMIT = 100_000
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(exc: MydfsError) -> web.Response:
+    headers = {"Retry-After": "1"} if exc.retryable else None
+    status = exc.status if 400 <= exc.status < 600 else 500
+    return json_response(exc.to_dict(), status=status, headers=headers)
+
+
+@web.middleware
+async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    tracker = request.app[TRACKER_KEY]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "?"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except MydfsError as exc:
+        status = exc.status
+        if status >= 500 and not exc.retryable:
+            log.error("%s %s: %s", request.method, request.path, exc)
+        return error_response(exc)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status == 413:
+            return error_response(
+                PayloadTooLarge(f"request body larger than {MAX_BODY} bytes", limit=MAX_BODY)
+            )
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        status = 499
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(MydfsError("internal error"))
+    finally:
+        tracker.metrics.requests.labels(route, request.method, str(status)).inc()
+        tracker.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+async def _json_body(request: web.Request) -> Any:
+    data = await request.read()
+    if not data:
+        raise InvalidArgument("a JSON body is required")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"the body is not valid JSON: {exc}") from None
+
+
+def _raw_tail(request: web.Request, prefix: str) -> str:
+    """The still-quoted part of the URL path after ``prefix``."""
+    raw = request.raw_path.split("?", 1)[0]
+    if not raw.startswith(prefix):
+        raise InvalidArgument(f"bad request path {raw!r}")
+    return raw[len(prefix) :]
+
+
+def _file_path(request: web.Request, prefix: str) -> str:
+    return from_url(_raw_tail(request, prefix))
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "0").lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no", ""):
+        return False
+    raise InvalidArgument(f"query parameter {name}={text!r} must be 1 or 0", field=name)
+
+
+# --- cluster -------------------------------------------------------------------------------------
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    tracker = request.app[TRACKER_KEY]
+    if not verify(tracker.config.secret, "POST", request.path_qs, request.headers.get(AUTH_HEADER)):
+        raise Unauthorized(f"heartbeat without a valid {AUTH_HEADER} signature")
+    return json_response(tracker.heartbeat(await _json_body(request)))
+
+
+async def cluster(request: web.Request) -> web.Response:
+    return json_response(request.app[TRACKER_KEY].cluster())
+
+
+async def placements(request: web.Request) -> web.Response:
+    return json_response(request.app[TRACKER_KEY].place(await _json_body(request)))
+
+
+# --- namespace -----------------------------------------------------------------------------------
+
+
+async def put_file(request: web.Request) -> web.Response:
+    tracker = request.app[TRACKER_KEY]
+    path = _file_path(request, "/meta/files/")
+    overwrite = _flag(request, "overwrite")
+    status, body = await tracker.put_file(path, await _json_body(request), overwrite=overwrite)
+    return json_response(body, status=status)
+
+
+async def get_file(request: web.Request) -> web.Response:
+    path = _file_path(request, "/meta/files/")
+    entry = await request.app[TRACKER_KEY].stat(path)
+    return json_response(entry.to_dict(path))
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    path = _file_path(request, "/meta/files/")
+    return json_response(await request.app[TRACKER_KEY].delete_file(path))
+
+
+async def list_dir(request: web.Request) -> web.Response:
+    raw = request.raw_path.split("?", 1)[0]
+    tail = "" if raw == "/meta/list" else _raw_tail(request, "/meta/list/")
+    path = "/" if tail in ("", "/") else from_url(tail, directory=True)
+    limit_text = request.query.get("limit")
+    limit: int | None = None
+    if limit_text is not None:
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
+            raise InvalidArgument(
+                f"query parameter limit={limit_text!r} must be 1..{MAX_LIST_LIMIT}", field="limit"
+            )
+        limit = int(limit_text)
+    after = request.query.get("after")
+    body = await request.app[TRACKER_KEY].listdir(path, after=after, limit=limit)
+    return json_response(body)
+
+
+async def add_intent(request: web.Request) -> web.Response:
+    tracker = request.app[TRACKER_KEY]
+    return json_response(await tracker.add_intent(await _json_body(request)), status=201)
+
+
+async def list_intents(request: web.Request) -> web.Response:
+    return json_response(await request.app[TRACKER_KEY].intents())
+
+
+async def drop_intent(request: web.Request) -> web.Response:
+    file_id = check_file_id(request.match_info["file_id"])
+    return json_response(await request.app[TRACKER_KEY].drop_intent(file_id))
+
+
+async def list_trash(request: web.Request) -> web.Response:
+    return json_response(await request.app[TRACKER_KEY].trash())
+
+
+async def drop_trash(request: web.Request) -> web.Response:
+    file_id = check_file_id(request.match_info["file_id"])
+    return json_response(await request.app[TRACKER_KEY].drop_trash(file_id))
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+async def read_file(request: web.Request) -> web.StreamResponse:
+    path = _file_path(request, "/files/")
+    found = await request.app[TRACKER_KEY].locate(path)
+    entry = found.entry
+    headers = {
+        "X-Mydfs-File": entry.file_id,
+        "X-Mydfs-Size": str(entry.size),
+        "X-Mydfs-Version": str(entry.version),
+        "Cache-Control": "no-store",
+    }
+    if found.url is None:
+        return web.Response(
+            body=b"", status=200, headers=headers, content_type="application/octet-stream"
+        )
+    headers["Location"] = found.url
+    return web.Response(status=307, headers=headers)
+
+
+# --- ops -----------------------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    body = request.app[TRACKER_KEY].health()
+    return json_response(body, status=200 if body["ok"] else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    tracker = request.app[TRACKER_KEY]
+    tracker.refresh_gauges()
+    return web.Response(
+        body=generate_latest(tracker.metrics.registry),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
+
+
+def make_app(tracker: Tracker) -> web.Application:
+    app = web.Application(middlewares=[errors_and_metrics], client_max_size=MAX_BODY)
+    app[TRACKER_KEY] = tracker
+    r = app.router
+    r.add_post("/heartbeat", heartbeat)
+    r.add_get("/cluster", cluster)
+    r.add_post("/placements", placements)
+    r.add_put("/meta/files/{path:[\\s\\S]*}", put_file)
+    r.add_get("/meta/files/{path:[\\s\\S]*}", get_file)
+    r.add_delete("/meta/files/{path:[\\s\\S]*}", delete_file)
+    r.add_get("/meta/list", list_dir)
+    r.add_get("/meta/list/{path:[\\s\\S]*}", list_dir)
+    r.add_post("/meta/intents", add_intent)
+    r.add_get("/meta/intents", list_intents)
+    r.add_delete("/meta/intents/{file_id}", drop_intent)
+    r.add_get("/meta/trash", list_trash)
+    r.add_delete("/meta/trash/{file_id}", drop_trash)
+    r.add_get("/files/{path:[\\s\\S]*}", read_file)
+    r.add_get("/health", health)
+    r.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,77 @@
+"""Prometheus metrics of the tracker (one registry per process, served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class TrackerMetrics:
+    """Counters and histograms updated where the work happens; gauges refreshed per scrape."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mydfs_tracker_http_requests",
+            "HTTP requests",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mydfs_tracker_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.groups = Gauge("mydfs_tracker_groups", "storage groups known", registry=r)
+        self.groups_writable = Gauge(
+            "mydfs_tracker_groups_writable", "storage groups that accept writes", registry=r
+        )
+        self.nodes = Gauge(
+            "mydfs_tracker_nodes", "storage nodes by liveness", ["state"], registry=r
+        )
+        self.files = Gauge("mydfs_tracker_files", "files in the namespace", registry=r)
+        self.file_bytes = Gauge(
+            "mydfs_tracker_file_bytes", "sum of the sizes of all files", registry=r
+        )
+        self.directories = Gauge(
+            "mydfs_tracker_directories", "directories (implicit) including the root", registry=r
+        )
+        self.trash = Gauge("mydfs_tracker_trash_records", "files waiting for the GC", registry=r)
+        self.intents = Gauge("mydfs_tracker_intents", "uploads in progress", registry=r)
+        self.heartbeats = Counter("mydfs_tracker_heartbeats", "heartbeats accepted", registry=r)
+        self.placements = Counter(
+            "mydfs_tracker_placed_slices", "slices placed, by group", ["group"], registry=r
+        )
+        self.edits = Counter("mydfs_tracker_edits", "namespace edits by type", ["op"], registry=r)
+        self.log_seq = Gauge("mydfs_tracker_editlog_seq", "last edit seq appended", registry=r)
+        self.log_durable = Gauge(
+            "mydfs_tracker_editlog_durable_seq", "last edit seq on stable storage", registry=r
+        )
+        self.log_syncs = Gauge(
+            "mydfs_tracker_editlog_syncs", "fdatasync calls of the edit log", registry=r
+        )
+        self.log_batch = Histogram(
+            "mydfs_tracker_editlog_batch_records",
+            "records per group-committed sync",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_latency = Histogram(
+            "mydfs_tracker_edit_commit_seconds",
+            "time from append to durable, per edit",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.checkpoint_seq = Gauge(
+            "mydfs_tracker_checkpoint_seq", "edit seq covered by the newest checkpoint", registry=r
+        )
+        self.checkpoint_seconds = Gauge(
+            "mydfs_tracker_checkpoint_seconds", "duration of the last checkpoint", registry=r
+        )
+        self.checkpoint_bytes = Gauge(
+            "mydfs_tracker_checkpoint_bytes", "size of the last checkpoint", registry=r
+        )

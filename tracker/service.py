@@ -1,0 +1,268 @@
+"""The tracker's operations, between the HTTP layer and the pure cores.
+
+:class:`Tracker` owns the durable namespace (:class:`~mydfs.tracker.store.MetaStore`), the
+cluster registry and the metrics, and reads the clocks: ``monotonic`` for heartbeats, wall time
+for file times. Every namespace change is planned, logged, applied and made durable before it
+returns; every namespace read first waits for the log to be durable up to what it sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from mydfs.common.errors import InvalidArgument, MydfsError, Unavailable
+from mydfs.common.paths import url_quote
+from mydfs.tracker.config import TrackerConfig
+from mydfs.tracker.metrics import TrackerMetrics
+from mydfs.tracker.namespace import Registration
+from mydfs.tracker.records import Edit, FileEntry
+from mydfs.tracker.registry import Heartbeat, Registry
+from mydfs.tracker.scheduler import plan_runs
+from mydfs.tracker.store import MetaStore
+
+log = logging.getLogger("mydfs.tracker")
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where to read a file: ``url`` (a storage node) or None for an empty file."""
+
+    entry: FileEntry
+    url: str | None
+
+
+class Tracker:
+    def __init__(
+        self,
+        config: TrackerConfig,
+        store: MetaStore,
+        metrics: TrackerMetrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.registry = Registry(config.heartbeat_timeout)
+        self._clock = clock
+        self._wall = wall
+        self._rng = rng or random.Random()
+
+    # --- cluster ---------------------------------------------------------------------------------
+
+    def heartbeat(self, body: Any) -> dict[str, Any]:
+        hb = Heartbeat.from_dict(body)
+        now = self._clock()
+        for event in self.registry.heartbeat(hb, now):
+            log.info("%s", event)
+        self.metrics.heartbeats.inc()
+        return {
+            "interval": self.config.heartbeat_interval,
+            "groups": self.registry.cluster_map(now),
+        }
+
+    def tick(self) -> None:
+        for event in self.registry.tick(self._clock()):
+            bad = " is down" in event or "NOT writable" in event or "leader: none" in event
+            log.log(logging.WARNING if bad else logging.INFO, "%s", event)
+
+    def cluster(self) -> dict[str, Any]:
+        return {
+            "k": self.config.max_consecutive,
+            "groups": self.registry.describe(self._clock()),
+        }
+
+    def place(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or "slices" not in body:
+            raise InvalidArgument('the body must be {"slices": n}', field="slices")
+        now = self._clock()
+        views = {v.group_id: v for v in self.registry.groups(now)}
+        spaces = self.registry.writable_spaces(now)
+        runs = plan_runs(body["slices"], self.config.max_consecutive, spaces)
+        targets: dict[int, tuple[str, list[str]]] = {}
+        for g in {run.group_id for run in runs}:
+            view = views[g]
+            assert view.leader is not None
+            targets[g] = (view.leader.hb.url, [n.hb.url for n in view.up])
+        out = []
+        placed: dict[int, int] = {}
+        for run in runs:
+            leader, replicas = targets[run.group_id]
+            placed[run.group_id] = placed.get(run.group_id, 0) + run.count
+            out.append(
+                {"group": run.group_id, "count": run.count, "leader": leader, "replicas": replicas}
+            )
+        for g, count in placed.items():
+            self.registry.reserve(g, count)
+            self.metrics.placements.labels(str(g)).inc(count)
+        return {"runs": out}
+
+    # --- namespace changes -----------------------------------------------------------------------
+
+    async def _commit(self, edit: Edit, op: str) -> FileEntry | None:
+        started = time.perf_counter()
+        result = await self.store.commit(edit)
+        self.metrics.commit_latency.observe(time.perf_counter() - started)
+        self.metrics.edits.labels(op).inc()
+        return result
+
+    async def put_file(
+        self, path: str, body: Any, *, overwrite: bool
+    ) -> tuple[int, dict[str, Any]]:
+        reg = Registration.from_dict(body)
+        try:
+            edit = self.store.ns.plan_put(path, reg, now=self._wall(), overwrite=overwrite)
+        except MydfsError:
+            await self.store.barrier()  # a refusal may rest on state that is not durable yet
+            raise
+        if edit is None:
+            await self.store.barrier()
+            entry = self.store.ns.stat(path)
+            return 200, dict(entry.to_dict(path), unchanged=True)
+        old = await self._commit(edit, "put")
+        data = edit.entry.to_dict(path)
+        if old is None:
+            return 201, data
+        data["replaced"] = old.to_dict(path)
+        return 200, data
+
+    async def delete_file(self, path: str) -> dict[str, Any]:
+        try:
+            edit = self.store.ns.plan_delete(path, now=self._wall())
+        except MydfsError:
+            await self.store.barrier()
+            raise
+        old = await self._commit(edit, "delete")
+        assert old is not None
+        return {"deleted": old.to_dict(path)}
+
+    async def add_intent(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise InvalidArgument('the body must be {"file_id": ..., "path": ...}')
+        edit = self.store.ns.plan_intent(body.get("file_id"), body.get("path"), now=self._wall())
+        await self._commit(edit, "intent")
+        return edit.intent.to_dict()
+
+    async def drop_intent(self, file_id: str) -> dict[str, Any]:
+        try:
+            edit = self.store.ns.plan_drop_intent(file_id)
+        except MydfsError:
+            await self.store.barrier()
+            raise
+        found = self.store.ns.find_intent(file_id)
+        assert found is not None
+        await self._commit(edit, "drop_intent")
+        return {"dropped": found.to_dict()}
+
+    async def drop_trash(self, file_id: str) -> dict[str, Any]:
+        try:
+            edit = self.store.ns.plan_drop_trash(file_id)
+        except MydfsError:
+            await self.store.barrier()
+            raise
+        found = self.store.ns.find_trash(file_id)
+        assert found is not None
+        await self._commit(edit, "drop_trash")
+        return {"dropped": found.to_dict()}
+
+    # --- namespace reads -------------------------------------------------------------------------
+
+    async def stat(self, path: str) -> FileEntry:
+        await self.store.barrier()
+        entry: FileEntry = self.store.ns.stat(path)
+        return entry
+
+    async def listdir(self, path: str, *, after: str | None, limit: int | None) -> dict[str, Any]:
+        await self.store.barrier()
+        items = self.store.ns.listdir(path, after=after, limit=None if limit is None else limit + 1)
+        more = limit is not None and len(items) > limit
+        if more:
+            items = items[:limit]
+        prefix = "" if path == "/" else path
+        entries: list[dict[str, Any]] = []
+        for name, entry in items:
+            full = prefix + "/" + name
+            if entry is None:
+                entries.append({"name": name, "type": "dir", "path": full})
+            else:
+                entries.append(dict(entry.to_dict(full), name=name, type="file"))
+        return {"path": path, "entries": entries, "next": items[-1][0] if more else None}
+
+    async def trash(self) -> dict[str, Any]:
+        await self.store.barrier()
+        return {"trash": [r.to_dict() for r in self.store.ns.trash()]}
+
+    async def intents(self) -> dict[str, Any]:
+        await self.store.barrier()
+        return {"intents": [i.to_dict() for i in self.store.ns.intents()]}
+
+    async def locate(self, path: str) -> Located:
+        """Pick a random up node of the head's group for a read of ``path``."""
+        entry = await self.stat(path)
+        if entry.head is None:
+            return Located(entry, None)
+        view = self.registry.group(entry.head.group, self._clock())
+        if view is None or not view.up:
+            raise Unavailable(
+                "no storage node of the file's group is up", path=path, group=entry.head.group
+            )
+        node = self._rng.choice(view.up)
+        query = urlencode(
+            {
+                "head": f"{entry.head.group}:{entry.head.slot}",
+                "size": entry.size,
+                "slices": entry.slices,
+                "file": entry.file_id,
+                "mtime": repr(entry.mtime),
+                "version": entry.version,
+            },
+            safe=":",
+        )
+        return Located(entry, f"{node.hb.url}/files{url_quote(path)}?{query}")
+
+    # --- health and metrics ----------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        groups, writable, up, down = self.registry.counts(self._clock())
+        ns = self.store.ns
+        return {
+            "ok": not self.store.log.failed,
+            "files": ns.files,
+            "bytes": ns.bytes,
+            "groups": groups,
+            "writable_groups": writable,
+            "nodes_up": up,
+            "nodes_down": down,
+            "edit_seq": self.store.log.last_seq,
+            "durable_seq": self.store.log.durable_seq,
+            "checkpoint_seq": self.store.checkpoint_seq,
+            "advertise": self.config.advertise,
+        }
+
+    def refresh_gauges(self) -> None:
+        m = self.metrics
+        groups, writable, up, down = self.registry.counts(self._clock())
+        m.groups.set(groups)
+        m.groups_writable.set(writable)
+        m.nodes.labels("up").set(up)
+        m.nodes.labels("down").set(down)
+        ns = self.store.ns
+        m.files.set(ns.files)
+        m.file_bytes.set(ns.bytes)
+        m.directories.set(ns.directories)
+        m.trash.set(ns.trash_count)
+        m.intents.set(ns.intent_count)
+        m.log_seq.set(self.store.log.last_seq)
+        m.log_durable.set(self.store.log.durable_seq)
+        m.log_syncs.set(self.store.log.syncs)
+        m.checkpoint_seq.set(self.store.checkpoint_seq)
+        m.checkpoint_seconds.set(self.store.last_checkpoint_seconds)
+        m.checkpoint_bytes.set(self.store.last_checkpoint_bytes)
