@@ -90,9 +90,11 @@ class Transport:
                 break
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.policy.cap)
-        raise Timeout(
-            f"{what} did not succeed within {self.policy.deadline:.0f}s: {last}", **context
-        )
+        # The last error's text without its context, which joins the Timeout's (said once).
+        detail = last.message if isinstance(last, MydfsError) else last
+        where = dict(last.context) if isinstance(last, MydfsError) else {}
+        where.update(context)
+        raise Timeout(f"{what} did not succeed within {self.policy.deadline:g}s: {detail}", **where)
 
     async def json(
         self,

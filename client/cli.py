@@ -77,10 +77,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "selfcheck", help="check the local slice store (same as mydfs-storage selfcheck)"
     )
+
+    sub.add_parser(
+        "bench",
+        help="benchmark mydfs beside SeaweedFS and the machine's limits (mydfs bench --help)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own parser: every remaining argument is the benchmark's
+        from mydfs.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -105,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print("mydfs: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        return 1
+    except OSError as exc:  # e.g. a local file or folder that cannot be read or written
+        detail = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        print(f"mydfs: {detail}", file=sys.stderr)
         return 1
 
 
@@ -273,7 +288,7 @@ def cluster_up(data: Path, groups: int, port: int | None) -> int:
         print(
             f"  export MYDFS_TRACKER={cluster.tracker_url}\n"
             f"  mydfs put ./some.file /some.file && mydfs ls / && mydfs get /some.file ./copy\n"
-            f"  curl -O {cluster.tracker_url}/files/some.file\n"
+            f"  curl -LO {cluster.tracker_url}/files/some.file\n"
             f"logs in {data}/*.log; Ctrl-C stops the cluster",
             flush=True,
         )

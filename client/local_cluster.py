@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -46,12 +47,15 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def free_base(groups: int) -> int:
-    """A port base B such that B .. B + 10 * (groups + 1) look free."""
+    """A port base B such that B .. B + 10 * (groups + 1) look free.
+
+    Picked below the kernel's ephemeral range (32768 and up on Linux), so that a restarted
+    process does not find its port taken by some outgoing connection.
+    """
     span = 10 * (groups + 1)
-    for _ in range(50):
-        base = free_ports(1)[0]
-        if base + span >= 65000:
-            continue
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - span, 10)
         ok = True
         for port in range(base, base + span):
             with socket.socket() as s:

@@ -33,12 +33,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise InvalidArgument(f"malformed Range {header!r}")
         suffix = int(last)
         if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable(f"range {header!r} selects nothing of {size} bytes")
+            raise RangeNotSatisfiable(
+                f"range {header!r} selects nothing of {size} bytes", size=size
+            )
         length = min(suffix, size)
         return size - length, length
     start = int(first)
     if start >= size:
-        raise RangeNotSatisfiable(f"range starts at {start}, entity has {size} bytes")
+        raise RangeNotSatisfiable(f"range starts at {start}, entity has {size} bytes", size=size)
     end = size - 1 if not last else min(int(last), size - 1)
     if end < start:
         raise InvalidArgument(f"malformed Range {header!r}: end before start")

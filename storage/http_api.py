@@ -38,6 +38,7 @@ from mydfs.common.errors import (
     SliceMoved,
     SlotOutOfRange,
     Unauthorized,
+    Unavailable,
 )
 from mydfs.common.httprange import parse_range
 from mydfs.common.location import MAX_SLOT, Location
@@ -278,8 +279,12 @@ async def chain(request: web.Request) -> web.Response:
         entries, nxt = node.chain_here(slot, limit)
     except Corrupt:
         url = node.leader_url()
-        if node.is_leader() or url is None:
+        if node.is_leader():
             raise
+        if url is None:  # behind (e.g. just restarted) and no leader known yet: retryable
+            raise Unavailable(
+                "this replica may be behind and knows no leader yet", group=node.group_id, slot=slot
+            ) from None
         raise Redirect(url) from None  # this replica may be behind; the leader is not
     return json_response(
         {"entries": entries, "next": None if nxt is None else [nxt.group, nxt.slot]}

@@ -24,4 +24,6 @@ def json_response(
 def error_response(exc: MydfsError) -> web.Response:
     headers = {"Retry-After": "1"} if exc.retryable else None
     status = exc.status if 400 <= exc.status < 600 else 500
+    if status == 416 and "size" in exc.context:
+        headers = {"Content-Range": f"bytes */{exc.context['size']}"}
     return json_response(exc.to_dict(), status=status, headers=headers)

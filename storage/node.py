@@ -838,8 +838,11 @@ class StorageNode:
                 except Corrupt:
                     if self.is_leader():
                         raise
-                    # This replica may be behind: the leader knows every sealed slice.
-                    part, current = await self._remote_chain([self.leader_url() or ""], start, want)
+                    # This replica may be behind: the leader knows every sealed slice. Just
+                    # restarted, it may not know the leader yet: then any other member will do.
+                    others = [u for n, u in self.urls.items() if n != self.node_id]
+                    urls = [self.leader_url() or "", *others]
+                    part, current = await self._remote_chain(urls, start, want)
             else:
                 part, current = await self._remote_chain(self._urls_of(start.group), start, want)
             if not part and current == start:

@@ -17,6 +17,7 @@ decodes the raw URL itself, so nothing is normalised on the way and a bad path g
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -216,6 +217,12 @@ async def read_file(request: web.Request) -> web.StreamResponse:
         "Cache-Control": "no-store",
     }
     if found.url is None:
+        # An empty file is answered here, with the headers a storage node gives a whole file
+        # (an explicit Content-Length: aiohttp leaves out an implicit 0 on HEAD).
+        headers["ETag"] = f'"{entry.file_id}-{entry.version}"'
+        headers["Last-Modified"] = email.utils.formatdate(entry.mtime, usegmt=True)
+        headers["Accept-Ranges"] = "bytes"
+        headers["Content-Length"] = "0"
         return web.Response(
             body=b"", status=200, headers=headers, content_type="application/octet-stream"
         )

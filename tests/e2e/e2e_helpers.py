@@ -1,0 +1,324 @@
+"""Helpers shared by the end-to-end tests: ports, bounded waits, random files, the ``mydfs``
+CLI and curl as subprocesses, plain-HTTP probes of the tracker and the storage nodes.
+
+Everything here talks to real processes on 127.0.0.1 only. Waits are polls with deadlines;
+nothing depends on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from itertools import groupby
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+T = TypeVar("T")
+
+#: Payload bytes of one slice (a 4 MiB slot minus its 4 KiB header area).
+SLICE = 4_190_208
+MIB = 1 << 20
+#: The sizes the issue names: empty, one byte, and around one slice.
+EDGE_SIZES = [0, 1, SLICE - 1, SLICE, SLICE + 1]
+
+_BIN = Path(sys.executable).parent
+
+
+def command(name: str) -> str:
+    """An entry point of the venv running the tests (``mydfs``, ``mydfs-tracker`` ...)."""
+    exe = _BIN / name
+    if exe.exists():
+        return str(exe)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed in this environment")
+    return found
+
+
+# --- ports, waits --------------------------------------------------------------------------------
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base(groups: int = 2) -> int:
+    """A base port B for a local cluster (B .. B + 10 * (groups + 1) all free), below the
+    kernel's ephemeral range so no outgoing connection takes a port while its process is down
+    for a restart."""
+    span = 10 * (groups + 1)
+    low, high = 20000, _ephemeral_low() - span - 1
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high) if high > low + 1000 else rng.randrange(40000, 60000)
+        if all(_bindable(p) for p in range(base, base + span)):
+            return base
+    raise RuntimeError("could not find a free range of loopback ports")
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound and released; below the ephemeral range)."""
+    return free_base(0)
+
+
+def wait_for(
+    predicate: Callable[[], T | bool | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy and return it; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def random_bytes(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def write_random(path: Path, size: int, seed: int) -> str:
+    """Write ``size`` pseudo-random bytes to ``path``; return their sha256."""
+    rng = random.Random(seed)
+    digest = hashlib.sha256()
+    left = size
+    with open(path, "wb") as f:
+        while left:
+            chunk = rng.randbytes(min(left, 8 * MIB))
+            f.write(chunk)
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_slice(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+# --- subprocesses --------------------------------------------------------------------------------
+
+
+def run_cli(
+    *args: str,
+    tracker: str | None = None,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 180.0,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``mydfs [--tracker URL] ARGS`` and capture its output (never raises on failure)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MYDFS_TRACKER"}
+    full_env.update(env or {})
+    argv = [command("mydfs"), *(["--tracker", tracker] if tracker else []), *args]
+    return subprocess.run(
+        argv,
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def cli_ok(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    """Run the CLI and fail the test with its stderr unless it exits 0."""
+    done = run_cli(*args, **kwargs)
+    assert done.returncode == 0, (
+        f"mydfs {' '.join(args)} exited {done.returncode}: {done.stderr.decode(errors='replace')}"
+    )
+    return done
+
+
+def curl(
+    *args: str, timeout: float = 180.0, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``curl -sS ARGS`` (never raises on failure)."""
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", str(int(timeout)), *args],
+        capture_output=True,
+        timeout=timeout + 10,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def curl_ok(*args: str, timeout: float = 180.0, cwd: Path | None = None) -> bytes:
+    """``curl -sS --fail-with-body ARGS``; the body (stdout), or a test failure naming curl's
+    error and the start of the error body."""
+    done = curl("--fail-with-body", *args, timeout=timeout, cwd=cwd)
+    if done.returncode != 0:
+        body = done.stdout
+        if "-o" in args:
+            out = (cwd or Path()) / args[args.index("-o") + 1]
+            body = out.read_bytes()[:1000] if out.exists() else b""
+        raise AssertionError(
+            f"curl {' '.join(args)}: {done.stderr.decode(errors='replace').strip()} "
+            f"{body[:1000].decode(errors='replace')}"
+        )
+    return done.stdout
+
+
+def curl_head(url: str, *extra: str) -> tuple[int, dict[str, str]]:
+    """``curl -sSL -I URL``: the status and headers (lower-case names) of the final response."""
+    out = curl_ok("-L", "-I", *extra, url).decode("latin-1")
+    blocks = [b for b in out.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    lines = blocks[-1].strip().split("\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+# --- plain HTTP ----------------------------------------------------------------------------------
+
+
+def http_request(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, dict[str, str], bytes]:
+    """One request, no redirects followed: (status, headers with lower-case names, body).
+    The URL's path is sent exactly as written (nothing is normalised)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request(method, target, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def http_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
+    """GET ``url`` following up to 5 redirects; (status, parsed JSON or None)."""
+    for _ in range(5):
+        status, headers, body = http_request(url, timeout=timeout)
+        if status in (301, 302, 307, 308) and "location" in headers:
+            url = urljoin(url, headers["location"])
+            continue
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, None
+    raise AssertionError(f"too many redirects from {url}")
+
+
+def group_nodes(tracker: str) -> dict[int, list[str]]:
+    """The storage node URLs of every group, as the tracker lists them (down ones too)."""
+    status, body = http_json(f"{tracker}/cluster")
+    assert status == 200, body
+    return {int(g["group_id"]): [n["url"] for n in g["nodes"]] for g in body["groups"]}
+
+
+def up_nodes(tracker: str) -> dict[int, set[str]]:
+    status, body = http_json(f"{tracker}/cluster")
+    assert status == 200, body
+    return {int(g["group_id"]): {n["url"] for n in g["nodes"] if n["up"]} for g in body["groups"]}
+
+
+def walk_chain(tracker: str, head: Iterable[int] | None, slices: int) -> list[dict[str, Any]]:
+    """Every slice of a file, found the documented way: start at the head the tracker gives,
+    ask a node of that group for its run (``GET /chain/{slot}?max=n``), continue in the group
+    the run's ``next`` names."""
+    nodes = group_nodes(tracker)
+    entries: list[dict[str, Any]] = []
+    current = None if head is None else list(head)
+    hops = 0
+    while current is not None and len(entries) < slices:
+        hops += 1
+        assert hops <= slices + 1, f"chain walk does not progress at {current}"
+        group, slot = int(current[0]), int(current[1])
+        status, body = http_json(f"{nodes[group][0]}/chain/{slot}?max={slices - len(entries)}")
+        assert status == 200, f"/chain/{slot} on group {group}: {status} {body}"
+        entries += body["entries"]
+        current = body["next"]
+    return entries
+
+
+def runs_of(entries: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """(group, run length) for each run of consecutive slices in one group."""
+    return [(g, len(list(run))) for g, run in groupby(e["group"] for e in entries)]
+
+
+def slice_status_everywhere(tracker: str, entry: dict[str, Any]) -> list[int]:
+    """The HTTP status every node of the slice's group answers for ``GET /slices/{slot}?gen``."""
+    out = []
+    for url in group_nodes(tracker)[int(entry["group"])]:
+        try:
+            status, _, _ = http_request(
+                f"{url}/slices/{entry['slot']}?gen={entry['generation']}", timeout=5.0
+            )
+        except OSError:
+            status = -1
+        out.append(status)
+    return out
+
+
+def child_pids(pid: int) -> set[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            out.add(int(entry.name))
+    return out
+
+
+def pid_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (absent, or a zombie awaiting its reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"

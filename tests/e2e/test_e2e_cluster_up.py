@@ -1,0 +1,199 @@
+"""``mydfs cluster up``: the one-command local cluster, as a newcomer uses it.
+
+Shows: ``mydfs cluster up --data DIR --groups 2 --port BASE`` started as a subprocess prints
+``tracker http://127.0.0.1:BASE`` once the cluster is writable; following the lines it prints
+(``export MYDFS_TRACKER=...``, ``mydfs put``/``ls``/``get``, ``curl -LO``) stores and fetches a
+file; SIGTERM stops it and every process it started (checked by pid); ``cluster up`` again on
+the same folder, without ``--port``, comes back on the same port with every file
+(sha256).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_helpers import (
+    SLICE,
+    child_pids,
+    cli_ok,
+    command,
+    curl_ok,
+    free_base,
+    pid_gone,
+    sha256_file,
+    wait_for,
+    write_random,
+)
+
+from mydfs.client import Client
+
+TRACKER_LINE = re.compile(r"^tracker (http://127\.0\.0\.1:(\d+))$")
+
+
+class ClusterUp:
+    """``mydfs cluster up ...`` running in its own session, its stdout read line by line."""
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [command("mydfs"), "cluster", "up", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self.children: set[int] = set()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_line(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line matching {pattern.pattern!r} in: {self.seen}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"cluster up exited ({self.proc.poll()}): {self.seen}")
+            self.seen.append(line)
+            m = pattern.match(line)
+            if m:
+                return m
+
+    def rest_of_output(self, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        out = []
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            out.append(line)
+        self.seen += out
+        return out
+
+    def terminate(self, timeout: float = 90.0) -> int:
+        """SIGTERM, wait for the exit, and check every process it started is gone."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        wait_for(
+            lambda: all(pid_gone(p) for p in self.children),
+            timeout=30,
+            what=f"children {sorted(self.children)} of cluster up to be gone",
+        )
+        return code
+
+    def kill_everything(self) -> None:
+        """Last-resort clean-up: the processes this test started, by pid."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for pid in self.children:
+            if not pid_gone(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def running() -> Iterator[list[ClusterUp]]:
+    """Every ``cluster up`` a test starts; whatever is left is stopped at the end."""
+    started: list[ClusterUp] = []
+    try:
+        yield started
+    finally:
+        for up in started:
+            up.kill_everything()
+
+
+def start(running: list[ClusterUp], *args: str, cwd: Path) -> tuple[ClusterUp, str, int]:
+    up = ClusterUp(*args, cwd=cwd)
+    running.append(up)
+    m = up.wait_line(TRACKER_LINE, timeout=120)
+    up.children = child_pids(up.proc.pid)
+    assert len(up.children) == 7, (up.children, up.seen)  # a tracker and 2 x 3 storage nodes
+    return up, m.group(1), int(m.group(2))
+
+
+def test_cluster_up_store_stop_and_come_back_with_every_file(
+    running: list[ClusterUp], scratch: Path
+) -> None:
+    data = scratch / "mydfs-data"
+    work = scratch / "work"
+    work.mkdir()
+    base = free_base(2)
+
+    up, tracker, port = start(
+        running, "--data", str(data), "--groups", "2", "--port", str(base), cwd=work
+    )
+    assert port == base
+    first_hint = len(up.seen)
+    up.wait_line(re.compile(r"^logs in "), timeout=30)  # the last line of the hints
+    hints = up.seen[first_hint:]
+    exports = [h.strip() for h in hints if h.strip().startswith("export MYDFS_TRACKER=")]
+    assert exports == [f"export MYDFS_TRACKER={tracker}"], hints
+
+    # The newcomer's steps, as printed: export the tracker, put, ls, get, curl.
+    env = {"MYDFS_TRACKER": exports[0].split("=", 1)[1]}
+    files = {
+        "some.file": write_random(work / "some.file", 2 * SLICE + 12345, seed=1),
+        "empty.file": write_random(work / "empty.file", 0, seed=2),
+        "one.byte": write_random(work / "one.byte", 1, seed=3),
+    }
+    for name in files:
+        cli_ok("put", f"./{name}", f"/{name}", env=env, cwd=work)
+    listed = cli_ok("ls", "/", env=env).stdout.decode()
+    assert all(name in listed for name in files), listed
+    cli_ok("get", "/some.file", "./copy", env=env, cwd=work)
+    assert sha256_file(work / "copy") == files["some.file"]
+    curl_hint = next(h.strip() for h in hints if h.strip().startswith("curl "))
+    download = scratch / "download"
+    download.mkdir()
+    curl_ok(*shlex.split(curl_hint)[1:], cwd=download)  # as printed: curl -LO URL
+    assert sha256_file(download / "some.file") == files["some.file"]
+
+    # SIGTERM stops the cluster and everything it started.
+    assert up.terminate() == 0
+    assert "stopped" in up.rest_of_output(timeout=5) + up.seen
+
+    # Again on the same folder, without --port: same port, every file back.
+    again, tracker2, port2 = start(running, "--data", str(data), cwd=work)
+    assert (tracker2, port2) == (tracker, port)
+    assert not (again.children & up.children)
+    out = scratch / "back"
+    out.mkdir()
+    for name, digest in files.items():
+        cli_ok("get", f"/{name}", str(out / name), env=env)
+        assert sha256_file(out / name) == digest, name
+    with Client(tracker2) as client:
+        assert sorted(e.name for e in client.listdir("/")) == sorted(files)
+        assert client.status()["groups"][1]["writable"]
+    assert again.terminate() == 0
