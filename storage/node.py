@@ -34,6 +34,7 @@ from mydfs.common.errors import (
     MydfsError,
     NotFound,
     NotLeader,
+    OutcomeUnknown,
     PayloadTooLarge,
     SliceDeleted,
     Unavailable,
@@ -62,6 +63,8 @@ RAFT_TIMEOUT = 5.0
 #: Fault-injection points for crash tests, from MYDFS_FAULTS (comma-separated): the process
 #: exits at once (as kill -9 would) when an upload reaches the named point.
 FAULTS = frozenset(f for f in os.environ.get("MYDFS_FAULTS", "").split(",") if f)
+#: How long a pending slot may wait for silent nodes (maybe holders) before it is aborted.
+SETTLE_PATIENCE = 30.0
 #: How long a follower waits for its Raft state to catch up before redirecting a read.
 CATCH_UP_WAIT = 2.0
 
@@ -403,8 +406,17 @@ class StorageNode:
             owner = SliceOwner(bytes.fromhex(info.file_id), info.slice_index)
             holders = await self._replicate(slot, generation, data, owner=owner, next=next, crc=crc)
             if len(holders) < 2:
-                await self._abort(slot, upload_id, generation)
+                aborted = await self._abort(slot, upload_id, generation)
                 self.metrics.uploads.labels("failed").inc()
+                if not aborted:
+                    # Late copies may still complete and a new leader may seal them.
+                    raise OutcomeUnknown(
+                        "too few copies and the abort did not commit; retry with the same "
+                        "upload id",
+                        group=self.group_id,
+                        slot=slot,
+                        upload_id=upload_id,
+                    )
                 raise Unavailable(
                     f"slice durable on {len(holders)} of 3 nodes, need 2; retry",
                     group=self.group_id,
@@ -448,11 +460,16 @@ class StorageNode:
             raise self._not_leader() from None
         return raise_for_result(result)
 
-    async def _abort(self, slot: int, upload_id: str, generation: int) -> None:
-        with contextlib.suppress(MydfsError):
+    async def _abort(self, slot: int, upload_id: str, generation: int) -> bool:
+        """Abort a pending upload; False when the abort itself could not be committed."""
+        try:
             await self._submit(
                 Abort(slot=slot, upload_id=upload_id, generation=generation).to_dict()
             )
+        except MydfsError as exc:
+            log.warning("abort of slot %d failed: %s", slot, exc)
+            return False
+        return True
 
     async def _replicate(
         self,
@@ -693,7 +710,9 @@ class StorageNode:
             await asyncio.sleep(1.0)
 
     async def _settle_one(self, info: SlotInfo) -> SlotState:
-        """Seal a pending slot that 2 nodes hold durably, else abort it (404, reusable)."""
+        """Seal a pending slot that 2 nodes hold durably; abort it (404, reusable) when 2
+        cannot. A node that does not answer may be a holder coming back: while that could
+        still make a majority, the slot waits (PENDING is returned) up to SETTLE_PATIENCE."""
         _, _, peers = self._require()
         holders = []
         if self.holds(info.slot, info.generation):
@@ -707,6 +726,7 @@ class StorageNode:
             )
         )
         holders += [p.node_id for p, yes in zip(self.config.peers, answers, strict=True) if yes]
+        unknown = sum(1 for yes in answers if yes is None)
         if len(holders) >= 2:
             seal = Seal(
                 slot=info.slot,
@@ -718,6 +738,15 @@ class StorageNode:
             self.metrics.settled.labels("sealed").inc()
             log.info("settled slot %d: live on %s", info.slot, holders)
             return SlotState.LIVE
+        age = time.time() - info.reserved_at_ms / 1000
+        if len(holders) + unknown >= 2 and age < SETTLE_PATIENCE:
+            log.info(
+                "slot %d: %d holder(s), %d node(s) silent; settling later",
+                info.slot,
+                len(holders),
+                unknown,
+            )
+            return SlotState.PENDING
         abort = Abort(slot=info.slot, upload_id=info.upload_id, generation=info.generation)
         await self._submit(abort.to_dict())
         self.metrics.settled.labels("aborted").inc()

@@ -87,8 +87,8 @@ class PeerClient:
             raise Corrupt("fetched slice fails its checksum", peer=base, slot=slot)
         return data
 
-    async def holds(self, base: str, *, slot: int, generation: int, timeout: float) -> bool:
-        """Does the peer hold ``slot`` at ``generation`` durably? False if unreachable."""
+    async def holds(self, base: str, *, slot: int, generation: int, timeout: float) -> bool | None:
+        """Does the peer hold ``slot`` at ``generation`` durably? None if it did not answer."""
         path_qs = f"/internal/holds/{slot}?gen={generation}"
         try:
             async with self._session.get(
@@ -97,11 +97,11 @@ class PeerClient:
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 if resp.status != 200:
-                    return False
+                    return None
                 body = await resp.json()
                 return bool(body.get("holds"))
         except (aiohttp.ClientError, TimeoutError, ValueError):
-            return False
+            return None
 
 
 async def _error(resp: aiohttp.ClientResponse, base: str) -> MydfsError:
