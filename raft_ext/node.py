@@ -88,6 +88,7 @@ class RaftNode(Generic[M]):
         self._host: RaftHost | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Future[Any]] = set()
+        self._led: set[asyncio.Future[Any]] = set()  # submitted while this node led
         self._closed = False
         self._fatal: BaseException | None = None
         self._leading = False
@@ -326,6 +327,8 @@ class RaftNode(Generic[M]):
                 loop.call_soon_threadsafe(_settle, fut, (result, fail_reason))
 
         self._pending.add(fut)
+        if self._leading:
+            self._led.add(fut)
         self._submitted += 1
         started = time.monotonic()
         try:
@@ -342,6 +345,7 @@ class RaftNode(Generic[M]):
                 ) from None
         finally:
             self._pending.discard(fut)
+            self._led.discard(fut)
         if reason != FAIL_REASON.SUCCESS:
             self._count_error(fail_reason_name(reason))
             raise error_for_fail_reason(
@@ -457,6 +461,18 @@ class RaftNode(Generic[M]):
         if leading == self._leading:
             return
         self._leading = leading
+        if not leading:
+            # Commands appended while this node led may or may not commit under the next
+            # leader: say so now instead of letting callers wait out their timeout.
+            for fut in list(self._led):
+                _settle_error(
+                    fut,
+                    OutcomeUnknown(
+                        "leadership was lost before the command committed; it may still commit",
+                        node=self.address,
+                    ),
+                )
+            self._led.clear()
         hook = self._on_become_leader if leading else self._on_lose_leadership
         if hook is None:
             return
