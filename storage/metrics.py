@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+from mydfs.common.metrics import http_metrics
 
 
 class StorageMetrics:
@@ -12,19 +12,7 @@ class StorageMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "mydfs_storage_http_requests",
-            "HTTP requests",
-            ["route", "method", "status"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "mydfs_storage_http_request_seconds",
-            "HTTP request latency",
-            ["route"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.requests, self.latency = http_metrics("storage", r)
         self.bytes_in = Counter(
             "mydfs_storage_received_bytes", "payload bytes received", registry=r
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+from mydfs.common.metrics import LATENCY_BUCKETS, http_metrics
+
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -13,19 +14,7 @@ class TrackerMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "mydfs_tracker_http_requests",
-            "HTTP requests",
-            ["route", "method", "status"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "mydfs_tracker_http_request_seconds",
-            "HTTP request latency",
-            ["route"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.requests, self.latency = http_metrics("tracker", r)
         self.groups = Gauge("mydfs_tracker_groups", "storage groups known", registry=r)
         self.groups_writable = Gauge(
             "mydfs_tracker_groups_writable", "storage groups that accept writes", registry=r
@@ -63,7 +52,7 @@ class TrackerMetrics:
         self.commit_latency = Histogram(
             "mydfs_tracker_edit_commit_seconds",
             "time from append to durable, per edit",
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.checkpoint_seq = Gauge(
