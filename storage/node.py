@@ -63,6 +63,10 @@ RAFT_TIMEOUT = 5.0
 #: Fault-injection points for crash tests, from MYDFS_FAULTS (comma-separated): the process
 #: exits at once (as kill -9 would) when an upload reaches the named point.
 FAULTS = frozenset(f for f in os.environ.get("MYDFS_FAULTS", "").split(",") if f)
+#: Seconds between reconciler passes over every slot (other passes look at changed slots).
+FULL_PASS_INTERVAL = 30.0
+#: Seconds before a failed reconciler action (a fetch from an unreachable holder...) is retried.
+RETRY_DELAY = 2.0
 #: How long a pending slot may wait for silent nodes (maybe holders) before it is aborted.
 SETTLE_PATIENCE = 30.0
 #: How long a follower waits for its Raft state to catch up before redirecting a read.
@@ -72,7 +76,7 @@ CATCH_UP_WAIT = 2.0
 class LockedGroup:
     """The group state machine behind one lock (Raft thread applies, event loop reads)."""
 
-    def __init__(self, state: GroupState, on_applied: Callable[[], None]) -> None:
+    def __init__(self, state: GroupState, on_applied: Callable[[int | None], None]) -> None:
         self._state = state
         self._lock = threading.Lock()
         self._on_applied = on_applied
@@ -80,7 +84,8 @@ class LockedGroup:
     def apply(self, command: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             result = self._state.apply(command)
-        self._on_applied()
+        slot = result.get("slot", command.get("slot"))
+        self._on_applied(slot if isinstance(slot, int) else None)
         return result
 
     def snapshot(self) -> bytes:
@@ -90,7 +95,7 @@ class LockedGroup:
     def restore(self, data: bytes) -> None:
         with self._lock:
             self._state.restore(data)
-        self._on_applied()
+        self._on_applied(None)  # a whole new table: every slot may have changed
 
     def read(self, fn: Callable[[GroupState], _T]) -> _T:
         with self._lock:
@@ -181,7 +186,10 @@ class StorageNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._inflight: set[int] = set()  # slots this leader is uploading right now
-        self._fetch_backoff: dict[int, float] = {}
+        self._retry_at: dict[int, float] = {}  # slot -> when a failed action may run again
+        self._dirty: set[int] = set()  # slots whose table record changed since the last pass
+        self._full_pass_due = True
+        self._last_full_pass = 0.0
         self.disk_error: str | None = None
         self.tracker: TrackerLink | None = None
         self._served = 0  # requests served, for the load figure in heartbeats
@@ -239,11 +247,19 @@ class StorageNode:
         log.critical("raft stopped: %s; exiting", exc)
         os._exit(70)
 
-    def _applied_from_thread(self) -> None:
+    def _applied_from_thread(self, slot: int | None) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._changed.set)
+                loop.call_soon_threadsafe(self._mark_dirty, slot)
+
+    def _mark_dirty(self, slot: int | None) -> None:
+        """Have the reconciler look at ``slot`` (None: at every slot) on its next pass."""
+        if slot is None:
+            self._full_pass_due = True
+        else:
+            self._dirty.add(slot)
+        self._changed.set()
 
     async def _disk(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -581,7 +597,7 @@ class StorageNode:
         ):
             await self._disk(volume.mark_deleted, slot)
         await self._disk(volume.write, slot, data, owner=owner, next=next, generation=generation)
-        self._changed.set()
+        self._mark_dirty(slot)
 
     def _local_header(self, slot: int) -> SlotHeader | None:
         """This node's on-disk header of ``slot`` (from the volume's table), if any."""
@@ -622,7 +638,7 @@ class StorageNode:
         info = await self._known(slot, generation)
         self.group.read(lambda g: g.require_live(slot, generation))  # 301 / 404 / pending
         if not self.holds(slot, info.generation):
-            self._changed.set()  # wake the reconciler: this node should fetch it
+            self._mark_dirty(slot)  # wake the reconciler: this node should fetch it
             holder = next((h for h in info.holders if h != self.node_id and h in self.urls), None)
             if holder is None:
                 raise Unavailable("no replica of this slice is reachable", slot=slot)
@@ -642,7 +658,7 @@ class StorageNode:
             log.error("corrupt replica of slot %d: %s; dropping it for repair", info.slot, exc)
             with contextlib.suppress(MydfsError):
                 await self._disk(volume.mark_deleted, info.slot)
-            self._changed.set()
+            self._mark_dirty(info.slot)
             raise
         if data.header.generation != info.generation:
             raise Unavailable("slot is being rewritten; retry", slot=info.slot)
@@ -769,19 +785,44 @@ class StorageNode:
             await asyncio.sleep(0.02)  # let a burst of applies coalesce
 
     async def reconcile_once(self) -> int:
-        """One pass: bring the local volume in line with the table. Returns actions taken."""
+        """One pass: bring the local volume in line with the table. Returns actions taken.
+
+        A pass looks only at the slots whose records changed since the last one (the apply
+        hook marks them) and at failed actions whose retry time came; every FULL_PASS_INTERVAL
+        seconds, after start and after a snapshot install, it looks at every slot.
+        """
         volume, raft, peers = self._require()
         if not raft.is_ready():
             return 0
-        table = self.group.read(lambda g: g.slots())
-        local = {h.slot: h for h in volume.scan()}
-        actions = plan(table, local, self.node_id, volume.quarantined())
         now = time.monotonic()
-        done = 0
+        if self._full_pass_due or now - self._last_full_pass > FULL_PASS_INTERVAL:
+            self._full_pass_due = False
+            self._last_full_pass = now
+            self._dirty.clear()
+            table = self.group.read(lambda g: g.slots())
+            local = {h.slot: h for h in volume.scan()}
+        else:
+            due = {slot for slot, at in self._retry_at.items() if at <= now}
+            slots, self._dirty = self._dirty | due, set()
+            if not slots:
+                return 0
+            records = self.group.read(lambda g: [g.get(slot) for slot in sorted(slots)])
+            table = [info for info in records if info is not None]
+            local = {}
+            for slot in slots:
+                header = self._local_header(slot)
+                if header is not None:
+                    local[slot] = header
+        actions = plan(table, local, self.node_id, volume.quarantined())
         by_slot = {info.slot: info for info in table}
-        missing = 0
+        acted = {action.slot for action in actions}
+        for slot in [s for s in self._retry_at if s in by_slot and s not in acted]:
+            del self._retry_at[slot]  # nothing left to do there
+        done = 0
         for action in actions:
             info = by_slot[action.slot]
+            if self._retry_at.get(action.slot, 0.0) > now:
+                continue
             try:
                 if action.kind == Kind.DROP:
                     await self._disk(volume.mark_deleted, action.slot)
@@ -799,21 +840,17 @@ class StorageNode:
                         ).to_dict(),
                         timeout=RAFT_TIMEOUT,
                     )
-                elif action.kind == Kind.FETCH:
-                    missing += 1
-                    if self._fetch_backoff.get(action.slot, 0.0) > now:
-                        continue
-                    if await self._fetch(volume, peers, info):
-                        self._fetch_backoff.pop(action.slot, None)
-                        missing -= 1
-                    else:
-                        self._fetch_backoff[action.slot] = now + 2.0
+                elif action.kind == Kind.FETCH and not await self._fetch(volume, peers, info):
+                    self._retry_at[action.slot] = now + RETRY_DELAY
+                    continue
+                self._retry_at.pop(action.slot, None)
                 done += 1
             except MydfsError as exc:
                 log.warning("reconcile %s slot %d: %s", action.kind.value, action.slot, exc)
+                self._retry_at[action.slot] = now + RETRY_DELAY
                 if isinstance(exc, Corrupt | OSError):
                     self.disk_error = str(exc)
-        self.metrics.missing.set(missing)
+        self.metrics.missing.set(len(self._retry_at))
         return done
 
     async def _fetch(self, volume: Volume, peers: PeerClient, info: SlotInfo) -> bool:
