@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from aiohttp import web
 
-from mydfs.common.errors import MydfsError
+from mydfs.common.web import error_response, json_response
 from mydfs.storage.node import StorageNode
 
 NODE_KEY = web.AppKey("node", StorageNode)
 
-
-def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
-
-
-def error_response(exc: MydfsError) -> web.Response:
-    headers = {"Retry-After": "1"} if exc.retryable else None
-    status = exc.status if 400 <= exc.status < 600 else 500
-    if status == 416 and "size" in exc.context:
-        headers = {"Content-Range": f"bytes */{exc.context['size']}"}
-    return json_response(exc.to_dict(), status=status, headers=headers)
+__all__ = ["NODE_KEY", "error_response", "json_response"]

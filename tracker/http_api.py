@@ -31,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from mydfs.common.auth import AUTH_HEADER, verify
 from mydfs.common.errors import InvalidArgument, MydfsError, PayloadTooLarge, Unauthorized
 from mydfs.common.paths import from_url
+from mydfs.common.web import error_response, json_response
 from mydfs.tracker.records import check_file_id
 from mydfs.tracker.service import Tracker
 
@@ -42,20 +43,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 1 << 20
 #: Largest ``limit`` of a directory listing page.
 MAX_LIST_LIMIT = 100_000
-
-
-def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
-
-
-def error_response(exc: MydfsError) -> web.Response:
-    headers = {"Retry-After": "1"} if exc.retryable else None
-    status = exc.status if 400 <= exc.status < 600 else 500
-    return json_response(exc.to_dict(), status=status, headers=headers)
 
 
 @web.middleware
