@@ -301,19 +301,28 @@ class AsyncClient:
         visible file if anything fails.
         """
         check_file_path(path)
-        if not overwrite and await self.exists(path):
-            from mydfs.common.errors import AlreadyExists
-
-            raise AlreadyExists("a file already exists at this path", path=path)
         file_id = uuid.uuid4().hex
-        await self._tracker(
+        size_hint = _source_size(src)
+        groups = _GroupPlan(self, size_hint)
+        # Three independent tracker calls at once: is the path free, record the upload for
+        # the collector, and where the first slices go.
+        intent = self._tracker(
             "POST",
             f"{self.tracker}/meta/intents",
             body={"file_id": file_id, "path": path},
             path=path,
         )
-        size_hint = _source_size(src)
-        groups = _GroupPlan(self, size_hint)
+        taken = self._false() if overwrite else self.exists(path)
+        placed = self._none() if size_hint == 0 else groups.group_of(0)
+        results = await asyncio.gather(intent, taken, placed, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if results[1] is True:
+            from mydfs.common.errors import AlreadyExists
+
+            raise AlreadyExists("a file already exists at this path", path=path)
+        single = size_hint is not None and 0 < size_hint <= SLICE
         window = asyncio.Semaphore(self.window)
         fills: list[asyncio.Task[None]] = []
         pending: list[_Pending] = []
@@ -323,6 +332,8 @@ class AsyncClient:
             async for data in _chunks(src):
                 await window.acquire()
                 index = len(pending)
+                if single and index > 0:
+                    raise InvalidArgument("the source grew while it was being read", path=path)
                 s = _Pending(
                     index=index,
                     data=data,
@@ -332,6 +343,11 @@ class AsyncClient:
                 )
                 total_crc = crc32c(data, total_crc)
                 size += len(data)
+                if single:  # one slice: reserve and write in one request
+                    await self._put_single(s, file_id, progress)
+                    pending.append(s)
+                    window.release()
+                    continue
                 await self._reserve(s, file_id)
                 if pending:
                     fills.append(asyncio.create_task(self._fill(pending[-1], s, window, progress)))
@@ -340,7 +356,7 @@ class AsyncClient:
                     failure = task.exception() if task.done() else None
                     if failure is not None:
                         raise failure
-            if pending:
+            if pending and not single:
                 fills.append(asyncio.create_task(self._fill(pending[-1], None, window, progress)))
             await asyncio.gather(*fills)
             await self._repair_links(pending)
@@ -369,6 +385,30 @@ class AsyncClient:
             except MydfsError:
                 pass  # the old slices stay in the tracker's trash for the collector
         return FileInfo.from_dict(body.get("entry", body) if "entry" in body else body)
+
+    @staticmethod
+    async def _false() -> bool:
+        return False
+
+    @staticmethod
+    async def _none() -> None:
+        return None
+
+    async def _put_single(self, s: _Pending, file_id: str, progress: Progress | None) -> None:
+        """A one-slice file: ``PUT /slices`` reserves and writes in one request (idempotent by
+        upload id, so a retry after a leader change never stores it twice)."""
+        headers = {"X-Mydfs-File": file_id, "X-Mydfs-Index": "0", "X-Mydfs-Crc32c": str(s.crc)}
+
+        async def call(leader: str) -> Any:
+            url = f"{leader}/slices?upload={s.upload_id}"
+            return await self._t.put_bytes(url, s.data, headers=headers, slice=0)
+
+        got = await self._on_leader(s.group, call, "slice write", slice=0)
+        s.slot, s.generation = int(got["slot"]), int(got["generation"])
+        s.sealed_next = None
+        if progress is not None:
+            progress(len(s.data))
+        s.data = b""
 
     async def _reserve(self, s: _Pending, file_id: str) -> None:
         body = {
