@@ -605,7 +605,7 @@ class StorageNode:
             return None
         try:
             return self.volume.header(slot)
-        except (NotFound, Corrupt):
+        except MydfsError:  # free, quarantined, or the volume is closing
             return None
 
     def holds(self, slot: int, generation: int) -> bool:

@@ -483,6 +483,10 @@ class Volume:
             )
         if state not in (SlotState.LIVE, SlotState.PENDING):
             raise InvalidArgument(f"a write makes a LIVE or PENDING slice, not {state.name}")
+        if owner is not None and not isinstance(owner, SliceOwner):
+            raise InvalidArgument(f"owner must be a SliceOwner, got {owner!r}", slot=slot)
+        if next is not None:
+            _check_location(next, "next", self.name, slot)
         if generation is not None and not 0 <= generation < 1 << 64:
             raise InvalidArgument(f"generation {generation} out of range", slot=slot)
         self._claim(slot)
@@ -576,10 +580,13 @@ class Volume:
 
     def mark_moved(self, slot: int, target: Location) -> SlotHeader:
         """Leave a 301 redirect to ``target``. The slot is not reused until compaction."""
+        _check_location(target, "target", self.name, slot)
         return self._update(slot, {SlotState.LIVE}, state=SlotState.MOVED, target=target)
 
     def relink(self, slot: int, next: Location | None) -> SlotHeader:
         """Point the slice's next pointer at ``next`` (None: the last slice of its file)."""
+        if next is not None:
+            _check_location(next, "next", self.name, slot)
         return self._update(slot, {SlotState.LIVE, SlotState.PENDING}, next=next)
 
     def reclaim(self, slot: int) -> None:
@@ -739,6 +746,8 @@ class Volume:
             return dict(self._quarantined)
 
     def stats(self) -> VolumeStats:
+        if self._closed:
+            raise StorageIOError("volume is closed", volume=self.name)
         with self._lock:
             headers = list(self._headers.values())
             free = len(self._free)
@@ -839,6 +848,13 @@ class Volume:
             if exc.errno == errno.ENOSPC:
                 raise DiskFull("no space left on device", volume=self.name) from exc
             raise StorageIOError(f"disk I/O failed: {exc.strerror}", volume=self.name) from exc
+
+
+def _check_location(loc: object, what: str, volume: str, slot: int) -> None:
+    if not isinstance(loc, Location):
+        raise InvalidArgument(
+            f"{what} must be a Location(group, slot), got {loc!r}", volume=volume, slot=slot
+        )
 
 
 def _fsync_dir(path: Path) -> None:
