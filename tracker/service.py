@@ -209,12 +209,17 @@ class Tracker:
         entry = await self.stat(path)
         if entry.head is None:
             return Located(entry, None)
-        view = self.registry.group(entry.head.group, self._clock())
+        now = self._clock()
+        view = self.registry.group(entry.head.group, now)
         if view is None or not view.up:
             raise Unavailable(
                 "no storage node of the file's group is up", path=path, group=entry.head.group
             )
-        node = self._rng.choice(view.up)
+        # Prefer nodes heard from within the last heartbeat or so: a node that died a moment
+        # ago is still "up" until heartbeat_timeout passes, and a redirect to it would fail.
+        fresh_within = 1.5 * self.config.heartbeat_interval
+        fresh = [n for n in view.up if now - n.last_seen <= fresh_within]
+        node = self._rng.choice(fresh or view.up)
         query = urlencode(
             {
                 "head": f"{entry.head.group}:{entry.head.slot}",
