@@ -293,3 +293,22 @@ def test_sources_destinations_and_quoted_names(
     assert client.read(odd) == b"odd name"
     assert [e.name for e in client.listdir("/docs/a b")] == ["ü?#%25 &+.bin"]
     assert curl_ok("-L", file_url(cluster, odd)) == b"odd name"
+
+
+def test_stale_one_slice_entry_never_reads_another_files_bytes(client: Client) -> None:
+    """A one-slice file is read straight from its head slot (no chain walk); if the slot was
+    freed and reused by another file since, the replica's owner header tells, and the read
+    says NotFound instead of returning the other file's bytes."""
+    client.put("/stale/a.bin", random_bytes(5000, seed=71))
+    stale = client.stat("/stale/a.bin")
+    client.delete("/stale/a.bin")
+    # Reuse: new one-slice files take the freed slot (lowest free slot first).
+    others = [client.put(f"/stale/b{i}.bin", random_bytes(5000, seed=72 + i)) for i in range(4)]
+    assert any(o.head == stale.head for o in others), "expected the freed slot to be reused"
+
+    async def read_stale() -> bytes:
+        aio = client._aio
+        return b"".join([piece async for piece in aio._slices_in_order(stale)])
+
+    with pytest.raises(NotFound):
+        client._run(read_stale())
