@@ -21,6 +21,7 @@ from yarl import URL
 
 from mydfs.common.errors import (
     MydfsError,
+    NotFound,
     NotLeader,
     Timeout,
     Unavailable,
@@ -40,7 +41,7 @@ class RetryPolicy:
     cap: float = 1.0
 
 
-async def _error_of(resp: aiohttp.ClientResponse, **context: Any) -> MydfsError:
+async def error_of(resp: aiohttp.ClientResponse, **context: Any) -> MydfsError:
     text = await resp.text()
     try:
         body = orjson.loads(text)
@@ -51,8 +52,6 @@ async def _error_of(resp: aiohttp.ClientResponse, **context: Any) -> MydfsError:
     elif resp.status == 503:
         err = Unavailable(f"HTTP 503 from {resp.url.host}:{resp.url.port}")
     elif resp.status == 404:
-        from mydfs.common.errors import NotFound
-
         err = NotFound("not found")
     else:
         err = MydfsError(f"HTTP {resp.status}: {text[:200]}")
@@ -121,7 +120,7 @@ class Transport:
                 if resp.status in (301, 302, 307, 308) and "Location" in resp.headers:
                     raise NotLeader("redirected", leader=_origin(resp.headers["Location"]))
                 if resp.status not in ok:
-                    raise await _error_of(resp, **context)
+                    raise await error_of(resp, **context)
                 return orjson.loads(await resp.read())
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise Unavailable(
@@ -151,7 +150,7 @@ class Transport:
                         url = str(resp.url.join(URL(resp.headers["Location"])))
                         continue
                     if resp.status not in (200, 201):
-                        raise await _error_of(resp, **context)
+                        raise await error_of(resp, **context)
                     return orjson.loads(await resp.read())
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 raise Unavailable(

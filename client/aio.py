@@ -30,9 +30,10 @@ from typing import IO, Any, BinaryIO
 
 import aiohttp
 
-from mydfs.client._transport import RetryPolicy, Transport
+from mydfs.client._transport import RetryPolicy, Transport, error_of
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
+    AlreadyExists,
     Corrupt,
     InvalidArgument,
     MydfsError,
@@ -320,8 +321,6 @@ class AsyncClient:
             if isinstance(result, BaseException):
                 raise result
         if results[1] is True:
-            from mydfs.common.errors import AlreadyExists
-
             raise AlreadyExists("a file already exists at this path", path=path)
         single = size_hint is not None and 0 < size_hint <= SLICE
         window = asyncio.Semaphore(self.window)
@@ -549,9 +548,7 @@ class AsyncClient:
                 timeout=aiohttp.ClientTimeout(total=30),
             ) as resp:
                 if resp.status != 200:
-                    from mydfs.client._transport import _error_of
-
-                    raise await _error_of(resp, path=path)
+                    raise await error_of(resp, path=path)
                 result: dict[str, Any] = await resp.json()
                 return result
 
@@ -582,9 +579,7 @@ class AsyncClient:
                             last = NotFound("the slot holds another file now", path=path)
                             continue
                         if resp.status not in (200, 206):
-                            from mydfs.client._transport import _error_of
-
-                            err = await _error_of(resp, path=path, slot=loc.slot)
+                            err = await error_of(resp, path=path, slot=loc.slot)
                             if isinstance(err, NotFound | Corrupt):
                                 last = err
                                 continue

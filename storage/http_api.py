@@ -191,7 +191,7 @@ def _slice_headers(node: StorageNode, info: SlotInfo) -> dict[str, str]:
 async def upload(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     if not node.is_leader():
-        raise node._not_leader()
+        raise node.not_leader_error()
     upload_id = request.query.get("upload") or new_upload_id()
     h = request.headers
     owner = _owner(h.get("X-Mydfs-File"), _header_int(h.get("X-Mydfs-Index"), "X-Mydfs-Index"))
@@ -207,7 +207,7 @@ async def upload(request: web.Request) -> web.Response:
 async def reserve(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     if not node.is_leader():
-        raise node._not_leader()
+        raise node.not_leader_error()
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
@@ -224,14 +224,10 @@ async def reserve(request: web.Request) -> web.Response:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise InvalidArgument(f"{name} must be a non-negative integer, got {value!r}")
     assert isinstance(length, int) and isinstance(crc, int) and isinstance(index, int)
-    nxt = body.get("next")
-    next_loc = (
-        None
-        if nxt is None
-        else _location(
-            f"{nxt[0]}:{nxt[1]}" if isinstance(nxt, list) and len(nxt) == 2 else str(nxt), "next"
-        )
-    )
+    nxt = body.get("next")  # [group, slot], "group:slot" or null
+    if isinstance(nxt, list) and len(nxt) == 2:
+        nxt = f"{nxt[0]}:{nxt[1]}"
+    next_loc = None if nxt is None else _location(str(nxt), "next")
     owner = _owner(body.get("file_id"), index)
     got = await node.reserve(
         upload_id=upload_id, owner=owner, length=length, crc=crc, next=next_loc
@@ -242,7 +238,7 @@ async def reserve(request: web.Request) -> web.Response:
 async def fill(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     if not node.is_leader():
-        raise node._not_leader()
+        raise node.not_leader_error()
     slot = _slot(request)
     upload_id = request.query.get("upload")
     if not upload_id:

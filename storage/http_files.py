@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -85,11 +84,11 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
     ahead: asyncio.Task[bytes] | None = None
     try:
         for i, (entry, lo, n) in enumerate(pieces):
-            current = ahead or asyncio.ensure_future(_fetch(node.slice_bytes(entry, lo, n)))
+            current = ahead or asyncio.ensure_future(node.slice_bytes(entry, lo, n))
             ahead = None
             if i + 1 < len(pieces):
                 nxt = pieces[i + 1]
-                ahead = asyncio.ensure_future(_fetch(node.slice_bytes(*nxt)))
+                ahead = asyncio.ensure_future(node.slice_bytes(*nxt))
             data = await current
             await response.write(data)
     finally:
@@ -97,10 +96,6 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
             ahead.cancel()
     await response.write_eof()
     return response
-
-
-async def _fetch(coro: Awaitable[bytes]) -> bytes:
-    return await coro
 
 
 def add_file_routes(app: web.Application) -> None:

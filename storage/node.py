@@ -289,7 +289,8 @@ class StorageNode:
         self._leader_tasks.clear()
         self.registration.clear()
 
-    def _not_leader(self) -> MydfsError:
+    def not_leader_error(self) -> MydfsError:
+        """The error for a write sent here while another node leads (307 with its URL)."""
         url = self.leader_url()
         if url:
             return NotLeader("writes go to the group leader", leader=url, group=self.group_id)
@@ -350,7 +351,7 @@ class StorageNode:
         """
         _, raft, _ = self._require()
         if not raft.is_leader():
-            raise self._not_leader()
+            raise self.not_leader_error()
         if length > PAYLOAD_CAPACITY:
             raise PayloadTooLarge(f"slice of {length} bytes exceeds {PAYLOAD_CAPACITY}")
         reserve = Reserve(
@@ -390,7 +391,7 @@ class StorageNode:
         """Write a reserved slice on 2 of 3 nodes and seal it (step 2 of an upload)."""
         _, raft, _ = self._require()
         if not raft.is_leader():
-            raise self._not_leader()
+            raise self.not_leader_error()
         crc = self._check_payload(data, expect_crc, upload_id)
         info = self.group.read(lambda g: g.get(slot))
         if info is None or info.upload_id != upload_id or info.generation != generation:
@@ -473,7 +474,7 @@ class StorageNode:
         try:
             result = await raft.submit_if_leader(command, timeout=RAFT_TIMEOUT)
         except NotLeader:
-            raise self._not_leader() from None
+            raise self.not_leader_error() from None
         return raise_for_result(result)
 
     async def _abort(self, slot: int, upload_id: str, generation: int) -> bool:
@@ -698,7 +699,7 @@ class StorageNode:
     async def command(self, command: dict[str, Any]) -> Mapping[str, Any]:
         """Submit an edit command (delete, move, relink) on the leader."""
         if not self.is_leader():
-            raise self._not_leader()
+            raise self.not_leader_error()
         return await self._submit(command)
 
     # --- settlement (leader) ---------------------------------------------------------------------
@@ -891,7 +892,7 @@ class StorageNode:
     async def chain(self, head: Location, limit: int) -> list[dict[str, Any]]:
         """Every slice of a chain from ``head`` (at most ``limit``), across groups: one walk
         per group run, the other groups asked over HTTP (``GET /chain/{slot}``)."""
-        _, _, _ = self._require()
+        self._require()
         assert self._session is not None
         entries: list[dict[str, Any]] = []
         current: Location | None = head
