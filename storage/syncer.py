@@ -16,7 +16,6 @@ import threading
 
 from mydfs.common.errors import SyncFailed
 
-
 __all__ = ["GroupSyncer", "SyncFailed"]
 
 
