@@ -370,6 +370,8 @@ class LeaderWriter:
                 data=data,
                 timeout=timeout,
             )
+            # Durable there: once both followers are, nobody needs the in-memory copy.
+            ctx.registration.confirm(slot, generation, peer_id)
             return peer_id
 
         attempts = [asyncio.ensure_future(local())]
