@@ -1,7 +1,7 @@
 """A storage node: the volume, the group's Raft, and the replication protocol between them.
 
 ``docs/replication.md`` describes the protocol. This module only starts, wires and stops the
-parts, one module per role ("Where the code lives" in that document):
+parts, one module per role; the HTTP handlers (:mod:`mydfs.storage.http_api`) call them:
 
 * :mod:`~mydfs.storage.context` — the shared handles (table behind its lock, volume, Raft...);
 * :mod:`~mydfs.storage.writer` — the leader's write path (reserve, fill, push, seal) and edits;
@@ -10,8 +10,6 @@ parts, one module per role ("Where the code lives" in that document):
 * :mod:`~mydfs.storage.settle` — settlement of pending slots (leader);
 * :mod:`~mydfs.storage.reconciler` — the reconciler loop (every node);
 * :mod:`~mydfs.storage.status` — the heartbeat body and ``/status``.
-
-The HTTP handlers (:mod:`mydfs.storage.http_api`) call the parts and the methods below.
 """
 
 from __future__ import annotations
