@@ -8,18 +8,22 @@ flag, and a ``context`` dict naming what failed (``path``, ``group``, ``slot``, 
     MydfsError
       InvalidArgument            400  bad input from the caller; nothing was changed
         PayloadTooLarge          413  more bytes than a slice (or a request) may hold
+        LengthRequired           411  a body sent without its Content-Length
         SlotOutOfRange           400  a slot number outside the volume's address range
         InvalidPath              400  a path with '..', NUL, or not absolute
       Unauthorized               401  missing or wrong cluster secret
       NotFound                   404  no such file, slice or slot
         SliceDeleted             404  the slot carries a 404 marker (deleted / rolled back)
       SliceMoved                 301  the slot carries a 301 redirect; ``target`` says where
+      Redirect                   307  not a failure: another node must answer (``url``)
       AlreadyExists              409  the path (or upload id) is taken
       Conflict                   409  the operation does not fit the current state
       Corrupt                    500  stored bytes fail their checksum or structure checks
         IncompatibleVolume       500  a foreign, newer-version or other node's volume file
       StorageIOError             500  the disk refused (EIO, fsync failure...)
         DiskFull                 507  ENOSPC; nothing stored was damaged
+        SyncFailed               500  an fdatasync failed: the file can no longer promise
+                                      durability (``errno``)
       Unavailable                503  retryable: try again, maybe elsewhere
         NotLeader                503  this node is not the group leader (``leader`` hint)
         NoQuorum                 503  the group cannot reach a majority
@@ -28,6 +32,9 @@ flag, and a ``context`` dict naming what failed (``path``, ``group``, ``slot``, 
       InvariantViolation         500  an internal invariant broke; the node must stop
 
 ``InvariantViolation`` is never caught to limp on: the process logs it and exits.
+``Redirect`` is a typed signal rather than a failure: a read resolved on a node that cannot serve
+it raises one, and the servers' error middleware (:mod:`mydfs.common.web`) answers
+``307 Location: url + path`` instead of an error body.
 """
 
 from __future__ import annotations
@@ -68,6 +75,11 @@ class PayloadTooLarge(InvalidArgument):
     status = 413
 
 
+class LengthRequired(InvalidArgument):
+    code = "length_required"
+    status = 411
+
+
 class SlotOutOfRange(InvalidArgument):
     code = "slot_out_of_range"
 
@@ -102,6 +114,17 @@ class SliceMoved(MydfsError):
         self.context["target"] = f"{target[0]}:{target[1]}"
 
 
+class Redirect(MydfsError):
+    """Not a failure: the request should go to ``url`` (the server answers 307 there)."""
+
+    code = "redirect"
+    status = 307
+
+    def __init__(self, url: str, message: str = "answered by another node", **context: Any) -> None:
+        super().__init__(message, url=url, **context)
+        self.url = url
+
+
 class AlreadyExists(MydfsError):
     code = "already_exists"
     status = 409
@@ -130,6 +153,16 @@ class DiskFull(StorageIOError):
     code = "disk_full"
     status = 507
     retryable = True
+
+
+class SyncFailed(StorageIOError):
+    """fdatasync failed once; the file can no longer promise durability."""
+
+    code = "sync_failed"
+
+    def __init__(self, message: str, *, errno: int | None = None, **context: Any) -> None:
+        super().__init__(message, errno=errno, **context)
+        self.errno = errno
 
 
 class Unavailable(MydfsError):
@@ -191,6 +224,9 @@ def error_from_dict(data: dict[str, Any]) -> MydfsError:
     if cls is SliceMoved or issubclass(cls, SliceMoved):
         group, _, slot = str(context.pop("target", "0:0")).partition(":")
         return cls(message, target=(int(group or 0), int(slot or 0)), **context)
+    if issubclass(cls, Redirect):
+        url = str(context.pop("url", ""))
+        return cls(url, message, **context)
     if issubclass(cls, NotLeader):
         leader = context.pop("leader", None)
         return cls(message, leader=leader, **context)

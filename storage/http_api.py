@@ -19,8 +19,6 @@ Internal: PUT /internal/slices/{slot}    a payload pushed by the leader      (si
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -32,75 +30,36 @@ from mydfs.common.auth import AUTH_HEADER, verify
 from mydfs.common.errors import (
     Corrupt,
     InvalidArgument,
-    MydfsError,
-    NotLeader,
+    LengthRequired,
+    NotFound,
     PayloadTooLarge,
-    SliceMoved,
+    Redirect,
     SlotOutOfRange,
     Unauthorized,
     Unavailable,
 )
 from mydfs.common.httprange import parse_range
 from mydfs.common.location import MAX_SLOT, Location
+from mydfs.common.web import error_middleware
 from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner
 from mydfs.storage.group_commands import Delete, Relink
 from mydfs.storage.group_state import SlotInfo
-from mydfs.storage.http_common import NODE_KEY, error_response, json_response
+from mydfs.storage.http_common import NODE_KEY, json_response
 from mydfs.storage.http_files import add_file_routes
-from mydfs.storage.node import Redirect, StorageNode, new_upload_id
+from mydfs.storage.node import StorageNode
 from mydfs.storage.peers import location_text
+from mydfs.storage.writer import new_upload_id
 
-log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 BODY_TIMEOUT = 60.0
 
 
 @web.middleware
-async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
-    route = (
-        request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
-    )
-    started = time.perf_counter()
-    status = 500
-    node.count_request()
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except Redirect as redirect:
-        status = 307
-        raise web.HTTPTemporaryRedirect(redirect.url + request.path_qs) from None
-    except NotLeader as exc:
-        if exc.leader:
-            status = 307
-            raise web.HTTPTemporaryRedirect(exc.leader + request.path_qs) from None
-        status = exc.status
-        return error_response(exc)
-    except SliceMoved as exc:
-        status = 301
-        response = error_response(exc)
-        response.set_status(301)
-        response.headers["X-Mydfs-Target"] = f"{exc.target[0]}:{exc.target[1]}"
-        if exc.target[0] == node.group_id:
-            response.headers["Location"] = f"/slices/{exc.target[1]}"
-        return response
-    except MydfsError as exc:
-        status = exc.status
-        return error_response(exc)
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except (ConnectionResetError, asyncio.CancelledError):
-        status = 499
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(MydfsError("internal error", node=node.node_id))
-    finally:
-        node.metrics.requests.labels(route, request.method, str(status)).inc()
-        node.metrics.latency.labels(route).observe(time.perf_counter() - started)
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request for the load figure of heartbeats."""
+    request.app[NODE_KEY].count_request()
+    return await handler(request)
 
 
 def _slot(request: web.Request) -> int:
@@ -145,12 +104,7 @@ async def _body(request: web.Request, *, limit: int = PAYLOAD_CAPACITY) -> bytes
     """Read the whole body (at most one slice), enforcing Content-Length."""
     length = request.content_length
     if length is None:
-        reason = {
-            "error": "length_required",
-            "message": "Content-Length is required for slice bodies",
-            "context": {},
-        }
-        raise web.HTTPLengthRequired(body=orjson.dumps(reason), content_type="application/json")
+        raise LengthRequired("Content-Length is required for slice bodies")
     if length > limit:
         raise PayloadTooLarge(f"body of {length} bytes exceeds slice capacity {limit}")
     try:
@@ -198,7 +152,9 @@ async def upload(request: web.Request) -> web.Response:
     nxt = _location(h.get("X-Mydfs-Next"), "X-Mydfs-Next")
     expect = _header_int(h.get("X-Mydfs-Crc32c"), "X-Mydfs-Crc32c")
     data = await _body(request)
-    stored = await node.upload(data, upload_id=upload_id, owner=owner, next=nxt, expect_crc=expect)
+    stored = await node.writer.upload(
+        data, upload_id=upload_id, owner=owner, next=nxt, expect_crc=expect
+    )
     return json_response(
         dict(stored.to_dict(), upload_id=upload_id), status=200 if stored.duplicate else 201
     )
@@ -229,7 +185,7 @@ async def reserve(request: web.Request) -> web.Response:
         nxt = f"{nxt[0]}:{nxt[1]}"
     next_loc = None if nxt is None else _location(str(nxt), "next")
     owner = _owner(body.get("file_id"), index)
-    got = await node.reserve(
+    got = await node.writer.reserve(
         upload_id=upload_id, owner=owner, length=length, crc=crc, next=next_loc
     )
     return json_response(got.to_dict(node.group_id), status=200 if got.duplicate else 201)
@@ -248,7 +204,7 @@ async def fill(request: web.Request) -> web.Response:
     nxt = _location(request.query.get("next"), "next")
     expect = _header_int(request.headers.get("X-Mydfs-Crc32c"), "X-Mydfs-Crc32c")
     data = await _body(request)
-    stored = await node.fill(
+    stored = await node.writer.fill(
         data, upload_id=upload_id, slot=slot, generation=generation, next=nxt, expect_crc=expect
     )
     return json_response(
@@ -264,7 +220,7 @@ async def relink(request: web.Request) -> web.Response:
         next=_location(request.query.get("next"), "next"),
         generation=_int_arg(request, "gen"),
     )
-    return json_response(dict(await node.command(command.to_dict())))
+    return json_response(dict(await node.writer.command(command.to_dict())))
 
 
 async def chain(request: web.Request) -> web.Response:
@@ -299,10 +255,10 @@ async def read_slice(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     slot = _slot(request)
     generation = _int_arg(request, "gen")
-    info = await node.resolve(slot, generation)
+    info = await node.reads.resolve(slot, generation)
     rng = parse_range(request.headers.get("Range"), info.length)
     offset, length = rng if rng is not None else (0, None)
-    got = await node.read_local(info, offset, length)
+    got = await node.reads.read_local(info, offset, length)
     headers = _slice_headers(node, info)
     if rng is not None:
         end = offset + len(got.data) - 1
@@ -320,11 +276,9 @@ async def slice_meta(request: web.Request) -> web.Response:
     if info is None:
         if not node.is_leader() and node.leader_url():
             raise Redirect(node.leader_url() or "")
-        return json_response(
-            {"error": "not_found", "message": "no such slot", "context": {"slot": slot}}, 404
-        )
+        raise NotFound("no such slot", slot=slot)
     body = info.to_dict()
-    body["held_here"] = node.holds(slot, info.generation)
+    body["held_here"] = node.replica.holds(slot, info.generation)
     body["group"] = node.group_id
     return json_response(body)
 
@@ -332,7 +286,9 @@ async def slice_meta(request: web.Request) -> web.Response:
 async def delete_slice(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     slot = _slot(request)
-    result = await node.command(Delete(slot=slot, generation=_int_arg(request, "gen")).to_dict())
+    result = await node.writer.command(
+        Delete(slot=slot, generation=_int_arg(request, "gen")).to_dict()
+    )
     return json_response(dict(result))
 
 
@@ -384,7 +340,7 @@ async def accept_replica(request: web.Request) -> web.Response:
     owner = _owner(request.query.get("file"), _int_arg(request, "index"))
     nxt = _location(request.query.get("next"), "next")
     data = await _body(request)
-    await node.accept_replica(slot, data, generation=generation, owner=owner, next=nxt, crc=crc)
+    await node.replica.accept(slot, data, generation=generation, owner=owner, next=nxt, crc=crc)
     return json_response({"durable": True, "node": node.node_id})
 
 
@@ -394,7 +350,7 @@ async def fetch_replica(request: web.Request) -> web.Response:
     slot = _slot(request)
     generation = _int_arg(request, "gen", required=True)
     assert generation is not None
-    data = await node.read_replica(slot, generation)
+    data = await node.replica.read(slot, generation)
     node.metrics.bytes_out.inc(len(data))
     return web.Response(body=data, content_type="application/octet-stream")
 
@@ -405,13 +361,19 @@ async def holds(request: web.Request) -> web.Response:
     slot = _slot(request)
     generation = _int_arg(request, "gen", required=True)
     assert generation is not None
-    return json_response({"holds": node.holds(slot, generation), "node": node.node_id})
+    return json_response({"holds": node.replica.holds(slot, generation), "node": node.node_id})
 
 
 def make_app(node: StorageNode) -> web.Application:
-    app = web.Application(
-        middlewares=[errors_and_metrics], client_max_size=PAYLOAD_CAPACITY + (1 << 20)
+    max_body = PAYLOAD_CAPACITY + (1 << 20)
+    errors = error_middleware(
+        node.metrics.requests,
+        node.metrics.latency,
+        max_body=max_body,
+        group_id=node.group_id,
+        context={"node": node.node_id},
     )
+    app = web.Application(middlewares=[count_requests, errors], client_max_size=max_body)
     app[NODE_KEY] = node
     app.router.add_put("/slices", upload)
     app.router.add_post("/slices/reserve", reserve)

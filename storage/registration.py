@@ -1,8 +1,9 @@
 """The leader's registration table: freshly written slices kept in memory for the followers.
 
 The seed design: the leader keeps each new slice (data + which followers confirmed) so that a
-follower fetching it costs no disk read; an entry leaves when every follower has it or when it
-times out, and a lagging follower then reads the slice from the leader's disk or another peer.
+follower fetching it costs no disk read; an entry leaves when every follower has it (the
+leader confirms a follower when its push succeeded), when it times out, or when the leadership
+is lost, and a lagging follower then reads the slice from the leader's disk or another peer.
 The table is bounded in bytes; a slice that does not fit is simply not cached. Pure: time is
 passed in, nothing here does I/O or locking (the event loop owns it).
 """

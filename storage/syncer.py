@@ -6,7 +6,7 @@ them at once, so N concurrent writers cost about two syncs, not N.
 
 A failed ``fdatasync`` is fatal for the file: after an fsync error Linux may already have dropped
 the dirty pages, so retrying would report data durable that is not. The syncer then refuses every
-later wait with the same error.
+later wait with :class:`~mydfs.common.errors.SyncFailed` (a ``StorageIOError``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import threading
 
+from mydfs.common.errors import SyncFailed
 
-class SyncFailed(OSError):
-    """fdatasync failed once; the file can no longer promise durability."""
+__all__ = ["GroupSyncer", "SyncFailed"]
 
 
 class GroupSyncer:
@@ -42,7 +42,7 @@ class GroupSyncer:
         with self._cond:
             while True:
                 if self._failure is not None:
-                    raise SyncFailed(self._failure.errno, "an earlier fdatasync failed")
+                    raise SyncFailed("an earlier fdatasync failed", errno=self._failure.errno)
                 if self._synced >= ticket:
                     return
                 if self._syncing:
@@ -58,7 +58,7 @@ class GroupSyncer:
                     self._failure = exc
                     self._syncing = False
                     self._cond.notify_all()
-                    raise SyncFailed(exc.errno, f"fdatasync failed: {exc}") from exc
+                    raise SyncFailed(f"fdatasync failed: {exc}", errno=exc.errno) from exc
                 except BaseException:
                     # Interrupted (not an I/O error): let the next waiter sync instead.
                     self._cond.acquire()

@@ -16,11 +16,7 @@ decodes the raw URL itself, so nothing is normalised on the way and a bad path g
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
-import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -29,54 +25,18 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mydfs.common.auth import AUTH_HEADER, verify
-from mydfs.common.errors import InvalidArgument, MydfsError, PayloadTooLarge, Unauthorized
+from mydfs.common.errors import InvalidArgument, Unauthorized
 from mydfs.common.paths import from_url
-from mydfs.common.web import error_response, json_response
+from mydfs.common.web import error_middleware, json_response
 from mydfs.tracker.records import check_file_id
 from mydfs.tracker.service import Tracker
 
-log = logging.getLogger(__name__)
 TRACKER_KEY = web.AppKey("tracker", Tracker)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: Largest request body (heartbeats, registrations and placements are all tiny).
 MAX_BODY = 1 << 20
 #: Largest ``limit`` of a directory listing page.
 MAX_LIST_LIMIT = 100_000
-
-
-@web.middleware
-async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    tracker = request.app[TRACKER_KEY]
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "?"
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except MydfsError as exc:
-        status = exc.status
-        if status >= 500 and not exc.retryable:
-            log.error("%s %s: %s", request.method, request.path, exc)
-        return error_response(exc)
-    except web.HTTPException as exc:
-        status = exc.status
-        if exc.status == 413:
-            return error_response(
-                PayloadTooLarge(f"request body larger than {MAX_BODY} bytes", limit=MAX_BODY)
-            )
-        raise
-    except (ConnectionResetError, asyncio.CancelledError):
-        status = 499
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(MydfsError("internal error"))
-    finally:
-        tracker.metrics.requests.labels(route, request.method, str(status)).inc()
-        tracker.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -235,7 +195,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(tracker: Tracker) -> web.Application:
-    app = web.Application(middlewares=[errors_and_metrics], client_max_size=MAX_BODY)
+    errors = error_middleware(tracker.metrics.requests, tracker.metrics.latency, max_body=MAX_BODY)
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app[TRACKER_KEY] = tracker
     r = app.router
     r.add_post("/heartbeat", heartbeat)

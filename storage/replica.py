@@ -1,0 +1,130 @@
+"""The replica side of replication: storing a payload pushed by the leader (or fetched by the
+reconciler), serving one to a peer, and saying whether this node holds a slice durably.
+
+:func:`store_decision` is the pure rule for a payload arriving at a slot, given what the local
+header says: a retried push of the same copy is acknowledged again, a push older than the local
+copy is refused (409), an older local copy is replaced, an empty slot is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+
+from mydfs.common.checksum import crc32c
+from mydfs.common.errors import Conflict, InvalidArgument, MydfsError, NotFound
+from mydfs.common.location import Location
+from mydfs.storage.context import NodeContext
+from mydfs.storage.format import SliceOwner, SlotHeader
+from mydfs.storage.format import SlotState as DiskState
+from mydfs.storage.volume import Volume
+
+#: Local states that make a copy servable (the slice is durably here).
+HELD = (DiskState.LIVE, DiskState.PENDING)
+
+
+class Store(Enum):
+    """What to do with a payload arriving at a slot (see :func:`store_decision`)."""
+
+    ALREADY_HERE = "already_here"  # the same copy is here: acknowledge again
+    CONFLICT = "conflict"  # this node holds a newer generation: refuse (409)
+    REPLACE = "replace"  # drop the older local copy (404), then write
+    WRITE = "write"  # nothing to keep in the slot: write
+
+
+def store_decision(current: SlotHeader | None, generation: int, payload_crc: int) -> Store:
+    """The rule for storing generation ``generation`` (payload CRC32C ``payload_crc``) in a slot
+    whose local header is ``current`` (None: free). Pure."""
+    if current is None:
+        return Store.WRITE
+    if (
+        current.generation == generation
+        and current.state in HELD
+        and current.payload_crc == payload_crc
+    ):
+        return Store.ALREADY_HERE
+    if current.generation > generation:
+        return Store.CONFLICT
+    if current.state in (DiskState.LIVE, DiskState.PENDING, DiskState.MOVED):
+        return Store.REPLACE
+    return Store.WRITE
+
+
+class ReplicaSide:
+    """Accepts pushed and fetched payloads, serves them to peers, answers "holds"."""
+
+    def __init__(self, ctx: NodeContext, mark_dirty: Callable[[int | None], None]) -> None:
+        self._ctx = ctx
+        self._mark_dirty = mark_dirty
+
+    async def accept(
+        self,
+        slot: int,
+        data: bytes,
+        *,
+        generation: int,
+        owner: SliceOwner,
+        next: Location | None,
+        crc: int,
+    ) -> None:
+        """Store a payload pushed by the leader, durably, at the group's slot."""
+        volume, _, _ = self._ctx.require()
+        if crc32c(data) != crc:
+            raise InvalidArgument("replica payload fails its checksum", slot=slot)
+        await self.store(volume, slot, data, generation=generation, owner=owner, next=next)
+
+    async def store(
+        self,
+        volume: Volume,
+        slot: int,
+        data: bytes,
+        *,
+        generation: int,
+        owner: SliceOwner,
+        next: Location | None,
+    ) -> None:
+        """Write ``data`` at ``slot``/``generation`` on this disk as :func:`store_decision` says."""
+        disk = self._ctx.disk
+        if slot in volume.quarantined():
+            await disk(volume.reclaim, slot)  # repair: the group has a good copy
+        current = self.local_header(slot)
+        decision = store_decision(current, generation, crc32c(data))
+        if decision == Store.ALREADY_HERE:
+            return  # a retried push
+        if decision == Store.CONFLICT:
+            assert current is not None
+            raise Conflict(
+                f"slot holds newer generation {current.generation} than {generation}", slot=slot
+            )
+        if decision == Store.REPLACE:
+            await disk(volume.mark_deleted, slot)
+        await disk(volume.write, slot, data, owner=owner, next=next, generation=generation)
+        self._mark_dirty(slot)
+
+    def local_header(self, slot: int) -> SlotHeader | None:
+        """This node's on-disk header of ``slot`` (from the volume's table), if any."""
+        volume = self._ctx.volume
+        if volume is None:
+            return None
+        try:
+            return volume.header(slot)
+        except MydfsError:  # free, quarantined, or the volume is closing
+            return None
+
+    def holds(self, slot: int, generation: int) -> bool:
+        """Does this disk hold ``slot`` at ``generation`` durably (live or pending)?"""
+        header = self.local_header(slot)
+        return header is not None and header.generation == generation and header.state in HELD
+
+    async def read(self, slot: int, generation: int) -> bytes:
+        """The payload of ``slot`` at ``generation`` for a peer: registration table, else disk."""
+        cached = self._ctx.registration.get(slot, generation)
+        if cached is not None:
+            return cached
+        volume, _, _ = self._ctx.require()
+        if not self.holds(slot, generation):
+            raise NotFound("this node does not hold that slice", slot=slot, generation=generation)
+        got = await self._ctx.disk(volume.read, slot, allow_pending=True)
+        if got.header.generation != generation:
+            raise NotFound("slot was rewritten", slot=slot, generation=generation)
+        return got.data

@@ -1,0 +1,415 @@
+"""The leader's write path: reserve a slot through the log, write the payload on 2 of 3 nodes
+(locally and pushed to both followers at once), then seal it; and the leader's edit commands.
+
+``docs/replication.md`` ("An upload", "Failure cases") describes the protocol. The checks a
+fill makes against the slot's table record are the pure :func:`check_fill`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import aiohttp
+
+from mydfs.common.checksum import crc32c
+from mydfs.common.errors import (
+    Conflict,
+    InvalidArgument,
+    MydfsError,
+    OutcomeUnknown,
+    PayloadTooLarge,
+    SliceDeleted,
+    Unavailable,
+)
+from mydfs.common.location import Location
+from mydfs.storage.context import NodeContext
+from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner
+from mydfs.storage.group_commands import Abort, Relink, Reserve, Seal
+from mydfs.storage.group_state import SlotInfo, SlotState
+
+log = logging.getLogger(__name__)
+
+#: Fault-injection points for crash tests, from MYDFS_FAULTS (comma-separated): the process
+#: exits at once (as kill -9 would) when an upload reaches the named point.
+FAULTS = frozenset(f for f in os.environ.get("MYDFS_FAULTS", "").split(",") if f)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What an upload returns: where the slice lives and what it is."""
+
+    group: int
+    slot: int
+    generation: int
+    length: int
+    crc32c: int
+    holders: tuple[str, ...]
+    duplicate: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "slot": self.slot,
+            "generation": self.generation,
+            "length": self.length,
+            "crc32c": self.crc32c,
+            "holders": list(self.holders),
+            "duplicate": self.duplicate,
+        }
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A slot picked for an upload by ``reserve``."""
+
+    slot: int
+    generation: int
+    state: SlotState
+    duplicate: bool
+    holders: tuple[str, ...]
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> Reservation:
+        return cls(
+            slot=int(result["slot"]),
+            generation=int(result["generation"]),
+            state=SlotState(result["state"]),
+            duplicate=bool(result.get("duplicate")),
+            holders=tuple(result.get("holders") or ()),
+        )
+
+    def to_dict(self, group: int) -> dict[str, Any]:
+        return {
+            "group": group,
+            "slot": self.slot,
+            "generation": self.generation,
+            "state": self.state.value,
+            "duplicate": self.duplicate,
+            "holders": list(self.holders),
+        }
+
+
+class FillStep(Enum):
+    DUPLICATE = "duplicate"  # the slice is already live: answer with it
+    WRITE = "write"  # write it on 2 of 3 nodes and seal it
+
+
+def check_fill(
+    info: SlotInfo | None,
+    *,
+    slot: int,
+    upload_id: str,
+    generation: int,
+    length: int,
+    crc: int,
+    in_progress: bool,
+) -> FillStep:
+    """What a fill of a reserved slot does, given the slot's table record (``info``) and whether
+    this leader is already writing it; raises when the fill must be refused. Pure."""
+    if info is None or info.upload_id != upload_id or info.generation != generation:
+        raise SliceDeleted(
+            "no such reservation (settled, or never made); reserve again",
+            slot=slot,
+            upload_id=upload_id,
+            reason="stale_reservation",
+        )
+    if info.state == SlotState.LIVE:
+        return FillStep.DUPLICATE
+    if info.state != SlotState.PENDING:
+        raise SliceDeleted("the reservation was dropped; reserve again", slot=slot)
+    if (info.length, info.crc32c) != (length, crc):
+        raise InvalidArgument(
+            "payload does not match its reservation (length or checksum)",
+            slot=slot,
+            upload_id=upload_id,
+        )
+    if in_progress:
+        raise Conflict("this upload is still in progress", slot=slot, upload_id=upload_id)
+    return FillStep.WRITE
+
+
+def check_payload(data: bytes, expect_crc: int | None, upload_id: str) -> int:
+    """The CRC32C of an upload's payload, refusing one too large or not matching its claim."""
+    if len(data) > PAYLOAD_CAPACITY:
+        raise PayloadTooLarge(f"slice of {len(data)} bytes exceeds {PAYLOAD_CAPACITY}")
+    crc = crc32c(data)
+    if expect_crc is not None and crc != expect_crc:
+        raise InvalidArgument(
+            f"payload checksum {crc} does not match the declared {expect_crc}",
+            upload_id=upload_id,
+        )
+    return crc
+
+
+class LeaderWriter:
+    """Uploads (reserve, fill) and edit commands, on the group leader."""
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        settle: Callable[[SlotInfo], Awaitable[SlotState]],
+        inflight: set[int],
+    ) -> None:
+        self._ctx = ctx
+        self._settle = settle
+        self.inflight = inflight  # slots this leader is uploading right now
+
+    async def upload(
+        self,
+        data: bytes,
+        *,
+        upload_id: str,
+        owner: SliceOwner,
+        next: Location | None,
+        expect_crc: int | None,
+    ) -> Stored:
+        """Store one slice on the group: durable on 2 of 3 nodes and sealed, or an error."""
+        crc = check_payload(data, expect_crc, upload_id)
+        reserved = await self.reserve(
+            upload_id=upload_id, owner=owner, length=len(data), crc=crc, next=next
+        )
+        if reserved.duplicate and reserved.state == SlotState.LIVE:
+            self._ctx.metrics.uploads.labels("duplicate").inc()
+            return self._stored(reserved, len(data), crc, reserved.holders, duplicate=True)
+        return await self.fill(
+            data,
+            upload_id=upload_id,
+            slot=reserved.slot,
+            generation=reserved.generation,
+            next=next,
+            expect_crc=crc,
+        )
+
+    async def reserve(
+        self,
+        *,
+        upload_id: str,
+        owner: SliceOwner,
+        length: int,
+        crc: int,
+        next: Location | None,
+    ) -> Reservation:
+        """Pick the slot of a slice through the log (step 1 of an upload; leader only).
+
+        A retry of an upload id already sealed answers with that slot (``duplicate``); one
+        still pending and not being written by this leader is settled first.
+        """
+        ctx = self._ctx
+        _, raft, _ = ctx.require()
+        if not raft.is_leader():
+            raise ctx.not_leader_error()
+        if length > PAYLOAD_CAPACITY:
+            raise PayloadTooLarge(f"slice of {length} bytes exceeds {PAYLOAD_CAPACITY}")
+        reserve = Reserve(
+            upload_id=upload_id,
+            file_id=owner.file_id.hex(),
+            slice_index=owner.index,
+            length=length,
+            crc32c=crc,
+            now_ms=time.time_ns() // 1_000_000,
+            next=next,
+        )
+        for _ in range(3):
+            result = await ctx.submit(reserve.to_dict())
+            got = Reservation.from_result(result)
+            if not got.duplicate or got.state == SlotState.LIVE:
+                return got
+            if got.state != SlotState.PENDING:
+                raise SliceDeleted("this upload was stored, then deleted", upload_id=upload_id)
+            if got.slot in self.inflight:
+                return got  # the client's retry of a fill still running: let fill decide
+            info = ctx.info(got.slot)
+            if info is None or await self._settle(info) != SlotState.LIVE:
+                continue  # aborted: the next reserve allocates afresh
+            return Reservation(got.slot, got.generation, SlotState.LIVE, True, info.holders)
+        raise Unavailable("could not reserve a slot; retry", upload_id=upload_id)
+
+    async def fill(
+        self,
+        data: bytes,
+        *,
+        upload_id: str,
+        slot: int,
+        generation: int,
+        next: Location | None,
+        expect_crc: int | None,
+    ) -> Stored:
+        """Write a reserved slice on 2 of 3 nodes and seal it (step 2 of an upload)."""
+        ctx = self._ctx
+        _, raft, _ = ctx.require()
+        if not raft.is_leader():
+            raise ctx.not_leader_error()
+        crc = check_payload(data, expect_crc, upload_id)
+        info = ctx.info(slot)
+        step = check_fill(
+            info,
+            slot=slot,
+            upload_id=upload_id,
+            generation=generation,
+            length=len(data),
+            crc=crc,
+            in_progress=slot in self.inflight,
+        )
+        assert info is not None
+        reserved = Reservation(slot, generation, info.state, True, info.holders)
+        if step == FillStep.DUPLICATE:
+            return self._stored(reserved, info.length, info.crc32c, info.holders, duplicate=True)
+        self.inflight.add(slot)
+        _fault("crash_after_reserve")
+        try:
+            if info.next != next:
+                relink = Relink(slot=slot, next=next, generation=generation)
+                await ctx.submit(relink.to_dict())
+            owner = SliceOwner(bytes.fromhex(info.file_id), info.slice_index)
+            holders = await self._replicate(slot, generation, data, owner=owner, next=next, crc=crc)
+            if len(holders) < 2:
+                aborted = await self._abort(slot, upload_id, generation)
+                ctx.metrics.uploads.labels("failed").inc()
+                if not aborted:
+                    # Late copies may still complete and a new leader may seal them.
+                    raise OutcomeUnknown(
+                        "too few copies and the abort did not commit; retry with the same "
+                        "upload id",
+                        group=ctx.group_id,
+                        slot=slot,
+                        upload_id=upload_id,
+                    )
+                raise Unavailable(
+                    f"slice durable on {len(holders)} of 3 nodes, need 2; retry",
+                    group=ctx.group_id,
+                    slot=slot,
+                    upload_id=upload_id,
+                )
+            _fault("crash_before_seal")
+            seal = Seal(
+                slot=slot,
+                upload_id=upload_id,
+                generation=generation,
+                holders=tuple(sorted(holders)),
+            )
+            sealed = await ctx.submit(seal.to_dict())
+        finally:
+            self.inflight.discard(slot)
+        ctx.metrics.uploads.labels("ok").inc()
+        ctx.metrics.bytes_in.inc(len(data))
+        return self._stored(
+            reserved, len(data), crc, tuple(sealed.get("holders") or ()), duplicate=False
+        )
+
+    async def command(self, command: dict[str, Any]) -> Mapping[str, Any]:
+        """Submit an edit command (delete, move, relink) on the leader."""
+        if not self._ctx.is_leader():
+            raise self._ctx.not_leader_error()
+        return await self._ctx.submit(command)
+
+    def _stored(
+        self,
+        reserved: Reservation,
+        length: int,
+        crc: int,
+        holders: tuple[str, ...],
+        *,
+        duplicate: bool,
+    ) -> Stored:
+        return Stored(
+            self._ctx.group_id, reserved.slot, reserved.generation, length, crc, holders, duplicate
+        )
+
+    async def _abort(self, slot: int, upload_id: str, generation: int) -> bool:
+        """Abort a pending upload; False when the abort itself could not be committed."""
+        try:
+            await self._ctx.submit(
+                Abort(slot=slot, upload_id=upload_id, generation=generation).to_dict()
+            )
+        except MydfsError as exc:
+            log.warning("abort of slot %d failed: %s", slot, exc)
+            return False
+        return True
+
+    async def _replicate(
+        self,
+        slot: int,
+        generation: int,
+        data: bytes,
+        *,
+        owner: SliceOwner,
+        next: Location | None,
+        crc: int,
+    ) -> set[str]:
+        """Write locally and push to both followers at once; return who has it durably.
+
+        Returns as soon as 2 nodes have it (the third push goes on in the background and its
+        node confirms through its reconciler), or when every attempt has finished or timed out.
+        """
+        ctx = self._ctx
+        volume, _, peers = ctx.require()
+        ctx.registration.put(slot, generation, data, time.monotonic())
+        timeout = ctx.config.replica_timeout
+
+        async def local() -> str:
+            await ctx.disk(volume.write, slot, data, owner=owner, next=next, generation=generation)
+            return ctx.node_id
+
+        async def remote(peer_id: str) -> str:
+            await peers.push(
+                ctx.urls[peer_id],
+                slot=slot,
+                generation=generation,
+                file_id=owner.file_id.hex(),
+                index=owner.index,
+                next=next,
+                crc=crc,
+                data=data,
+                timeout=timeout,
+            )
+            # Durable there: once both followers are, nobody needs the in-memory copy.
+            ctx.registration.confirm(slot, generation, peer_id)
+            return peer_id
+
+        attempts = [asyncio.ensure_future(local())]
+        attempts += [asyncio.ensure_future(remote(p.node_id)) for p in ctx.config.peers]
+        holders: set[str] = set()
+        try:
+            async with asyncio.timeout(timeout):
+                for next_done in asyncio.as_completed(attempts):
+                    try:
+                        holders.add(await next_done)
+                        ctx.metrics.replication.labels("push", "ok").inc()
+                    except (MydfsError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        ctx.metrics.replication.labels("push", "failed").inc()
+                        log.warning("replica write of slot %d failed: %s", slot, exc)
+                    if len(holders) >= 2:
+                        break
+        except TimeoutError:
+            log.warning("slot %d: only %d replicas within %.1fs", slot, len(holders), timeout)
+        for task in attempts:
+            if not task.done():
+                task.add_done_callback(_log_late_failure)
+        return holders
+
+
+def new_upload_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _fault(point: str) -> None:
+    if point in FAULTS:
+        log.critical("fault injection: exiting at %s", point)
+        logging.shutdown()
+        os._exit(137)
+
+
+def _log_late_failure(task: asyncio.Future[str]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("late replica write failed: %s", exc)
