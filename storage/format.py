@@ -19,7 +19,6 @@ Slot::
 
 from __future__ import annotations
 
-import enum
 import struct
 import uuid
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,10 @@ from dataclasses import dataclass, field, replace
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, IncompatibleVolume, InvalidArgument
 from mydfs.common.location import MAX_GROUP, MAX_SLOT, Location
+
+# The slot state (header byte at offset 6) is the enum shared with the group's table: its
+# ``byte`` is what the header stores. FREE is never written: it is the absence of a header.
+from mydfs.storage.slot_state import SlotState as SlotState
 
 FORMAT_VERSION = 1
 
@@ -54,16 +57,6 @@ CHECKPOINT_MAX_FREE = (CHECKPOINT_SIZE - CHECKPOINT_FIXED) // 8
 
 #: Default number of addressable slots (4 TiB of 4 MiB slots); stored in the superblock.
 DEFAULT_MAX_SLOTS = 1 << 20
-
-
-class SlotState(enum.IntEnum):
-    """The state byte of a slot header. FREE is never written: it is the absence of a header."""
-
-    FREE = 0
-    PENDING = 1
-    LIVE = 2
-    MOVED = 3  # 301: ``target`` says where the slice went
-    DELETED = 4  # 404: reusable through the free-slice table
 
 
 # --- slot header -------------------------------------------------------------------------------
@@ -175,7 +168,7 @@ def encode_header(h: SlotHeader) -> bytes:
         0,
         SLOT_MAGIC,
         FORMAT_VERSION,
-        int(h.state),
+        h.state.byte,
         0,
         h.slot,
         h.generation,
@@ -241,7 +234,7 @@ def decode_header(raw: bytes | memoryview, *, slot: int) -> SlotHeader:
     if hslot != slot:
         raise Corrupt(f"header belongs to slot {hslot}, found at slot {slot}", slot=slot)
     try:
-        slot_state = SlotState(state)
+        slot_state = SlotState.from_byte(state)
     except ValueError:
         raise Corrupt(f"unknown slot state {state}", slot=slot) from None
     if length > PAYLOAD_CAPACITY:
