@@ -5,7 +5,7 @@ bytes in tables, and ``tests/storage/test_format_golden.py`` pins them with gold
 
 Volume file::
 
-    offset 0            superblock slot (SLOT_SIZE bytes): identity + 2 free-table checkpoints
+    offset 0            superblock slot (SLOT_SIZE bytes): identity + 2 free-list checkpoints
     offset SLOT_SIZE    slot 0
     offset 2*SLOT_SIZE  slot 1 ...
 
@@ -49,7 +49,7 @@ SLOT_MAGIC = b"MDSH"
 VOLUME_MAGIC = b"MYDFSVOL"
 CHECKPOINT_MAGIC = b"MDCK"
 
-#: Offsets of the two free-table checkpoints inside the superblock slot, and their size.
+#: Offsets of the two free-list checkpoints inside the superblock slot, and their size.
 CHECKPOINT_OFFSETS = (1 * 1024 * 1024, 2 * 1024 * 1024)
 CHECKPOINT_SIZE = 1024 * 1024
 CHECKPOINT_FIXED = 64
@@ -354,7 +354,7 @@ def decode_superblock(raw: bytes, *, volume: str) -> Superblock:
         raise Corrupt(f"bad superblock field: {exc}", volume=volume) from None
 
 
-# --- free-table checkpoint ------------------------------------------------------------------------
+# --- free-list checkpoint -------------------------------------------------------------------------
 
 _CKPT = struct.Struct("<4sHBBQQQIII")
 _CKPT_CRC_OFFSET = 60
@@ -362,10 +362,11 @@ _CKPT_CRC_OFFSET = 60
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A snapshot of the allocator, kept in the superblock slot (two alternating copies).
+    """A snapshot of the volume's local free list, kept in the superblock slot (two copies).
 
-    ``clean`` is 1 only when the volume was closed cleanly; ``free`` is the free-slice table
-    (``complete`` is False when it did not fit and was cut).
+    ``clean`` is 1 only when the volume was closed cleanly; ``free`` is the volume's local free
+    list (``complete`` is False when it did not fit and was cut). It is not the group's
+    free-slice table, which lives in the group's Raft snapshot.
     """
 
     seq: int
