@@ -1,4 +1,5 @@
-"""The tables of a group's replicated slot table, their read API, snapshot and invariants.
+"""A group's replicated slot table without its command handlers: the tables, the read API,
+snapshots and the invariant checks.
 
 :class:`GroupTable` holds the primary tables (one :class:`SlotInfo` per allocated slot, the
 generation counter, the sealed upload window, the configuration) and the tables derived from
@@ -73,7 +74,7 @@ class GroupTable:
         self._bytes: dict[SlotState, int] = dict.fromkeys(RECORD_STATES, 0)
 
     # ----------------------------------------------------------------------------------------
-    # mutation helpers (the only code that writes the tables)
+    # mutation helpers (with GroupState's handlers, the only code that writes the tables)
 
     def _account(self, info: SlotInfo, sign: int) -> None:
         self._counts[info.state] += sign
