@@ -5,7 +5,7 @@ bytes in tables, and ``tests/storage/test_format_golden.py`` pins them with gold
 
 Volume file::
 
-    offset 0            superblock slot (SLOT_SIZE bytes): identity + 2 free-table checkpoints
+    offset 0            superblock slot (SLOT_SIZE bytes): identity + 2 free-list checkpoints
     offset SLOT_SIZE    slot 0
     offset 2*SLOT_SIZE  slot 1 ...
 
@@ -19,7 +19,6 @@ Slot::
 
 from __future__ import annotations
 
-import enum
 import struct
 import uuid
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,10 @@ from dataclasses import dataclass, field, replace
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, IncompatibleVolume, InvalidArgument
 from mydfs.common.location import MAX_GROUP, MAX_SLOT, Location
+
+# The slot state (header byte at offset 6) is the enum shared with the group's table: its
+# ``byte`` is what the header stores. FREE is never written: it is the absence of a header.
+from mydfs.storage.slot_state import SlotState as SlotState
 
 FORMAT_VERSION = 1
 
@@ -46,7 +49,7 @@ SLOT_MAGIC = b"MDSH"
 VOLUME_MAGIC = b"MYDFSVOL"
 CHECKPOINT_MAGIC = b"MDCK"
 
-#: Offsets of the two free-table checkpoints inside the superblock slot, and their size.
+#: Offsets of the two free-list checkpoints inside the superblock slot, and their size.
 CHECKPOINT_OFFSETS = (1 * 1024 * 1024, 2 * 1024 * 1024)
 CHECKPOINT_SIZE = 1024 * 1024
 CHECKPOINT_FIXED = 64
@@ -54,16 +57,6 @@ CHECKPOINT_MAX_FREE = (CHECKPOINT_SIZE - CHECKPOINT_FIXED) // 8
 
 #: Default number of addressable slots (4 TiB of 4 MiB slots); stored in the superblock.
 DEFAULT_MAX_SLOTS = 1 << 20
-
-
-class SlotState(enum.IntEnum):
-    """The state byte of a slot header. FREE is never written: it is the absence of a header."""
-
-    FREE = 0
-    PENDING = 1
-    LIVE = 2
-    MOVED = 3  # 301: ``target`` says where the slice went
-    DELETED = 4  # 404: reusable through the free-slice table
 
 
 # --- slot header -------------------------------------------------------------------------------
@@ -175,7 +168,7 @@ def encode_header(h: SlotHeader) -> bytes:
         0,
         SLOT_MAGIC,
         FORMAT_VERSION,
-        int(h.state),
+        h.state.byte,
         0,
         h.slot,
         h.generation,
@@ -241,7 +234,7 @@ def decode_header(raw: bytes | memoryview, *, slot: int) -> SlotHeader:
     if hslot != slot:
         raise Corrupt(f"header belongs to slot {hslot}, found at slot {slot}", slot=slot)
     try:
-        slot_state = SlotState(state)
+        slot_state = SlotState.from_byte(state)
     except ValueError:
         raise Corrupt(f"unknown slot state {state}", slot=slot) from None
     if length > PAYLOAD_CAPACITY:
@@ -361,7 +354,7 @@ def decode_superblock(raw: bytes, *, volume: str) -> Superblock:
         raise Corrupt(f"bad superblock field: {exc}", volume=volume) from None
 
 
-# --- free-table checkpoint ------------------------------------------------------------------------
+# --- free-list checkpoint -------------------------------------------------------------------------
 
 _CKPT = struct.Struct("<4sHBBQQQIII")
 _CKPT_CRC_OFFSET = 60
@@ -369,10 +362,11 @@ _CKPT_CRC_OFFSET = 60
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A snapshot of the allocator, kept in the superblock slot (two alternating copies).
+    """A snapshot of the volume's local free list, kept in the superblock slot (two copies).
 
-    ``clean`` is 1 only when the volume was closed cleanly; ``free`` is the free-slice table
-    (``complete`` is False when it did not fit and was cut).
+    ``clean`` is 1 only when the volume was closed cleanly; ``free`` is the volume's local free
+    list (``complete`` is False when it did not fit and was cut). It is not the group's
+    free-slice table, which lives in the group's Raft snapshot.
     """
 
     seq: int

@@ -3,6 +3,10 @@
 It builds a volume in a scratch folder, stores a chain of slices, reads them back whole and by
 range, leaves a 301 and a 404, reuses the freed slot, reopens the volume, verifies every block
 and prints what it did. Exit code 0 means every step matched.
+
+It drives the volume as a standalone slice store: the slots come from the volume's own local
+free list (``Volume.allocate``). In a cluster a node never does that; the group's replicated
+table decides every slot (``docs/group_state.md``).
 """
 
 from __future__ import annotations
@@ -77,9 +81,9 @@ def _run(path: Path, slices: int, out: TextIO) -> None:
             else:
                 raise AssertionError(f"slot {slot} should answer {expected.__name__}")
         reused = vol.allocate()
-        assert reused == slots[2], "the free-slice table should hand back the 404 slot"
+        assert reused == slots[2], "the local free list should hand back the 404 slot"
         vol.write(reused, b"reused", owner=SliceOwner(file_id, 99))
-        say(f"slot {reused} reused from the free-slice table")
+        say(f"slot {reused} reused from the volume's local free list")
 
     with Volume.open(path, node_id="selfcheck", group_id=1) as vol:
         report = vol.verify()

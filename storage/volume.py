@@ -13,23 +13,21 @@ I/O and the rules that keep the volume consistent:
 * **Reads** check both header copies and the CRC32C of every 64 KiB block they touch. Readers
   never take a lock in the common case; if they see a header mid-update they retry under the
   slot's lock. Slots are write-once: a payload never changes while its slot is in use.
-* **The free-slice table is rebuilt by a scan of the slot headers at every open** (the headers
-  are the only source of truth). The superblock keeps a checkpoint of the table, written at
-  clean close; the scan is compared with it and any difference is reported in the open report.
+* **The local free list** (:mod:`mydfs.storage.volume_slots`; not the group's free-slice
+  table, which alone decides slots in a cluster) **is rebuilt by a scan of the slot headers at
+  every open**, the only source of truth (:mod:`mydfs.storage.volume_file`). A checkpoint of it,
+  written at clean close, is compared with the scan; a difference goes into the open report.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
-import heapq
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,125 +36,59 @@ from mydfs.common.errors import (
     Conflict,
     Corrupt,
     DiskFull,
-    IncompatibleVolume,
     InvalidArgument,
     NotFound,
-    PayloadTooLarge,
-    SliceDeleted,
-    SliceMoved,
     SlotOutOfRange,
     StorageIOError,
 )
 from mydfs.common.location import Location
 from mydfs.storage.format import (
     BLOCK_SIZE,
-    CHECKPOINT_FIXED,
     CHECKPOINT_OFFSETS,
     DEFAULT_MAX_SLOTS,
     HEADER_SIZE,
     PAYLOAD_CAPACITY,
     PAYLOAD_OFFSET,
-    SLOT_SIZE,
     Checkpoint,
     SliceOwner,
     SlotHeader,
     SlotState,
     Superblock,
-    checkpoint_length,
-    decode_checkpoint,
     decode_header,
-    decode_superblock,
     encode_checkpoint,
     encode_header,
-    encode_superblock,
     header_is_blank,
     slot_offset,
 )
 from mydfs.storage.syncer import GroupSyncer, SyncFailed
+from mydfs.storage.volume_file import (
+    HEADER_PAIR,
+    bad_block,
+    check_location,
+    check_readable,
+    check_write,
+    checkpoint_mismatch,
+    copy_damaged,
+    create_file,
+    open_locked,
+    payload_problem,
+    read_checkpoint,
+    scan_slots,
+    slots_in_file,
+)
+
+# The volume's disk calls go through these module-level names (tests wrap them here).
+from mydfs.storage.volume_file import pread_exact as _pread_exact
+from mydfs.storage.volume_file import pwrite_all as _pwrite_all
+from mydfs.storage.volume_reports import OpenReport, Problem, SliceData, VerifyReport, VolumeStats
+from mydfs.storage.volume_slots import ClaimRefused, LocalSlots
+
+__all__ = ["OpenReport", "Problem", "SliceData", "VerifyReport", "Volume", "VolumeStats"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _ZERO_HEAD = bytes(PAYLOAD_OFFSET)
-_HEADER_PAIR = 2 * HEADER_SIZE
-
-
-@dataclass(frozen=True)
-class SliceData:
-    """What a read returns: the slot's header and the requested payload bytes."""
-
-    header: SlotHeader
-    offset: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class VolumeStats:
-    live: int
-    pending: int
-    moved: int
-    deleted: int
-    free: int  # entries in the free-slice table (404 slots and never-written slots)
-    quarantined: int  # slots whose headers are damaged; never reused, never served
-    slot_end: int  # slots [0, slot_end) are inside the file
-    bytes_live: int  # payload bytes of LIVE slots
-    bytes_stored: int  # payload bytes of every slot holding a header
-    disk_bytes: int  # bytes the file really occupies on disk (it is sparse)
-    syncs: int
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One bad slot found by :meth:`Volume.verify` or by the open-time scan."""
-
-    slot: int
-    reason: str
-
-
-@dataclass
-class OpenReport:
-    """What reopening found: an unclean shutdown, settled header copies, damaged slots."""
-
-    clean: bool = True
-    repaired_headers: list[int] = field(default_factory=list)
-    quarantined: list[Problem] = field(default_factory=list)
-    checkpoint_mismatch: str | None = None
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    checked: int
-    problems: list[Problem]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _pread_exact(fd: int, length: int, offset: int) -> bytes:
-    """pread that loops over short reads; returns fewer bytes only at end of file."""
-    chunks: list[bytes] = []
-    got = 0
-    while got < length:
-        chunk = os.pread(fd, length - got, offset + got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _pwrite_all(fd: int, buffers: list[bytes | memoryview], offset: int) -> None:
-    """pwritev that loops over short writes."""
-    views = [memoryview(b) for b in buffers if len(b)]
-    while views:
-        n = os.pwritev(fd, views, offset)
-        offset += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
 
 
 class Volume:
@@ -174,11 +106,8 @@ class Volume:
         self._slot_locks: dict[int, threading.Lock] = {}
         self._headers: dict[int, SlotHeader] = {}  # every slot with a valid header
         self._quarantined: dict[int, str] = {}
-        self._free_heap: list[int] = []
-        self._free: set[int] = set()
-        self._claimed: set[int] = set()  # allocated or being written, not yet holding a header
-        self._writing: set[int] = set()  # a write() is in progress (at most one per slot)
-        self._slot_end = 0
+        # The local free list and write claims (not the group's free-slice table).
+        self._local = LocalSlots(superblock.max_slots)
         self._max_generation = 0
         self._checkpoint_seq = 0
         self._closed = False
@@ -206,24 +135,8 @@ class Volume:
             if not create:
                 raise NotFound("volume file does not exist", volume=str(p))
             cls._create(p, node_id=node_id or "node", group_id=group_id or 0, max_slots=max_slots)
+        fd, sb = open_locked(p, node_id=node_id, group_id=group_id)
         try:
-            fd = os.open(p, os.O_RDWR | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StorageIOError(f"cannot open volume: {exc.strerror}", volume=str(p)) from exc
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise Conflict("volume is already open in another process", volume=str(p)) from None
-            sb = decode_superblock(_pread_exact(fd, 512, 0), volume=str(p))
-            if node_id is not None and sb.node_id != node_id:
-                raise IncompatibleVolume(
-                    f"volume belongs to node {sb.node_id!r}, not {node_id!r}", volume=str(p)
-                )
-            if group_id is not None and sb.group_id != group_id:
-                raise IncompatibleVolume(
-                    f"volume belongs to group {sb.group_id}, not {group_id}", volume=str(p)
-                )
             vol = cls(p, fd, sb)
             vol._load()
         except BaseException:
@@ -240,57 +153,28 @@ class Volume:
             max_slots=max_slots,
             created_ns=time.time_ns(),
         )
-        tmp = path.with_name(path.name + ".creating")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            _pwrite_all(fd, [encode_superblock(sb)], 0)
-            empty = Checkpoint(seq=1, clean=True, slot_end=0, max_generation=0)
-            _pwrite_all(fd, [encode_checkpoint(empty)], CHECKPOINT_OFFSETS[1])
-            os.ftruncate(fd, SLOT_SIZE)  # the superblock slot; sparse
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
+        create_file(path, sb)
         _fsync_dir(path.parent)
 
     def _load(self) -> None:
-        """Scan every slot header; rebuild the index and the free-slice table."""
-        checkpoint = self._read_checkpoint()
-        size = os.fstat(self._fd).st_size
-        self._slot_end = max(0, -(-(size - SLOT_SIZE) // SLOT_SIZE))
-        if self._slot_end > self.superblock.max_slots:
-            raise Corrupt(
-                f"file holds {self._slot_end} slots, more than max_slots", volume=self.name
-            )
-        repairs: list[SlotHeader] = []
-        for slot in range(self._slot_end):
-            raw = _pread_exact(self._fd, _HEADER_PAIR, slot_offset(slot))
-            raw = raw.ljust(_HEADER_PAIR, b"\0")
-            try:
-                header, settled = self._settle_copies(slot, raw)
-            except IncompatibleVolume as exc:
-                raise IncompatibleVolume(exc.message, volume=self.name, slot=slot) from None
-            except Corrupt as exc:
-                self._quarantine(slot, exc.message)
-                continue
-            if header is None:
-                self._add_free(slot)
-                continue
-            end = slot_offset(slot) + PAYLOAD_OFFSET + header.length
-            if end > size:
-                self._quarantine(slot, f"payload cut short: file ends {end - size} bytes early")
-                continue
-            if not settled:
-                repairs.append(header)
-            self._headers[slot] = header
-            self._max_generation = max(self._max_generation, header.generation)
-            if header.state == SlotState.DELETED:
-                self._add_free(slot)
-        for header in repairs:
+        """Rebuild the header table and the local free list from a scan of every slot header;
+        settle header copies that disagree; compare with the last clean close's checkpoint."""
+        checkpoint = read_checkpoint(self._fd)
+        found = scan_slots(self._fd, volume=self.name, max_slots=self.superblock.max_slots)
+        self._local.end = found.slot_end
+        for slot in found.free:
+            self._local.add_free(slot)
+        for problem in found.quarantined:
+            self._quarantine(problem.slot, problem.reason)
+        self._headers = found.headers
+        self._max_generation = found.max_generation
+        for header in found.repairs:
             self._write_header_copies(header)
             self.report.repaired_headers.append(header.slot)
-        self._compare_checkpoint(checkpoint)
+        mismatch = checkpoint_mismatch(checkpoint, found.slot_end, self._local.free())
+        if mismatch is not None:
+            self.report.checkpoint_mismatch = mismatch
+            log.warning("volume %s changed since its clean close: %s", self.name, mismatch)
         if checkpoint is not None:
             self._max_generation = max(self._max_generation, checkpoint.max_generation)
             self._checkpoint_seq = checkpoint.seq
@@ -299,66 +183,10 @@ class Volume:
             log.warning("volume %s was not closed cleanly; recovered by scan", self.name)
         self._write_checkpoint(clean=False)
 
-    def _settle_copies(self, slot: int, raw: bytes) -> tuple[SlotHeader | None, bool]:
-        """Pick the header of ``slot`` from its two copies at open time.
-
-        Returns ``(header or None if blank, settled)``; settled is False when the copies
-        disagree and must be rewritten. Raises Corrupt when no copy is usable but one is not
-        blank (damage, or a header from another slot).
-        """
-        raw_a, raw_b = raw[:HEADER_SIZE], raw[HEADER_SIZE:]
-        if raw_a == raw_b:
-            if header_is_blank(raw_a):
-                return None, True
-            return decode_header(raw_a, slot=slot), True
-        decoded: list[SlotHeader] = []
-        errors: list[Corrupt] = []
-        for copy in (raw_a, raw_b):
-            if header_is_blank(copy):
-                continue
-            try:
-                decoded.append(decode_header(copy, slot=slot))
-            except IncompatibleVolume:
-                raise
-            except Corrupt as exc:
-                errors.append(exc)
-        if decoded:
-            newest = max(decoded, key=lambda h: (h.generation, h.seq))
-            return newest, False
-        if errors:
-            raise errors[0]
-        return None, True
-
-    def _read_checkpoint(self) -> Checkpoint | None:
-        found: list[Checkpoint] = []
-        for off in CHECKPOINT_OFFSETS:
-            fixed = _pread_exact(self._fd, CHECKPOINT_FIXED, off)
-            length = checkpoint_length(fixed)
-            if not length:
-                continue
-            cp = decode_checkpoint(_pread_exact(self._fd, length, off))
-            if cp is not None:
-                found.append(cp)
-        return max(found, key=lambda c: c.seq) if found else None
-
-    def _compare_checkpoint(self, cp: Checkpoint | None) -> None:
-        if cp is None or not cp.clean:
-            return
-        problems = []
-        if cp.slot_end != self._slot_end:
-            problems.append(f"slot_end {cp.slot_end} != scanned {self._slot_end}")
-        if cp.complete and set(cp.free) != self._free:
-            problems.append(
-                f"free table of {len(cp.free)} slots != scanned {len(self._free)} slots"
-            )
-        if problems:
-            self.report.checkpoint_mismatch = "; ".join(problems)
-            log.warning("volume %s changed since its clean close: %s", self.name, problems)
-
     def _write_checkpoint(self, *, clean: bool) -> None:
-        size = os.fstat(self._fd).st_size
-        disk_end = min(self._slot_end, max(0, -(-(size - SLOT_SIZE) // SLOT_SIZE)))
+        disk_end = slots_in_file(os.fstat(self._fd).st_size)
         with self._lock:
+            disk_end = min(self._local.end, disk_end)
             self._checkpoint_seq += 1
             # Record what a scan of the file will find: slots allocated past the end of the file
             # (never written, or released) are not in it.
@@ -367,8 +195,7 @@ class Volume:
                 clean=clean,
                 slot_end=disk_end,
                 max_generation=self._max_generation,
-                # claimed slots are free on disk
-                free=tuple(sorted(s for s in self._free | self._claimed if s < disk_end)),
+                free=self._local.free_on_disk(disk_end),
             )
         # Alternate between the two areas so a torn checkpoint leaves the other one intact.
         off = CHECKPOINT_OFFSETS[cp.seq % 2]
@@ -392,12 +219,7 @@ class Volume:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- allocation ---------------------------------------------------------------------------
-
-    def _add_free(self, slot: int) -> None:
-        if slot not in self._free:
-            self._free.add(slot)
-            heapq.heappush(self._free_heap, slot)
+    # --- the local free list -----------------------------------------------------------------
 
     def _quarantine(self, slot: int, reason: str) -> None:
         self._quarantined[slot] = reason
@@ -405,55 +227,37 @@ class Volume:
         log.error("volume %s slot %d quarantined: %s", self.name, slot, reason)
 
     def allocate(self) -> int:
-        """Reserve a slot: the lowest entry of the free-slice table, else the next at the end."""
+        """Standalone store only: reserve a slot from the volume's local free list (its lowest
+        entry, else the next slot at the end). A node in a group never calls this: the group's
+        replicated table decides its slots."""
         self._check_open()
         with self._lock:
-            while self._free_heap:
-                slot = heapq.heappop(self._free_heap)
-                if slot in self._free:
-                    self._free.discard(slot)
-                    self._claimed.add(slot)
-                    return slot
-            if self._slot_end >= self.superblock.max_slots:
-                raise DiskFull(
-                    f"volume is full ({self.superblock.max_slots} slots)", volume=self.name
-                )
-            slot = self._slot_end
-            self._slot_end += 1
-            self._claimed.add(slot)
-            return slot
+            slot = self._local.allocate()
+        if slot is None:
+            raise DiskFull(f"volume is full ({self.superblock.max_slots} slots)", volume=self.name)
+        return slot
 
     def release(self, slot: int) -> None:
-        """Give back a slot reserved by :meth:`allocate` and never written."""
+        """Standalone store only: give back a slot reserved by :meth:`allocate` and never
+        written."""
         with self._lock:
-            if slot in self._claimed and slot not in self._writing:
-                self._claimed.discard(slot)
-                self._add_free(slot)
+            self._local.release(slot)
 
     def _claim(self, slot: int) -> None:
         """Claim ``slot`` for a write: it must be reserved by us, free, or beyond the end."""
         self._check_slot(slot)
         with self._lock:
-            if slot in self._writing:
-                raise Conflict("slot is being written right now", volume=self.name, slot=slot)
-            if slot in self._claimed:
-                self._writing.add(slot)
+            refused = self._local.claim(slot)
+            if refused is None:
                 return
-            if slot in self._free:
-                self._free.discard(slot)
-            elif slot >= self._slot_end:
-                for gap in range(self._slot_end, slot):
-                    self._add_free(gap)
-                self._slot_end = slot + 1
-            elif slot in self._quarantined:
+            if refused is ClaimRefused.WRITING:
+                raise Conflict("slot is being written right now", volume=self.name, slot=slot)
+            if slot in self._quarantined:
                 raise Conflict("slot is quarantined; reclaim it first", volume=self.name, slot=slot)
-            else:
-                state = self._headers[slot].state.name if slot in self._headers else "?"
-                raise Conflict(
-                    f"slot is in use ({state}); slices are write-once", volume=self.name, slot=slot
-                )
-            self._claimed.add(slot)
-            self._writing.add(slot)
+            state = self._headers[slot].state.name if slot in self._headers else "?"
+            raise Conflict(
+                f"slot is in use ({state}); slices are write-once", volume=self.name, slot=slot
+            )
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -475,20 +279,7 @@ class Volume:
         group's so that every copy carries the same header.
         """
         self._check_open()
-        if len(payload) > PAYLOAD_CAPACITY:
-            raise PayloadTooLarge(
-                f"payload of {len(payload)} bytes exceeds slice capacity {PAYLOAD_CAPACITY}",
-                volume=self.name,
-                slot=slot,
-            )
-        if state not in (SlotState.LIVE, SlotState.PENDING):
-            raise InvalidArgument(f"a write makes a LIVE or PENDING slice, not {state.name}")
-        if owner is not None and not isinstance(owner, SliceOwner):
-            raise InvalidArgument(f"owner must be a SliceOwner, got {owner!r}", slot=slot)
-        if next is not None:
-            _check_location(next, "next", self.name, slot)
-        if generation is not None and not 0 <= generation < 1 << 64:
-            raise InvalidArgument(f"generation {generation} out of range", slot=slot)
+        check_write(self.name, slot, len(payload), state, owner, next, generation)
         self._claim(slot)
         try:
             with self._lock:
@@ -529,14 +320,10 @@ class Volume:
             self._durable()
         except BaseException:
             with self._lock:
-                self._writing.discard(slot)
-                if slot in self._claimed:
-                    self._claimed.discard(slot)
-                    self._add_free(slot)
+                self._local.abandoned(slot)
             raise
         with self._lock:
-            self._writing.discard(slot)
-            self._claimed.discard(slot)
+            self._local.written(slot)
             self._headers[slot] = header
         return header
 
@@ -558,7 +345,7 @@ class Volume:
             with self._lock:
                 self._headers[slot] = header
                 if header.state == SlotState.DELETED:
-                    self._add_free(slot)
+                    self._local.add_free(slot)
             return header
 
     def _write_header_copies(self, header: SlotHeader) -> None:
@@ -580,13 +367,13 @@ class Volume:
 
     def mark_moved(self, slot: int, target: Location) -> SlotHeader:
         """Leave a 301 redirect to ``target``. The slot is not reused until compaction."""
-        _check_location(target, "target", self.name, slot)
+        check_location(target, "target", self.name, slot)
         return self._update(slot, {SlotState.LIVE}, state=SlotState.MOVED, target=target)
 
     def relink(self, slot: int, next: Location | None) -> SlotHeader:
         """Point the slice's next pointer at ``next`` (None: the last slice of its file)."""
         if next is not None:
-            _check_location(next, "next", self.name, slot)
+            check_location(next, "next", self.name, slot)
         return self._update(slot, {SlotState.LIVE, SlotState.PENDING}, next=next)
 
     def reclaim(self, slot: int) -> None:
@@ -594,7 +381,7 @@ class Volume:
         self._check_slot(slot)
         with self._lock:
             if self._quarantined.pop(slot, None) is not None:
-                self._add_free(slot)
+                self._local.add_free(slot)
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -626,7 +413,9 @@ class Volume:
         self._check_slot(slot)
         for attempt in range(3):
             header = self._read_header(slot)
-            self._check_readable(header, allow_pending=allow_pending, expect_owner=expect_owner)
+            check_readable(
+                header, volume=self.name, allow_pending=allow_pending, expect_owner=expect_owner
+            )
             if offset < 0 or offset > header.length:
                 raise InvalidArgument(
                     f"offset {offset} outside slice of {header.length} bytes",
@@ -648,7 +437,7 @@ class Volume:
             stop = min((last + 1) * BLOCK_SIZE, header.length)
             where = slot_offset(slot) + PAYLOAD_OFFSET + start
             data = self._io(_pread_exact, self._fd, stop - start, where)
-            bad = self._bad_block(header, data, first, stop - start)
+            bad = bad_block(header, data, first, stop - start)
             if bad is None:
                 if start == offset and len(data) == want:
                     return SliceData(header, offset, data)
@@ -663,51 +452,20 @@ class Volume:
             )
         raise Corrupt("slot kept changing during the read", volume=self.name, slot=slot)
 
-    def _bad_block(self, header: SlotHeader, data: bytes, first: int, expect: int) -> int | None:
-        if len(data) != expect:
-            return first + len(data) // BLOCK_SIZE
-        view = memoryview(data)
-        for i in range(0, len(data), BLOCK_SIZE):
-            block = first + i // BLOCK_SIZE
-            if crc32c(view[i : i + BLOCK_SIZE]) != header.block_crcs[block]:
-                return block
-        return None
-
-    def _check_readable(
-        self, header: SlotHeader, *, allow_pending: bool, expect_owner: SliceOwner | None
-    ) -> None:
-        slot = header.slot
-        if header.state == SlotState.DELETED:
-            raise SliceDeleted("slice was deleted (404)", volume=self.name, slot=slot)
-        if header.state == SlotState.MOVED:
-            assert header.target is not None
-            raise SliceMoved(
-                "slice moved (301)",
-                target=(header.target.group, header.target.slot),
-                volume=self.name,
-                slot=slot,
-            )
-        if header.state == SlotState.PENDING and not allow_pending:
-            raise NotFound("slice is pending, not committed", volume=self.name, slot=slot)
-        if expect_owner is not None and header.owner != expect_owner:
-            raise NotFound(
-                f"slot holds slice {header.owner}, not {expect_owner}", volume=self.name, slot=slot
-            )
-
     def _read_header(self, slot: int) -> SlotHeader:
         """Read and check both header copies of ``slot`` from the disk."""
         with self._lock:
             if slot in self._quarantined:
                 raise Corrupt(self._quarantined[slot], volume=self.name, slot=slot)
-            if slot >= self._slot_end:
+            if slot >= self._local.end:
                 raise NotFound("slot holds no slice", volume=self.name, slot=slot)
-        raw = self._io(_pread_exact, self._fd, _HEADER_PAIR, slot_offset(slot))
+        raw = self._io(_pread_exact, self._fd, HEADER_PAIR, slot_offset(slot))
         if raw[:HEADER_SIZE] != raw[HEADER_SIZE:]:
             # Maybe an update is between its two copies: look again under the slot lock.
             with self._slot_lock(slot):
-                raw = self._io(_pread_exact, self._fd, _HEADER_PAIR, slot_offset(slot))
+                raw = self._io(_pread_exact, self._fd, HEADER_PAIR, slot_offset(slot))
             if raw[:HEADER_SIZE] != raw[HEADER_SIZE:]:
-                which = "A" if self._copy_damaged(slot, raw[:HEADER_SIZE]) else "B"
+                which = "A" if copy_damaged(slot, raw[:HEADER_SIZE]) else "B"
                 raise Corrupt(
                     f"slot header copy {which} damaged (copies differ)",
                     volume=self.name,
@@ -720,13 +478,6 @@ class Volume:
         except Corrupt as exc:
             raise Corrupt(exc.message, volume=self.name, slot=slot) from None
 
-    def _copy_damaged(self, slot: int, raw: bytes) -> bool:
-        try:
-            decode_header(raw, slot=slot)
-        except Corrupt:
-            return True
-        return False
-
     # --- listing, statistics, verification -------------------------------------------------
 
     def scan(self) -> Iterator[SlotHeader]:
@@ -737,9 +488,11 @@ class Volume:
             yield header
 
     def free_slots(self) -> list[int]:
-        """The free-slice table, lowest first."""
+        """The volume's local free list, lowest first: slots holding no header or a 404 marker
+        (never quarantined ones). Not the group's free-slice table (``GroupState.free_slots``),
+        which decides slots in a cluster."""
         with self._lock:
-            return sorted(self._free)
+            return sorted(self._local.free())
 
     def quarantined(self) -> dict[int, str]:
         with self._lock:
@@ -750,22 +503,14 @@ class Volume:
             raise StorageIOError("volume is closed", volume=self.name)
         with self._lock:
             headers = list(self._headers.values())
-            free = len(self._free)
+            free = self._local.free_count()
             quarantined = len(self._quarantined)
-            slot_end = self._slot_end
-        counts = dict.fromkeys(SlotState, 0)
-        for h in headers:
-            counts[h.state] += 1
-        return VolumeStats(
-            live=counts[SlotState.LIVE],
-            pending=counts[SlotState.PENDING],
-            moved=counts[SlotState.MOVED],
-            deleted=counts[SlotState.DELETED],
+            slot_end = self._local.end
+        return VolumeStats.tally(
+            headers,
             free=free,
             quarantined=quarantined,
             slot_end=slot_end,
-            bytes_live=sum(h.length for h in headers if h.state == SlotState.LIVE),
-            bytes_stored=sum(h.length for h in headers),
             disk_bytes=os.fstat(self._fd).st_blocks * 512,
             syncs=self._syncer.syncs,
         )
@@ -774,7 +519,7 @@ class Volume:
         """Check every slot's header copies and every payload block; report each bad slot."""
         self._check_open()
         with self._lock:
-            slot_end = self._slot_end
+            slot_end = self._local.end
             quarantined = dict(self._quarantined)
         problems = [Problem(s, r) for s, r in sorted(quarantined.items())]
         checked = 0
@@ -804,11 +549,9 @@ class Volume:
                 # may have overwritten part of it: only the header matters.
                 continue
             data = _pread_exact(self._fd, header.length, slot_offset(slot) + PAYLOAD_OFFSET)
-            bad = self._bad_block(header, data, 0, header.length)
-            if bad is not None:
-                problems.append(Problem(slot, f"payload block {bad} checksum mismatch"))
-            elif crc32c(data) != header.payload_crc:
-                problems.append(Problem(slot, "payload checksum mismatch"))
+            problem = payload_problem(header, data)
+            if problem is not None:
+                problems.append(Problem(slot, problem))
         return VerifyReport(checked=checked, problems=problems)
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -848,13 +591,6 @@ class Volume:
             if exc.errno == errno.ENOSPC:
                 raise DiskFull("no space left on device", volume=self.name) from exc
             raise StorageIOError(f"disk I/O failed: {exc.strerror}", volume=self.name) from exc
-
-
-def _check_location(loc: object, what: str, volume: str, slot: int) -> None:
-    if not isinstance(loc, Location):
-        raise InvalidArgument(
-            f"{what} must be a Location(group, slot), got {loc!r}", volume=volume, slot=slot
-        )
 
 
 def _fsync_dir(path: Path) -> None:
