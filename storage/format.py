@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, IncompatibleVolume, InvalidArgument
 from mydfs.common.location import MAX_GROUP, MAX_SLOT, Location
+from mydfs.common.slices import PAYLOAD_CAPACITY as PAYLOAD_CAPACITY
 
 FORMAT_VERSION = 1
 
@@ -34,7 +35,7 @@ SLOT_SIZE = 4 * 1024 * 1024
 HEADER_SIZE = 512
 HEADER_COPIES = 2
 PAYLOAD_OFFSET = 4096
-PAYLOAD_CAPACITY = SLOT_SIZE - PAYLOAD_OFFSET  # 4_190_208 bytes
+assert PAYLOAD_CAPACITY == SLOT_SIZE - PAYLOAD_OFFSET  # 4_190_208 bytes, the protocol's
 BLOCK_SIZE = 64 * 1024
 MAX_BLOCKS = 64  # ceil(PAYLOAD_CAPACITY / BLOCK_SIZE)
 assert (PAYLOAD_CAPACITY + BLOCK_SIZE - 1) // BLOCK_SIZE == MAX_BLOCKS
