@@ -20,7 +20,7 @@ import orjson
 from yarl import URL
 
 from mydfs.common.errors import MydfsError, NotLeader, Timeout, Unavailable
-from mydfs.common.web import error_of
+from mydfs.common.http_errors import error_of
 
 T = TypeVar("T")
 MAX_REDIRECTS = 5

@@ -35,8 +35,8 @@ import aiohttp
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, MydfsError, NotFound, Unavailable
+from mydfs.common.http_errors import error_of
 from mydfs.common.location import Location
-from mydfs.common.web import error_of
 
 _T = TypeVar("_T")
 
