@@ -19,14 +19,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from mydfs.common.errors import (
-    MydfsError,
-    NotFound,
-    NotLeader,
-    Timeout,
-    Unavailable,
-    error_from_dict,
-)
+from mydfs.common.errors import MydfsError, NotLeader, Timeout, Unavailable
+from mydfs.common.http_errors import error_of
 
 T = TypeVar("T")
 MAX_REDIRECTS = 5
@@ -39,26 +33,6 @@ class RetryPolicy:
     deadline: float = 30.0
     first: float = 0.05
     cap: float = 1.0
-
-
-async def error_of(resp: aiohttp.ClientResponse, **context: Any) -> MydfsError:
-    text = await resp.text()
-    try:
-        body = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict) and "error" in body:
-        err = error_from_dict(body)
-    elif resp.status == 503:
-        err = Unavailable(f"HTTP 503 from {resp.url.host}:{resp.url.port}")
-    elif resp.status == 404:
-        err = NotFound("not found")
-    else:
-        err = MydfsError(f"HTTP {resp.status}: {text[:200]}")
-    for key, value in context.items():
-        if value is not None:
-            err.context.setdefault(key, value)
-    return err
 
 
 class Transport:

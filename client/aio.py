@@ -9,19 +9,20 @@ How a file is stored (``put``), see ``docs/client.md``:
    2 of 3 nodes and sealed. Up to ``window`` slices are in flight.
 3. When every slice is sealed, the file is registered at the tracker with the head location.
    Until then nothing is visible; a failed upload leaves no entry (its slices are recorded as an
-   intent for the collector).
+   intent at the tracker; no collector reclaims them yet).
 
-Reading (``get``, ``open``, ``read``) asks each group once for its run of the chain
-(``GET /chain``), then fetches slices in parallel from replicas chosen at random, checking every
-slice's CRC32C and the whole file's.
+Reading (``get``, ``open``, ``read``) goes through the read path every role shares
+(``common/readpath.py``), each step under the SDK's retry policy: it asks each group once for
+its run of the chain (``GET /chain``), then fetches slices in parallel from replicas chosen at
+random, checking every slice's CRC32C and the whole file's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
-import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import IO, Any, BinaryIO
 
 import aiohttp
 
-from mydfs.client._transport import RetryPolicy, Transport, error_of
+from mydfs.client._transport import RetryPolicy, Transport
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
     AlreadyExists,
@@ -42,56 +43,19 @@ from mydfs.common.errors import (
     SliceDeleted,
     Unavailable,
 )
+from mydfs.common.file_record import FileRecord
 from mydfs.common.location import Location
 from mydfs.common.paths import check_dir_path, check_file_path, url_quote
-from mydfs.storage.format import PAYLOAD_CAPACITY
+from mydfs.common.readpath import ReadPath, ReadTimeouts, SliceLoc
+from mydfs.common.slices import PAYLOAD_CAPACITY
 
 SLICE = PAYLOAD_CAPACITY
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
 Progress = Callable[[int], None]
 
 
-@dataclass(frozen=True)
-class FileInfo:
-    """A file's entry in the tracker's table."""
-
-    path: str
-    file_id: str
-    size: int
-    slices: int
-    head: Location | None
-    hash: str
-    ctime: float
-    mtime: float
-    version: int
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FileInfo:
-        head = d.get("head")
-        return cls(
-            path=str(d["path"]),
-            file_id=str(d["file_id"]),
-            size=int(d["size"]),
-            slices=int(d["slices"]),
-            head=None if head is None else Location(int(head[0]), int(head[1])),
-            hash=str(d.get("hash") or ""),
-            ctime=float(d.get("ctime") or 0),
-            mtime=float(d.get("mtime") or 0),
-            version=int(d.get("version") or 1),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "file_id": self.file_id,
-            "size": self.size,
-            "slices": self.slices,
-            "head": None if self.head is None else [self.head.group, self.head.slot],
-            "hash": self.hash,
-            "ctime": self.ctime,
-            "mtime": self.mtime,
-            "version": self.version,
-        }
+#: A file's entry in the tracker's table (the wire record every role shares).
+FileInfo = FileRecord
 
 
 @dataclass(frozen=True)
@@ -99,19 +63,6 @@ class DirEntry:
     name: str
     type: str  # "file" or "dir"
     info: FileInfo | None = None
-
-
-@dataclass(frozen=True)
-class SliceLoc:
-    """Where one slice of a file is, as its group's chain walk reported it."""
-
-    group: int
-    slot: int
-    generation: int  # 0: not known (a one-slice file located from its entry alone)
-    length: int
-    crc32c: int
-    replicas: tuple[str, ...]
-    file_id: str = ""  # when set, a replica must answer with this owner
 
 
 @dataclass
@@ -156,6 +107,13 @@ class AsyncClient:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
         self._t = Transport(self._session, RetryPolicy(deadline=deadline))
+        self._read = ReadPath(
+            self._session,
+            self._nodes_of,
+            timeouts=ReadTimeouts(chain=30.0, slice=60.0),
+            window=window,
+            retry=self._t.retry,
+        )
         self._groups: dict[int, tuple[str | None, tuple[str, ...]]] = {}
         self._chains: dict[tuple[str, int], list[SliceLoc]] = {}
 
@@ -219,8 +177,8 @@ class AsyncClient:
         return out
 
     async def delete(self, path: str) -> FileInfo:
-        """Remove the file: its entry at once, then its slices (best effort; what is left is in
-        the tracker's trash for the collector)."""
+        """Remove the file: its entry at once, then its slices (best effort; what is left stays in
+        the tracker's trash; no collector reclaims it yet)."""
         check_file_path(path)
         body = await self._tracker("DELETE", self._meta_url("files", path), path=path)
         info = FileInfo.from_dict(body.get("deleted", body))
@@ -306,8 +264,8 @@ class AsyncClient:
         file_id = uuid.uuid4().hex
         size_hint = _source_size(src)
         groups = _GroupPlan(self, size_hint)
-        # Three independent tracker calls at once: is the path free, record the upload for
-        # the collector, and where the first slices go.
+        # Three independent tracker calls at once: is the path free, record the upload intent
+        # (for a future collector), and where the first slices go.
         intent = self._tracker(
             "POST",
             f"{self.tracker}/meta/intents",
@@ -383,7 +341,7 @@ class AsyncClient:
                     *(self._delete_slice(loc) for loc in locs), return_exceptions=True
                 )
             except MydfsError:
-                pass  # the old slices stay in the tracker's trash for the collector
+                pass  # the old slices stay in the tracker's trash (no collector yet)
         return FileInfo.from_dict(body.get("entry", body) if "entry" in body else body)
 
     @staticmethod
@@ -479,6 +437,12 @@ class AsyncClient:
 
     # --- reading -------------------------------------------------------------------------------
 
+    async def _nodes_of(self, group: int) -> tuple[str, ...]:
+        """The up nodes of a group, asking the tracker when the group is not known yet."""
+        if group not in self._groups:
+            await self.status()
+        return self._groups.get(group, (None, ()))[1]
+
     async def _chain(
         self, info: FileInfo, *, refresh: bool = False, exact: bool = False
     ) -> list[SliceLoc]:
@@ -494,8 +458,6 @@ class AsyncClient:
             assert info.head is not None
             # One slice: the entry says all there is (where, how long, its CRC), so skip the
             # chain walk; the replica's X-Mydfs-File header proves the slot still holds it.
-            if info.head.group not in self._groups:
-                await self.status()
             one = SliceLoc(
                 group=info.head.group,
                 slot=info.head.slot,
@@ -506,97 +468,9 @@ class AsyncClient:
                 file_id=info.file_id,
             )
             return [one]
-        locs: list[SliceLoc] = []
-        current = info.head
-        while current is not None and len(locs) < info.slices:
-            start = current
-            body = await self._chain_walk(start, info.slices - len(locs), info.path)
-            for e in body["entries"]:
-                locs.append(
-                    SliceLoc(
-                        group=int(e["group"]),
-                        slot=int(e["slot"]),
-                        generation=int(e["generation"]),
-                        length=int(e["length"]),
-                        crc32c=int(e["crc32c"]),
-                        replicas=tuple(e.get("replicas") or ()),
-                    )
-                )
-            nxt = body.get("next")
-            current = None if nxt is None else Location(int(nxt[0]), int(nxt[1]))
-            if not body["entries"] and current == start:
-                raise Corrupt("chain walk made no progress", path=info.path, group=start.group)
-        if len(locs) != info.slices or sum(loc.length for loc in locs) != info.size:
-            raise Corrupt(
-                f"chain has {len(locs)} slices / {sum(x.length for x in locs)} bytes; the file "
-                f"entry says {info.slices} / {info.size}",
-                path=info.path,
-            )
+        locs = await self._read.chain(info.head, info.slices, info.size, path=info.path)
         self._chains[key] = locs
         return locs
-
-    async def _chain_walk(self, start: Location, limit: int, path: str) -> dict[str, Any]:
-        async def attempt() -> dict[str, Any]:
-            if start.group not in self._groups:
-                await self.status()
-            _, nodes = self._groups.get(start.group, (None, ()))
-            if not nodes:
-                raise Unavailable(f"group {start.group} has no node up", group=start.group)
-            url = random.choice(nodes)
-            async with self._session.get(
-                f"{url}/chain/{start.slot}?max={limit}",
-                timeout=aiohttp.ClientTimeout(total=30),
-            ) as resp:
-                if resp.status != 200:
-                    raise await error_of(resp, path=path)
-                result: dict[str, Any] = await resp.json()
-                return result
-
-        return await self._t.retry("chain walk", attempt, path=path, group=start.group)
-
-    async def _slice(
-        self, loc: SliceLoc, offset: int = 0, length: int | None = None, path: str = ""
-    ) -> bytes:
-        """Bytes of one slice (or a range of it) from a random replica, checked."""
-        want = loc.length - offset if length is None else length
-        whole = offset == 0 and want == loc.length
-        headers = {} if whole else {"Range": f"bytes={offset}-{offset + want - 1}"}
-        replicas = list(loc.replicas) or list(self._groups.get(loc.group, (None, ()))[1])
-        random.shuffle(replicas)
-        query = f"?gen={loc.generation}" if loc.generation else ""
-
-        async def attempt() -> bytes:
-            last: MydfsError | None = None
-            for url in replicas:
-                try:
-                    async with self._session.get(
-                        f"{url}/slices/{loc.slot}{query}",
-                        headers=headers,
-                        timeout=aiohttp.ClientTimeout(total=60),
-                    ) as resp:
-                        owner = resp.headers.get("X-Mydfs-File")
-                        if resp.status in (200, 206) and loc.file_id and owner != loc.file_id:
-                            last = NotFound("the slot holds another file now", path=path)
-                            continue
-                        if resp.status not in (200, 206):
-                            err = await error_of(resp, path=path, slot=loc.slot)
-                            if isinstance(err, NotFound | Corrupt):
-                                last = err
-                                continue
-                            raise err
-                        data = await resp.read()
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    last = Unavailable(f"replica {url} failed: {exc}", slot=loc.slot)
-                    continue
-                if len(data) != want or (whole and crc32c(data) != loc.crc32c):
-                    last = Corrupt("slice failed its end-to-end checksum", path=path, slot=loc.slot)
-                    continue
-                return data
-            if isinstance(last, NotFound | Corrupt):
-                raise last
-            raise last or Unavailable("no replica to read from", group=loc.group, slot=loc.slot)
-
-        return await self._t.retry("slice read", attempt, path=path, group=loc.group, slot=loc.slot)
 
     async def _slices_in_order(
         self, info: FileInfo, offset: int = 0, length: int | None = None
@@ -611,27 +485,9 @@ class AsyncClient:
         if end <= offset:
             return
         locs = await self._chain(info)
-        pieces: list[tuple[SliceLoc, int, int]] = []
-        pos = 0
-        for loc in locs:
-            lo, hi = max(offset, pos), min(end, pos + loc.length)
-            if lo < hi:
-                pieces.append((loc, lo - pos, hi - lo))
-            pos += loc.length
-        tasks: list[asyncio.Task[bytes] | None] = []
-        try:
-            for i in range(len(pieces)):
-                while len(tasks) < min(len(pieces), i + self.window):
-                    loc, lo, n = pieces[len(tasks)]
-                    tasks.append(asyncio.create_task(self._slice(loc, lo, n, info.path)))
-                task = tasks[i]
-                assert task is not None
-                tasks[i] = None  # let the bytes go once handed out
-                yield await task
-        finally:
-            for left in tasks:
-                if left is not None:
-                    left.cancel()
+        async with contextlib.aclosing(self._read.stream(locs, offset, end, path=info.path)) as s:
+            async for piece in s:
+                yield piece
 
     async def get(
         self, path: str, dst: str | os.PathLike[str] | BinaryIO, *, progress: Progress | None = None

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, IncompatibleVolume, InvalidArgument
 from mydfs.common.location import MAX_GROUP, MAX_SLOT, Location
+from mydfs.common.slices import PAYLOAD_CAPACITY as PAYLOAD_CAPACITY
 
 # The slot state (header byte at offset 6) is the enum shared with the group's table: its
 # ``byte`` is what the header stores. FREE is never written: it is the absence of a header.
@@ -37,7 +38,7 @@ SLOT_SIZE = 4 * 1024 * 1024
 HEADER_SIZE = 512
 HEADER_COPIES = 2
 PAYLOAD_OFFSET = 4096
-PAYLOAD_CAPACITY = SLOT_SIZE - PAYLOAD_OFFSET  # 4_190_208 bytes
+assert PAYLOAD_CAPACITY == SLOT_SIZE - PAYLOAD_OFFSET  # 4_190_208 bytes, the protocol's
 BLOCK_SIZE = 64 * 1024
 MAX_BLOCKS = 64  # ceil(PAYLOAD_CAPACITY / BLOCK_SIZE)
 assert (PAYLOAD_CAPACITY + BLOCK_SIZE - 1) // BLOCK_SIZE == MAX_BLOCKS

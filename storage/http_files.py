@@ -2,23 +2,24 @@
 
 The tracker answers ``GET /files/<path>`` with a 307 to a node of the file's head group, adding
 the file entry in the query (``head``, ``size``, ``slices``, ``file``, ``mtime``, ``version``).
-The node walks the chain (one walk per group run, ``/chain`` on other groups) and streams the
-slices in order, reading its own from disk and the others from their groups' replicas, one
-slice ahead. Content-Length, ETag, Last-Modified, HEAD and one Range work, so curl,
-``wget -c`` and multi-connection downloaders do.
+The node reads through the shared read path (``storage/file_reader.py`` around
+``common/readpath.py``): it walks the chain (its own group's runs in its table, ``/chain`` on
+other groups) and streams the slices in order, reading its own from disk and the others from
+their groups' replicas, one slice ahead. Content-Length, ETag, Last-Modified, HEAD and one
+Range work, so curl, ``wget -c`` and multi-connection downloaders do.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import email.utils
-from typing import Any
 
 from aiohttp import web
 
-from mydfs.common.errors import Corrupt, InvalidArgument
+from mydfs.common.errors import InvalidArgument
 from mydfs.common.httprange import parse_range
 from mydfs.common.location import Location
+from mydfs.common.readpath import SliceLoc
 from mydfs.storage.http_common import NODE_KEY
 
 
@@ -52,18 +53,12 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
     if request.headers.get("If-Range") not in (None, headers["ETag"]):
         rng = None  # the client holds another version: send the whole file
     offset, length = rng if rng is not None else (0, size)
-    entries: list[dict[str, Any]] = []
+    reader = node.file_reader()
+    locs: list[SliceLoc] = []
     if size:
         if head is None:
             raise InvalidArgument("a non-empty file needs head=GROUP:SLOT")
-        entries = await node.chain(head, slices)
-        total = sum(int(e["length"]) for e in entries)
-        if len(entries) != slices or total != size:
-            raise Corrupt(
-                f"chain has {len(entries)} slices / {total} bytes, file entry says "
-                f"{slices} / {size}",
-                file=file_id,
-            )
+        locs = await reader.chain(head, slices, size, file=file_id)
     response = web.StreamResponse(status=206 if rng else 200, headers=headers)
     response.content_length = length
     if rng is not None:
@@ -72,28 +67,9 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD" or length == 0:
         await response.write_eof()
         return response
-    # The pieces of each slice that overlap [offset, offset + length), fetched one ahead.
-    pieces: list[tuple[dict[str, Any], int, int]] = []
-    pos = 0
-    for entry in entries:
-        start, end = pos, pos + int(entry["length"])
-        pos = end
-        lo, hi = max(offset, start), min(offset + length, end)
-        if lo < hi:
-            pieces.append((entry, lo - start, hi - lo))
-    ahead: asyncio.Task[bytes] | None = None
-    try:
-        for i, (entry, lo, n) in enumerate(pieces):
-            current = ahead or asyncio.ensure_future(node.slice_bytes(entry, lo, n))
-            ahead = None
-            if i + 1 < len(pieces):
-                nxt = pieces[i + 1]
-                ahead = asyncio.ensure_future(node.slice_bytes(*nxt))
-            data = await current
+    async with contextlib.aclosing(reader.stream(locs, offset, offset + length)) as pieces:
+        async for data in pieces:
             await response.write(data)
-    finally:
-        if ahead is not None:
-            ahead.cancel()
     await response.write_eof()
     return response
 

@@ -19,19 +19,18 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
-from mydfs.common.checksum import crc32c
-from mydfs.common.errors import Corrupt, MydfsError, Redirect, Unavailable, error_from_dict
+from mydfs.common.errors import MydfsError, Redirect
 from mydfs.common.location import Location
 from mydfs.raft_ext.node import RaftNode
 from mydfs.raft_ext.settings import RaftSettings
 from mydfs.storage.chain import walk
 from mydfs.storage.config import StorageConfig
 from mydfs.storage.context import LockedGroup, NodeContext
+from mydfs.storage.file_reader import FileReader
 from mydfs.storage.group_state import SlotInfo
 from mydfs.storage.heartbeat import TrackerLink
 from mydfs.storage.peers import PeerClient
@@ -191,97 +190,11 @@ class StorageNode:
         entries, cont = self.group.read(lambda g: walk(g, start, limit))
         return [e.to_dict(self.urls) for e in entries], cont
 
-    def _urls_of(self, group: int) -> list[str]:
-        if group == self.group_id:
-            return list(self.urls.values())
-        return list(self.tracker.replicas(group)) if self.tracker is not None else []
-
-    async def chain(self, head: Location, limit: int) -> list[dict[str, Any]]:
-        """Every slice of a chain from ``head`` (at most ``limit``), across groups: one walk
-        per group run, the other groups asked over HTTP (``GET /chain/{slot}``)."""
+    def file_reader(self) -> FileReader:
+        """What walks chains across groups and streams files (storage/file_reader.py)."""
         self._require()
         assert self._session is not None
-        entries: list[dict[str, Any]] = []
-        current: Location | None = head
-        while current is not None and len(entries) < limit:
-            want = limit - len(entries)
-            start = current
-            if start.group == self.group_id:
-                try:
-                    part, current = self.chain_here(start.slot, want)
-                except Corrupt:
-                    if self.is_leader():
-                        raise
-                    # This replica may be behind: the leader knows every sealed slice. Just
-                    # restarted, it may not know the leader yet: then any other member will do.
-                    others = [u for n, u in self.urls.items() if n != self.node_id]
-                    urls = [self.leader_url() or "", *others]
-                    part, current = await self._remote_chain(urls, start, want)
-            else:
-                part, current = await self._remote_chain(self._urls_of(start.group), start, want)
-            if not part and current == start:
-                raise Corrupt("chain makes no progress", group=current.group, slot=current.slot)
-            entries += part
-        return entries
-
-    async def _remote_chain(
-        self, urls: list[str], start: Location, limit: int
-    ) -> tuple[list[dict[str, Any]], Location | None]:
-        assert self._session is not None
-        last: Exception | None = None
-        for url in [u for u in urls if u]:
-            try:
-                async with self._session.get(
-                    f"{url}/chain/{start.slot}?max={limit}",
-                    timeout=aiohttp.ClientTimeout(total=10),
-                ) as resp:
-                    body = await resp.json()
-                    if resp.status != 200:
-                        last = error_from_dict(body)
-                        continue
-                nxt = body.get("next")
-                return list(body["entries"]), None if nxt is None else Location(nxt[0], nxt[1])
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
-                last = exc
-        raise Unavailable(
-            f"no node of group {start.group} answered the chain walk: {last}",
-            group=start.group,
-            slot=start.slot,
-        )
-
-    async def slice_bytes(self, entry: Mapping[str, Any], offset: int, length: int) -> bytes:
-        """Bytes [offset, offset+length) of a chain entry: from this disk if held, else from a
-        replica of its group (which verifies the blocks it reads; whole slices are checked
-        against the entry's CRC32C here too)."""
-        group, slot, gen = int(entry["group"]), int(entry["slot"]), int(entry["generation"])
-        if group == self.group_id and self.holds(slot, gen):
-            info = self.info(slot)
-            if info is not None and info.generation == gen:
-                return (await self.read_local(info, offset, length)).data
-        assert self._session is not None
-        whole = offset == 0 and length == int(entry["length"])
-        headers = {} if whole else {"Range": f"bytes={offset}-{offset + length - 1}"}
-        last: Exception | None = None
-        for url in list(entry.get("replicas") or []) or self._urls_of(group):
-            try:
-                async with self._session.get(
-                    f"{url}/slices/{slot}?gen={gen}",
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=30),
-                ) as resp:
-                    if resp.status not in (200, 206):
-                        last = Unavailable(f"replica answered HTTP {resp.status}", peer=url)
-                        continue
-                    data = await resp.read()
-                if len(data) != length or (whole and crc32c(data) != int(entry["crc32c"])):
-                    last = Corrupt("replica returned a wrong slice", peer=url, slot=slot)
-                    continue
-                return data
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = exc
-        raise Unavailable(
-            f"no replica of group {group} served slot {slot}: {last}", group=group, slot=slot
-        )
+        return FileReader(self, self._session)
 
     # --- heartbeat -------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from mydfs.common.errors import (
 )
 from mydfs.common.location import Location
 from mydfs.common.paths import ROOT, check_dir_path, check_file_path, join, parents, split
-from mydfs.storage.format import PAYLOAD_CAPACITY
+from mydfs.common.slices import PAYLOAD_CAPACITY
 from mydfs.tracker.records import (
     MAX_SIZE,
     MAX_U32,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mydfs.common.errors import Corrupt, InvalidArgument
+from mydfs.common.file_record import FileRecord
 from mydfs.common.location import MAX_GROUP, MAX_SLOT, Location
 
 NONE32 = 0xFFFF_FFFF
@@ -151,18 +152,22 @@ class FileEntry:
             version,
         )
 
+    def record(self, path: str) -> FileRecord:
+        """The entry of the file at ``path`` in its wire form (the JSON the tracker answers)."""
+        return FileRecord(
+            path,
+            self.file_id,
+            self.size,
+            self.slices,
+            self.head,
+            self.hash,
+            self.ctime,
+            self.mtime,
+            self.version,
+        )
+
     def to_dict(self, path: str) -> dict[str, Any]:
-        return {
-            "path": path,
-            "file_id": self.file_id,
-            "size": self.size,
-            "slices": self.slices,
-            "head": None if self.head is None else [self.head.group, self.head.slot],
-            "hash": self.hash or None,
-            "ctime": self.ctime,
-            "mtime": self.mtime,
-            "version": self.version,
-        }
+        return self.record(path).to_dict()
 
 
 def entry_size(packed: bytes) -> int:
