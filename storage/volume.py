@@ -47,6 +47,7 @@ from mydfs.common.errors import (
     SlotOutOfRange,
     StorageIOError,
 )
+from mydfs.common.fsio import fsync_dir as _fsync_dir
 from mydfs.common.location import Location
 from mydfs.storage.format import (
     BLOCK_SIZE,
@@ -855,11 +856,3 @@ def _check_location(loc: object, what: str, volume: str, slot: int) -> None:
         raise InvalidArgument(
             f"{what} must be a Location(group, slot), got {loc!r}", volume=volume, slot=slot
         )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
