@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mydfs.bench.systems import HttpSession, Session, System, stop_process, wait_http
-from mydfs.client.local_cluster import free_ports
+from mydfs.client.process import free_ports
 
 _LIVE: set[subprocess.Popen[bytes]] = set()
 

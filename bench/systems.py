@@ -29,7 +29,8 @@ from typing import Any, BinaryIO, cast
 
 import aiohttp
 
-from mydfs.client.local_cluster import LocalCluster, Process, free_ports
+from mydfs.client.local_cluster import LocalCluster
+from mydfs.client.process import Process, free_ports
 
 #: Files at least this big are streamed to a sink on reads instead of returned whole.
 STREAM_THRESHOLD = 8 << 20

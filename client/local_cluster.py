@@ -1,281 +1,285 @@
 """Start and stop a mydfs cluster of real processes on loopback (the embedded default).
 
-Used by ``mydfs cluster up``, the benchmarks and the end-to-end tests. A cluster is a tracker
-and N groups of three ``mydfs-storage`` processes, each with its own data folder under the
-cluster's folder. The layout (ports, secret) is saved in ``cluster.json`` there, so starting
-again on the same folder brings back the same cluster with every file.
+Used by ``mydfs cluster up``, the benchmarks, the end-to-end and the integration tests. A
+cluster is a tracker and N groups of three ``mydfs-storage`` processes
+(:mod:`mydfs.client.process`), each with its own data folder under the cluster's folder. The
+layout (ports, secret) is saved in ``cluster.json`` there, so starting again on the same folder
+brings back the same cluster with every file.
 
 Ports, from a base B: the tracker listens on B; node i (1..3) of group g listens for HTTP on
 B + 10g + i and for Raft on B + 10g + 3 + i.
+
+A node counts as up only once it answers a call signed with the cluster's secret under its own
+node id, so a stranger on a reused port is never taken for it; a group's leader is the one node
+that says it leads with a quorum and is ready, named by every other node that answers.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from mydfs.client.process import (
+    Process,
+    StorageProcess,
+    TrackerProcess,
+    free_base,
+    http_json,
+    wait_for,
+)
+from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.errors import InvalidArgument, Unavailable
 
 LAYOUT_FILE = "cluster.json"
+#: A signed call that names the node answering it (``{"node": ...}``).
+_IDENTITY_PATH = "/internal/holds/0?gen=1"
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct TCP ports that are free right now on ``host``."""
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-def free_base(groups: int) -> int:
-    """A port base B such that B .. B + 10 * (groups + 1) look free.
-
-    Picked below the kernel's ephemeral range (32768 and up on Linux), so that a restarted
-    process does not find its port taken by some outgoing connection.
-    """
-    span = 10 * (groups + 1)
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 32000 - span, 10)
-        ok = True
-        for port in range(base, base + span):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise Unavailable("could not find a free range of loopback ports")
-
-
-def http_json(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URLs
-        return json.loads(resp.read())
-
-
-def _command(name: str) -> str:
-    exe = Path(sys.executable).with_name(name)
-    return str(exe) if exe.exists() else name
-
-
-@dataclass
-class Process:
-    """One server process of the cluster."""
-
-    name: str
-    command: str
-    args: list[str]
-    http_port: int
-    log_path: Path
-    group_id: int = 0
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def node_id(self) -> str:
-        return self.name
-
-    def start(self) -> None:
-        if self.alive():
-            return
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in kill()
-        env = dict(os.environ, **self.env)
-        self.proc = subprocess.Popen(
-            [_command(self.command), *self.args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
-                try:
-                    self.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
-        if self._log is not None and (self.proc is None or self.proc.poll() is not None):
-            self._log.close()
-            self._log = None
-
-    def health(self) -> dict[str, Any] | None:
-        try:
-            data = http_json(self.url + "/health", timeout=1.0)
-        except (OSError, urllib.error.URLError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-
-@dataclass
 class LocalCluster:
-    """A tracker and ``groups`` storage groups of 3 nodes on loopback, under ``root``."""
+    """A tracker and ``groups`` storage groups of 3 nodes on loopback, under ``root``.
 
-    root: Path
-    groups: int = 2
-    base_port: int | None = None
-    secret: str | None = None
-    tracker: bool = True
-    storage_args: list[str] = field(default_factory=list)
-    nodes: list[Process] = field(default_factory=list)
-    tracker_process: Process | None = None
+    ``storage_args`` go to every storage node, ``env`` to every process; ``log_dir`` (default
+    ``root``) holds one ``NAME.log`` per process; with ``die_with_parent`` every process is
+    SIGKILLed by the kernel when the process that started it dies."""
 
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
+    def __init__(
+        self,
+        root: Path,
+        *,
+        groups: int = 2,
+        base_port: int | None = None,
+        secret: str | None = None,
+        tracker: bool = True,
+        storage_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+        die_with_parent: bool = False,
+    ) -> None:
+        self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         layout_path = self.root / LAYOUT_FILE
         layout: dict[str, Any] = {}
         if layout_path.exists():
             layout = json.loads(layout_path.read_text())
-        if self.base_port is None:
-            self.base_port = layout.get("base_port") or free_base(self.groups)
-        if self.secret is None:
-            self.secret = layout.get("secret") or secrets.token_hex(16)
-        if layout and layout.get("groups", 0) > self.groups:
-            self.groups = int(layout["groups"])  # never forget a group that holds data
+        self.groups = max(groups, int(layout.get("groups", 0)))  # never forget a group's data
+        self.base_port: int = base_port or layout.get("base_port") or free_base(self.groups)
+        self.secret: str = secret or layout.get("secret") or secrets.token_hex(16)
         if not 1024 <= self.base_port <= 65000 - 10 * (self.groups + 1):
-            raise InvalidArgument(f"base port {self.base_port} leaves no room for the cluster")
+            raise InvalidArgument(
+                f"base port {self.base_port} leaves no room for the cluster", port=self.base_port
+            )
         layout_path.write_text(
             json.dumps({"base_port": self.base_port, "secret": self.secret, "groups": self.groups})
         )
         os.chmod(layout_path, 0o600)
-        base = self.base_port
-        if self.tracker:
-            self.tracker_process = Process(
-                "tracker",
-                "mydfs-tracker",
-                [
-                    "--listen",
-                    f"127.0.0.1:{base}",
-                    "--data-dir",
-                    str(self.root / "tracker"),
-                    "--secret",
-                    self.secret,
-                ],
-                base,
-                self.root / "tracker.log",
+        self.log_dir = log_dir or self.root
+        self._env = dict(env or {})
+        self._die_with_parent = die_with_parent
+        self.tracker_process: TrackerProcess | None = None
+        if tracker:
+            self.tracker_process = TrackerProcess(
+                name="tracker",
+                http_port=self.base_port,
+                log_path=self.log_dir / "tracker.log",
+                env=dict(self._env),
+                die_with_parent=die_with_parent,
+                data_dir=self.root / "tracker",
+                secret=self.secret,
             )
+        self._nodes: list[StorageProcess] = []
         for g in range(1, self.groups + 1):
-            self.nodes += self._group(g)
+            self._nodes += self._group(g, list(storage_args))
 
     @property
     def tracker_url(self) -> str:
         return f"http://127.0.0.1:{self.base_port}"
 
-    def _group(self, g: int) -> list[Process]:
-        assert self.base_port is not None and self.secret is not None
-        members = [
-            (f"g{g}n{i}", self.base_port + 10 * g + i, self.base_port + 10 * g + 3 + i)
-            for i in (1, 2, 3)
-        ]
-        out = []
-        for node_id, http_port, raft_port in members:
-            peers: list[str] = []
-            for other, o_http, o_raft in members:
-                if other != node_id:
-                    peers += ["--peers", f"{other},127.0.0.1:{o_raft},http://127.0.0.1:{o_http}"]
-            args = [
-                "--node-id", node_id,
-                "--group-id", str(g),
-                "--data-dir", str(self.root / node_id),
-                "--listen", f"127.0.0.1:{http_port}",
-                "--raft", f"127.0.0.1:{raft_port}",
-                "--secret", self.secret,
-                *peers,
-                *(["--tracker", self.tracker_url] if self.tracker else []),
-                *self.storage_args,
-            ]  # fmt: skip
-            out.append(
-                Process(node_id, "mydfs-storage", args, http_port, self.root / f"{node_id}.log", g)
+    def _group(self, g: int, storage_args: list[str]) -> list[StorageProcess]:
+        members = []
+        for i in (1, 2, 3):
+            node_id = f"g{g}n{i}"
+            members.append(
+                StorageProcess(
+                    name=node_id,
+                    http_port=self.base_port + 10 * g + i,
+                    log_path=self.log_dir / f"{node_id}.log",
+                    env=dict(self._env),
+                    group_id=g,
+                    die_with_parent=self._die_with_parent,
+                    index=i,
+                    raft_port=self.base_port + 10 * g + 3 + i,
+                    data_dir=self.root / node_id,
+                    secret=self.secret,
+                    tracker_url=self.tracker_url if self.tracker_process else None,
+                    extra_args=list(storage_args),
+                )
             )
-        return out
+        for node in members:
+            node.peers = [p for p in members if p is not node]
+        return members
+
+    # -- lookup ------------------------------------------------------------------------------------
+
+    def nodes(self, group_id: int | None = None) -> list[StorageProcess]:
+        """The storage nodes (of one group)."""
+        return [n for n in self._nodes if group_id is None or n.group_id == group_id]
+
+    def group(self, group_id: int) -> list[StorageProcess]:
+        return self.nodes(group_id)
+
+    def node(self, node_id: str) -> StorageProcess:
+        return next(n for n in self._nodes if n.node_id == node_id)
+
+    def by_url(self, url: str) -> StorageProcess:
+        return next(n for n in self._nodes if n.url == url.rstrip("/"))
+
+    def others(self, node: StorageProcess) -> list[StorageProcess]:
+        return [n for n in self.nodes(node.group_id) if n is not node]
 
     def processes(self) -> list[Process]:
-        return ([self.tracker_process] if self.tracker_process else []) + self.nodes
+        """The tracker (if any), then every storage node."""
+        return [*([self.tracker_process] if self.tracker_process else []), *self._nodes]
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start every process and wait until the tracker answers and every group has a leader
-        (and, with a tracker, until the tracker sees every group writable)."""
-        for proc in self.processes():
-            proc.start()
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(
+        self,
+        nodes: Iterable[Process] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        wait_leader: bool = True,
+    ) -> None:
+        """Start ``nodes`` (default: every process not running), wait until each answers as
+        itself, then (with ``wait_leader``) until their groups have a leader and the tracker
+        sees every group writable."""
+        chosen = [p for p in (self.processes() if nodes is None else nodes) if not p.running]
+        for proc in chosen:
+            proc.start(env)
         deadline = time.monotonic() + timeout
-        for g in range(1, self.groups + 1):
-            self.wait_leader(g, timeout=max(1.0, deadline - time.monotonic()))
-        if self.tracker:
+        problem = self.wait_answering(chosen, deadline - time.monotonic())
+        if problem is not None:
+            raise Unavailable(problem)
+        if wait_leader:
+            self.wait_ready(chosen, deadline)
+
+    def wait_ready(self, started: Iterable[Process], deadline: float) -> None:
+        """Wait until the groups of ``started`` have a leader and, if the tracker is among
+        them or runs, until it sees every group writable."""
+        started = list(started)
+        for gid in sorted({p.group_id for p in started if isinstance(p, StorageProcess)}):
+            self.wait_leader(gid, timeout=max(1.0, deadline - time.monotonic()))
+        if self.tracker_process is not None and self.tracker_process.running:
             self.wait_tracker(timeout=max(1.0, deadline - time.monotonic()))
 
-    def wait_tracker(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                cluster = http_json(self.tracker_url + "/cluster")
-                writable = {
-                    int(g["group_id"]) for g in cluster.get("groups", []) if g.get("writable")
-                }
-                if writable >= set(range(1, self.groups + 1)):
-                    return
-            except (OSError, urllib.error.URLError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise Unavailable(f"the tracker did not see all {self.groups} groups writable in time")
-
-    def group(self, group_id: int) -> list[Process]:
-        return [n for n in self.nodes if n.group_id == group_id]
-
-    def leader(self, group_id: int) -> Process | None:
-        for node in self.group(group_id):
-            if node.alive():
-                h = node.health()
-                if h and h.get("leader"):
-                    return node
+    def wait_answering(
+        self, procs: Sequence[Process], timeout: float, grace: float | None = None
+    ) -> str | None:
+        """None once every process of ``procs`` answers as itself; else what went wrong (one
+        exited, or not all answered within ``grace``, default ``timeout``)."""
+        limit = min(timeout, timeout if grace is None else grace)
+        end = time.monotonic() + limit
+        waiting = list(procs)
+        while waiting:
+            for proc in list(waiting):
+                if not proc.running:
+                    return (
+                        f"{proc.name} exited with code {proc.returncode} during start-up:\n"
+                        + proc.log_tail(30)
+                    )
+                if self.identity_ok(proc):
+                    waiting.remove(proc)
+            if waiting and time.monotonic() >= end:
+                names = ", ".join(p.name for p in waiting)
+                return f"{names} did not answer within {limit:.0f}s"
+            if waiting:
+                time.sleep(0.05)
         return None
 
-    def wait_leader(self, group_id: int, timeout: float = 30.0) -> Process:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            leader = self.leader(group_id)
-            if leader is not None:
-                return leader
-            time.sleep(0.05)
-        raise Unavailable(f"group {group_id} elected no leader within {timeout:.0f}s")
+    def identity_ok(self, proc: Process) -> bool:
+        """Does ``proc``'s port answer as that process of this cluster? A storage node must
+        answer a signed call (only this cluster's secret passes it) naming itself; the tracker
+        must answer ``/health``."""
+        if not proc.running or proc.paused:
+            return False
+        if not isinstance(proc, StorageProcess):
+            return proc.health() is not None
+        headers = {AUTH_HEADER: sign(self.secret, "GET", _IDENTITY_PATH)}
+        try:
+            status, body = http_json(proc.url + _IDENTITY_PATH, timeout=1.0, headers=headers)
+        except OSError:
+            return False
+        return status == 200 and isinstance(body, dict) and body.get("node") == proc.node_id
 
-    def stop(self) -> None:
-        for proc in reversed(self.processes()):
-            proc.kill(signal.SIGTERM)
+    def wait_tracker(self, timeout: float = 30.0) -> None:
+        """Wait until the tracker sees every group writable."""
+
+        def all_writable() -> bool:
+            try:
+                status, cluster = http_json(self.tracker_url + "/cluster", timeout=2.0)
+            except OSError:
+                return False
+            if status != 200 or not isinstance(cluster, dict):
+                return False
+            writable = {int(g["group_id"]) for g in cluster.get("groups", []) if g.get("writable")}
+            return writable >= set(range(1, self.groups + 1))
+
+        wait_for(
+            all_writable, timeout=timeout, what=f"the tracker to see {self.groups} groups writable"
+        )
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop every process cleanly (SIGTERM, storage nodes first); name → exit code."""
+        return {p.name: p.terminate() for p in reversed(self.processes()) if p.proc is not None}
 
     def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- status and leadership -----------------------------------------------------------------
+
+    def node_status(self, node: Process, timeout: float = 1.5) -> dict[str, Any] | None:
+        """``GET /status`` of ``node``; None if it is down, paused or does not answer in time."""
+        status, body = node.get_json("/status", timeout) or (0, None)
+        return body if status == 200 and isinstance(body, dict) else None
+
+    def leader_now(self, group_id: int) -> StorageProcess | None:
+        """The group's leader if one is established right now: exactly one running node says
+        it leads with a quorum and is ready, and every other answering node names it."""
+        members = [n for n in self.nodes(group_id) if n.running and not n.paused]
+        answers = {n: self.node_status(n) for n in members}
+        leaders = [
+            n
+            for n, st in answers.items()
+            if st is not None
+            and st.get("role") == "leader"
+            and (st.get("raft") or {}).get("has_quorum")
+            and (st.get("raft") or {}).get("ready")
+        ]
+        if len(leaders) != 1:
+            return None
+        leader = leaders[0]
+        agree = 0
+        for n, st in answers.items():
+            if st is None or n is leader:
+                continue
+            if st.get("leader") != leader.url:
+                return None
+            agree += 1
+        return leader if agree >= 1 else None
+
+    def wait_leader(self, group_id: int, timeout: float = 30.0) -> StorageProcess:
+        """Wait (bounded) for the group's established leader and return it."""
+        return wait_for(
+            lambda: self.leader_now(group_id),
+            timeout=timeout,
+            what=f"a leader of group {group_id}",
+            interval=0.1,
+        )

@@ -53,8 +53,7 @@ from pysyncobj.pickle import to_bytes as _to_bytes
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
 from mydfs.common.errors import Corrupt, InvariantViolation
-
-from .fsutil import atomic_write, fsync_dir, fsync_file, write_file_synced
+from mydfs.common.fsio import atomic_write, fsync_dir, fsync_file, write_file_synced
 
 log = logging.getLogger(__name__)
 

@@ -46,8 +46,8 @@ from pysyncobj import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 
 from mydfs.common.errors import Corrupt, InvariantViolation
+from mydfs.common.fsio import fsync_dir, fsync_file, write_file_synced
 
-from .fsutil import fsync_dir, fsync_file, write_file_synced
 from .machine import StateMachine
 
 log = logging.getLogger(__name__)

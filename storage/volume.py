@@ -41,6 +41,7 @@ from mydfs.common.errors import (
     SlotOutOfRange,
     StorageIOError,
 )
+from mydfs.common.fsio import fsync_dir as _fsync_dir
 from mydfs.common.location import Location
 from mydfs.storage.format import (
     BLOCK_SIZE,
@@ -591,11 +592,3 @@ class Volume:
             if exc.errno == errno.ENOSPC:
                 raise DiskFull("no space left on device", volume=self.name) from exc
             raise StorageIOError(f"disk I/O failed: {exc.strerror}", volume=self.name) from exc
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mydfs.common.errors import Corrupt, InvariantViolation
+from mydfs.common.fsio import fsync_dir
 from mydfs.tracker.framing import (
     CHECKPOINT_HEADER_SIZE,
     Frame,
@@ -26,7 +27,6 @@ from mydfs.tracker.framing import (
     encode_frame,
     scan_frames,
 )
-from mydfs.tracker.fsio import fsync_dir
 from mydfs.tracker.namespace import Namespace, Snapshot
 from mydfs.tracker.records import (
     COUNTS,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mydfs.common.errors import Corrupt, StorageIOError
+from mydfs.common.fsio import atomic_write, fsync_dir, truncate_synced, write_all
 from mydfs.tracker.framing import (
     SEGMENT_HEADER_SIZE,
     Damage,
@@ -45,7 +46,6 @@ from mydfs.tracker.framing import (
     encode_segment_header,
     scan_frames,
 )
-from mydfs.tracker.fsio import create_synced, fsync_dir, truncate_synced, write_all
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ class EditLog:
 
     def _create_segment(self, first: int) -> int:
         path = self.directory / segment_name(first)
-        create_synced(path, encode_segment_header(first))
+        atomic_write(path, encode_segment_header(first), mode=0o644)
         self._segments.append((first, path))
         return os.open(path, os.O_WRONLY | os.O_APPEND)
 

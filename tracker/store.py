@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mydfs.common.errors import Corrupt, InvariantViolation
+from mydfs.common.errors import Conflict, Corrupt, InvariantViolation
+from mydfs.common.fsio import ensure_dir, write_all
 from mydfs.tracker.checkpoint import list_checkpoints, read_checkpoint, write_checkpoint
 from mydfs.tracker.editlog import EditLog, LogRecovery, recover_log
 from mydfs.tracker.framing import Frame
-from mydfs.tracker.fsio import DirLock, ensure_dir
 from mydfs.tracker.namespace import Namespace
 from mydfs.tracker.records import Edit, FileEntry, decode_edit, encode_edit
 
@@ -38,6 +40,29 @@ log = logging.getLogger(__name__)
 
 #: Checkpoints kept on disk (the newest and one fallback).
 KEEP_CHECKPOINTS = 2
+
+
+class DirLock:
+    """An exclusive ``flock`` on ``<dir>/LOCK``: one tracker per data folder."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "LOCK"
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            raise Conflict(
+                "another tracker is using this data folder", data_dir=str(directory)
+            ) from None
+        os.ftruncate(self._fd, 0)
+        write_all(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass

@@ -16,22 +16,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_base
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from e2e_helpers import free_base  # noqa: E402
-
-from mydfs.client import Client  # noqa: E402
-from mydfs.client.local_cluster import LocalCluster  # noqa: E402
+from mydfs.client import Client
+from mydfs.client.local_cluster import LocalCluster
 
 _OPEN: list[LocalCluster] = []
 KEEP = os.environ.get("MYDFS_E2E_KEEP") == "1"

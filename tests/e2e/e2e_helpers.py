@@ -1,5 +1,6 @@
-"""Helpers shared by the end-to-end tests: ports, bounded waits, random files, the ``mydfs``
-CLI and curl as subprocesses, plain-HTTP probes of the tracker and the storage nodes.
+"""Helpers shared by the end-to-end tests: random files, the ``mydfs`` CLI and curl as
+subprocesses, plain-HTTP probes of the tracker and the storage nodes (ports, bounded waits and
+``http_json`` are in ``tests/helpers.py``).
 
 Everything here talks to real processes on 127.0.0.1 only. Waits are polls with deadlines;
 nothing depends on a fixed sleep.
@@ -9,19 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import random
-import shutil
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
+
+from helpers import entry_point, free_base, http_json
 
 T = TypeVar("T")
 
@@ -31,74 +29,12 @@ MIB = 1 << 20
 #: The sizes the issue names: empty, one byte, and around one slice.
 EDGE_SIZES = [0, 1, SLICE - 1, SLICE, SLICE + 1]
 
-_BIN = Path(sys.executable).parent
-
-
-def command(name: str) -> str:
-    """An entry point of the venv running the tests (``mydfs``, ``mydfs-tracker`` ...)."""
-    exe = _BIN / name
-    if exe.exists():
-        return str(exe)
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name} is not installed in this environment")
-    return found
-
-
-# --- ports, waits --------------------------------------------------------------------------------
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base(groups: int = 2) -> int:
-    """A base port B for a local cluster (B .. B + 10 * (groups + 1) all free), below the
-    kernel's ephemeral range so no outgoing connection takes a port while its process is down
-    for a restart."""
-    span = 10 * (groups + 1)
-    low, high = 20000, _ephemeral_low() - span - 1
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(low, high) if high > low + 1000 else rng.randrange(40000, 60000)
-        if all(_bindable(p) for p in range(base, base + span)):
-            return base
-    raise RuntimeError("could not find a free range of loopback ports")
+# --- ports ---------------------------------------------------------------------------------------
 
 
 def closed_port() -> int:
     """A loopback port nothing listens on (bound and released; below the ephemeral range)."""
     return free_base(0)
-
-
-def wait_for(
-    predicate: Callable[[], T | bool | None],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.05,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy and return it; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value  # type: ignore[return-value]
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -151,7 +87,7 @@ def run_cli(
     """Run ``mydfs [--tracker URL] ARGS`` and capture its output (never raises on failure)."""
     full_env = {k: v for k, v in os.environ.items() if k != "MYDFS_TRACKER"}
     full_env.update(env or {})
-    argv = [command("mydfs"), *(["--tracker", tracker] if tracker else []), *args]
+    argv = [entry_point("mydfs"), *(["--tracker", tracker] if tracker else []), *args]
     return subprocess.run(
         argv,
         input=stdin if stdin is not None else b"",
@@ -234,20 +170,6 @@ def http_request(
         conn.close()
 
 
-def http_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
-    """GET ``url`` following up to 5 redirects; (status, parsed JSON or None)."""
-    for _ in range(5):
-        status, headers, body = http_request(url, timeout=timeout)
-        if status in (301, 302, 307, 308) and "location" in headers:
-            url = urljoin(url, headers["location"])
-            continue
-        try:
-            return status, json.loads(body)
-        except ValueError:
-            return status, None
-    raise AssertionError(f"too many redirects from {url}")
-
-
 def group_nodes(tracker: str) -> dict[int, list[str]]:
     """The storage node URLs of every group, as the tracker lists them (down ones too)."""
     status, body = http_json(f"{tracker}/cluster")
@@ -297,28 +219,3 @@ def slice_status_everywhere(tracker: str, entry: dict[str, Any]) -> list[int]:
             status = -1
         out.append(status)
     return out
-
-
-def child_pids(pid: int) -> set[int]:
-    """Direct children of ``pid`` (from /proc)."""
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            out.add(int(entry.name))
-    return out
-
-
-def pid_gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (absent, or a zombie awaiting its reaper)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"

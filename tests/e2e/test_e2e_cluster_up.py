@@ -10,117 +10,24 @@ the same folder, without ``--port``, comes back on the same port with every file
 
 from __future__ import annotations
 
-import contextlib
-import os
-import queue
 import re
 import shlex
-import signal
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2e_helpers import (
     SLICE,
-    child_pids,
     cli_ok,
-    command,
     curl_ok,
-    free_base,
-    pid_gone,
     sha256_file,
-    wait_for,
     write_random,
 )
+from helpers import ClusterUp, child_pids, free_base
 
 from mydfs.client import Client
 
 TRACKER_LINE = re.compile(r"^tracker (http://127\.0\.0\.1:(\d+))$")
-
-
-class ClusterUp:
-    """``mydfs cluster up ...`` running in its own session, its stdout read line by line."""
-
-    def __init__(self, *args: str, cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            [command("mydfs"), "cluster", "up", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        self.children: set[int] = set()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_line(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no line matching {pattern.pattern!r} in: {self.seen}")
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"cluster up exited ({self.proc.poll()}): {self.seen}")
-            self.seen.append(line)
-            m = pattern.match(line)
-            if m:
-                return m
-
-    def rest_of_output(self, timeout: float) -> list[str]:
-        deadline = time.monotonic() + timeout
-        out = []
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            out.append(line)
-        self.seen += out
-        return out
-
-    def terminate(self, timeout: float = 90.0) -> int:
-        """SIGTERM, wait for the exit, and check every process it started is gone."""
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=timeout)
-        wait_for(
-            lambda: all(pid_gone(p) for p in self.children),
-            timeout=30,
-            what=f"children {sorted(self.children)} of cluster up to be gone",
-        )
-        return code
-
-    def kill_everything(self) -> None:
-        """Last-resort clean-up: the processes this test started, by pid."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        for pid in self.children:
-            if not pid_gone(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture

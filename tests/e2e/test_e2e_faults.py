@@ -22,15 +22,14 @@ from e2e_helpers import (
     MIB,
     SLICE,
     curl_ok,
-    http_json,
     http_request,
     random_bytes,
     sha256,
     sha256_file,
-    wait_for,
     walk_chain,
     write_random,
 )
+from helpers import http_json, wait_for
 
 from mydfs.client import Client, FileInfo, MydfsError, NotFound
 from mydfs.client.local_cluster import LocalCluster
@@ -153,7 +152,7 @@ def _pending_groups(c: LocalCluster) -> set[int]:
     """Groups whose leader has a reserved but not yet sealed slot."""
     out = set()
     for g in (1, 2):
-        leader = c.leader(g)
+        leader = c.leader_now(g)
         if leader is None:
             continue
         status, body = http_json(f"{leader.url}/status")
@@ -209,7 +208,7 @@ def test_leader_kill_9_during_a_large_upload_leaves_a_whole_file_or_none(
             else:
                 assert progressed.wait(timeout=120), "the upload made no progress"
                 victim_group = 2
-            victim = c.leader(victim_group)
+            victim = c.leader_now(victim_group)
             assert victim is not None
             victim.kill(signal.SIGKILL)
             assert not victim.alive()

@@ -33,10 +33,10 @@ from e2e_helpers import (
     sha256,
     sha256_file,
     slice_status_everywhere,
-    wait_for,
     walk_chain,
     write_random,
 )
+from helpers import wait_for
 
 from mydfs.client import AlreadyExists, Client, FileInfo, NotFound
 from mydfs.client.local_cluster import LocalCluster

@@ -12,19 +12,12 @@ added to its report. ``MYDFS_IT_KEEP=1`` keeps the temporary folders for a post-
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from cluster import Cluster, can_mount_tmpfs  # noqa: E402
+from cluster import Cluster, can_mount_tmpfs
 
 _OPEN: list[Cluster] = []
 

@@ -24,9 +24,9 @@ from cluster import (
     put_slice,
     sha256,
     upload,
-    wait_async,
     wait_served,
 )
+from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -103,7 +103,7 @@ async def test_kill_leader_right_after_acknowledgements(
         st = await c.status(old)
         return bool(st and st["role"] == "follower" and st["leader"] in (n.url for n in survivors))
 
-    await wait_async(follows, timeout=30, what=f"{old.node_id} to rejoin as a follower")
+    await wait_until(follows, timeout=30, what=f"{old.node_id} to rejoin as a follower")
     for body, data in acked + later:
         await wait_served(http, old, body["slot"], sha256(data), timeout=60)
 
@@ -141,7 +141,7 @@ async def test_isolated_leader_stops_acknowledging_and_steps_down(
         # An upload started right after the cut cannot commit: it fails, never 201. Meanwhile
         # the leader notices it lost its majority and says so in /status.
         pending = asyncio.create_task(try_upload("cut"))
-        await wait_async(steps_down, timeout=10, what=f"{leader.node_id} to step down")
+        await wait_until(steps_down, timeout=10, what=f"{leader.node_id} to step down")
         print(f"isolated leader reports non-leader {time.monotonic() - cut_at:.2f}s after the cut")
         outcome, took = await pending
         print(f"upload to the isolated leader: {outcome} after {took:.2f}s")
@@ -163,7 +163,7 @@ async def test_isolated_leader_stops_acknowledging_and_steps_down(
         st = await c.status(await c.leader())
         return bool(st and st["group"]["pending"] == 0)
 
-    await wait_async(settled, timeout=30, what="no pending slot left")
+    await wait_until(settled, timeout=30, what="no pending slot left")
     st = await c.status(await c.leader())
     assert st is not None and st["group"]["live"] == 1, st["group"] if st else None
     data = payload(77_777, seed=902)

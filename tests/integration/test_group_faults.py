@@ -33,9 +33,9 @@ from cluster import (
     request,
     sha256,
     upload,
-    wait_async,
     wait_served,
 )
+from helpers import wait_until
 
 from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.checksum import crc32c
@@ -291,7 +291,7 @@ async def _upload_that_kills_the_leader(
         pass  # the connection died with the process: the expected outcome
     else:
         raise AssertionError(f"the upload was answered although the leader should die: {reply!r}")
-    await wait_async(lambda: not leader.running, timeout=30, what=f"{leader.node_id} to exit")
+    await wait_until(lambda: not leader.running, timeout=30, what=f"{leader.node_id} to exit")
     assert f"exiting at {point}" in leader.log_text()
 
 
@@ -310,7 +310,7 @@ async def _slot_of(
                 return info
         return None
 
-    found: dict[str, Any] = await wait_async(
+    found: dict[str, Any] = await wait_until(
         find, timeout=30, what=f"{node.node_id} to know the slot of upload {uid}"
     )
     return found
@@ -339,7 +339,7 @@ async def test_leader_dies_after_reserve_next_leader_aborts_and_slot_is_reused(
                 return False
         return True
 
-    await wait_async(aborted_everywhere, timeout=30, what=f"slot {slot} to be aborted")
+    await wait_until(aborted_everywhere, timeout=30, what=f"slot {slot} to be aborted")
     for node in survivors:
         reply = await get_slice(http, node.url, slot)
         _assert_json_error(reply, {404})
@@ -394,7 +394,7 @@ async def test_leader_dies_before_seal_next_leader_seals_and_retry_is_duplicate(
         meta = await request(http, "GET", f"{leader.url}/slices/{slot}/meta", timeout=5)
         return meta.json() if meta.status == 200 and meta.json()["state"] == "live" else None
 
-    live = await wait_async(sealed, timeout=30, what=f"slot {slot} to be sealed")
+    live = await wait_until(sealed, timeout=30, what=f"slot {slot} to be sealed")
     assert set(live["holders"]) >= {old.node_id, keep.node_id}, live
 
     # The client retries with the same upload id: the same slice, not a second copy.
@@ -439,7 +439,7 @@ async def test_follower_disk_full_then_space_returns(
         st = await c.status(full)
         return bool(st and st["leader"] == leader.url and st["raft"].get("ready"))
 
-    await wait_async(following, timeout=30, what=f"{full.node_id} to follow {leader.node_id}")
+    await wait_until(following, timeout=30, what=f"{full.node_id} to follow {leader.node_id}")
 
     sizes = [SLICE_CAPACITY] * 8 + [65_536, 1 << 20]
     stored: list[tuple[dict[str, Any], bytes]] = []
@@ -511,7 +511,7 @@ async def test_follower_disk_full_then_space_returns(
         st = await c.status(full)
         return bool(st and st["volume"]["live"] == len(stored) == st["group"]["live"])
 
-    await wait_async(all_confirmed, timeout=30, what="the full node to hold every slice")
+    await wait_until(all_confirmed, timeout=30, what="the full node to hold every slice")
 
     # Nothing stored was damaged: every volume verifies and holds the same live slices.
     c.stop_all()

@@ -22,9 +22,9 @@ from cluster import (
     served_digests,
     sha256,
     upload,
-    wait_async,
     wait_served,
 )
+from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -60,13 +60,13 @@ async def _caught_up(
             reply = await get_slice(http, node.url, slot)
             return reply.status == 404
 
-        await wait_async(gone, timeout=30, what=f"{node.node_id} to answer 404 for slot {slot}")
+        await wait_until(gone, timeout=30, what=f"{node.node_id} to answer 404 for slot {slot}")
 
     async def volume_matches_table() -> bool:
         st = await c.status(node)
         return bool(st and st["volume"]["live"] == st["group"]["live"] == len(live))
 
-    await wait_async(volume_matches_table, timeout=30, what=f"{node.node_id}'s volume to match")
+    await wait_until(volume_matches_table, timeout=30, what=f"{node.node_id}'s volume to match")
 
 
 async def _assert_identical_everywhere(c: Cluster, http: aiohttp.ClientSession) -> None:

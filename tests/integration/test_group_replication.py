@@ -110,9 +110,9 @@ async def test_upload_through_leader_reads_identical_from_every_replica(
                     return False
         return True
 
-    from cluster import wait_async
+    from helpers import wait_until
 
-    await wait_async(all_confirmed, timeout=30, what="all 3 nodes confirmed as holders")
+    await wait_until(all_confirmed, timeout=30, what="all 3 nodes confirmed as holders")
 
 
 async def test_follower_answers_writes_with_307_to_the_leader(

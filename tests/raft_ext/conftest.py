@@ -6,37 +6,18 @@ fails; the per-process logs are printed when a test using them failed.
 
 from __future__ import annotations
 
-import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from raft_harness import InprocCluster, ProcCluster, free_ports  # noqa: E402
-
-
-@pytest.hookimpl(tryfirst=True, hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    setattr(item, "rep_" + report.when, report)
-
-
-def _failed(request: pytest.FixtureRequest) -> bool:
-    report = getattr(request.node, "rep_call", None)
-    return report is None or report.failed
+from helpers import failed, free_ports
+from raft_harness import InprocCluster, ProcCluster
 
 
 @pytest.fixture
-def scratch_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="raft-ext-") as name:
-        yield Path(name)
+def scratch_dir(scratch: Path) -> Path:
+    return scratch
 
 
 @pytest.fixture
@@ -54,16 +35,12 @@ async def inproc_cluster(scratch_dir: Path) -> AsyncIterator[InprocCluster]:
 
 @pytest.fixture
 async def proc_cluster(
-    request: pytest.FixtureRequest, scratch_dir: Path
+    request: pytest.FixtureRequest, scratch_dir: Path, session: aiohttp.ClientSession
 ) -> AsyncIterator[ProcCluster]:
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20))
     cluster = ProcCluster(scratch_dir, session)
     try:
         yield cluster
     finally:
-        try:
-            await cluster.close()
-            if _failed(request):
-                cluster.dump_logs()
-        finally:
-            await session.close()
+        await cluster.close()
+        if failed(request):
+            cluster.dump_logs()

@@ -9,16 +9,14 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from helpers import free_ports, wait_until
 from raft_toy import KVMachine
 
 from mydfs.raft_ext import RaftNode, RaftSettings
@@ -26,41 +24,6 @@ from mydfs.raft_ext import RaftNode, RaftSettings
 HERE = Path(__file__).resolve().parent
 PASSWORD = "raft-test-secret"
 HELPER = HERE / "raft_node_proc.py"
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now on 127.0.0.1 (all held open together, so they are distinct)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-) -> float:
-    """Poll ``predicate`` until true; returns the time it took. Fails the test at the deadline."""
-    start = time.monotonic()
-    deadline = start + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return time.monotonic() - start
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 # -- in-process group ---------------------------------------------------------------------

@@ -6,7 +6,8 @@ from __future__ import annotations
 import signal
 import time
 
-from raft_harness import ProcCluster, wait_until
+from helpers import wait_until
+from raft_harness import ProcCluster
 
 from mydfs.raft_ext import read_snapshot_file
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from helpers import free_ports, wait_until
 from pysyncobj.journal import LAST_RECORD_OFFSET_OFFSET, FileJournal
 from pysyncobj.node import TCPNode
-from raft_harness import PASSWORD, InprocCluster, free_ports, wait_until
+from raft_harness import PASSWORD, InprocCluster
 from raft_toy import KVMachine
 
 from mydfs.common.errors import (

@@ -1,95 +1,51 @@
-"""Helpers for tests that run a real ``mydfs-tracker`` process on a free loopback port."""
+"""Helpers for tests that run a real ``mydfs-tracker`` process on a free loopback port: the
+launcher's :class:`~mydfs.client.process.TrackerProcess` with test defaults, and signed calls."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import orjson
-import pytest
+from helpers import free_ports, wait_until
 
+from mydfs.client.process import TrackerProcess
 from mydfs.common.auth import AUTH_HEADER, sign
+from mydfs.common.errors import Unavailable
 
 SECRET = "tracker-test-secret-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-) -> float:
-    """Poll ``predicate`` until it is true; fail the test at the deadline."""
-    start = time.monotonic()
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return time.monotonic() - start
-        if time.monotonic() - start >= timeout:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-class TrackerProc:
+class TrackerProc(TrackerProcess):
     """One ``mydfs-tracker`` process; its stdout/stderr go to ``log_path``."""
 
     def __init__(self, data_dir: Path, log_path: Path, **options: Any) -> None:
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.port = free_port()
-        self.options = {"heartbeat_timeout": 1.0, "checkpoint_interval": 3600.0, **options}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__(
+            name="tracker",
+            http_port=free_ports(1)[0],
+            log_path=log_path,
+            die_with_parent=True,
+            data_dir=data_dir,
+            secret=SECRET,
+            options={
+                "log_level": "debug",
+                "heartbeat_timeout": 1.0,
+                "checkpoint_interval": 3600.0,
+                **options,
+            },
+        )
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def args(self) -> list[str]:
-        args = [
-            sys.executable,
-            "-m",
-            "mydfs.tracker.main",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--data-dir",
-            str(self.data_dir),
-            "--secret",
-            SECRET,
-            "--log-level",
-            "debug",
-        ]
-        for key, value in self.options.items():
-            args += ["--" + key.replace("_", "-"), str(value)]
-        return args
-
-    async def start(self, session: aiohttp.ClientSession, timeout: float = 20.0) -> None:
-        if self._log is not None:
-            self._log.close()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.args(), stdout=self._log, stderr=subprocess.STDOUT)
+    async def start(  # type: ignore[override]
+        self, session: aiohttp.ClientSession, timeout: float = 20.0
+    ) -> None:
+        """Start the tracker and wait until it answers ``/health``; fail if it exits."""
+        super().start()
 
         async def healthy() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                pytest.fail(f"tracker exited with {self.proc.returncode}:\n{self.logs()}")
+            if not self.running:
+                raise Unavailable(f"tracker exited with {self.returncode}:\n{self.logs()}")
             try:
                 async with session.get(self.url + "/health") as resp:
                     return resp.status == 200
@@ -99,32 +55,13 @@ class TrackerProc:
         await wait_until(healthy, timeout=timeout, what="the tracker to answer /health")
 
     def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        self.kill()
 
     def stop(self) -> int | None:
-        code = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=10)
-            code = self.proc.returncode
-            self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
+        return self.terminate()
 
     def logs(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.log_text()
 
 
 async def call(
