@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from pysyncobj.node import TCPNode
+from raft_harness import InprocCluster, wait_until
 from raft_sim import LEADER, NAMES, Cluster, quiet_pysyncobj, run_random
 
 from mydfs.common.errors import InvariantViolation
@@ -353,3 +355,33 @@ def test_random_schedules_catch_the_unpatched_handler() -> None:
             loss.append(seed)
     assert len(durability) >= 5, durability
     assert loss, "no unpatched schedule lost a committed entry"
+
+
+async def test_raft_node_stops_on_a_conflict_below_its_commit_index(
+    inproc_cluster: InprocCluster,
+) -> None:
+    """The real host wires the broken invariant to ``on_fatal``: the replica stops."""
+    c = inproc_cluster
+    leader = await c.leader()
+    await leader.submit({"op": "incr", "k": "x"}, timeout=5)
+    follower = c.followers(leader)[0]
+    i = c.nodes.index(follower)
+    await wait_until(lambda: follower.commit_index >= 3, timeout=10, what="the follower commit")
+    host = follower._host
+    assert host is not None
+    commit = follower.commit_index
+    entries = host._SyncObj__getEntries(commit - 1, 2)
+    forged = {
+        "type": "append_entries",
+        "term": follower.term,
+        "commit_index": commit,
+        "prevLogIdx": commit - 1,
+        "prevLogTerm": entries[0][2],
+        "entries": [(b"\x01", commit, entries[1][2] + 1)],
+    }
+    sender = TCPNode(leader.address)
+    host.rx_run_on_tick(lambda: host._SyncObj__onMessageReceived(sender, forged))
+    await wait_until(lambda: bool(c.fatals[i]), timeout=10, what="on_fatal on the follower")
+    assert isinstance(c.fatals[i][0], InvariantViolation)
+    assert follower.role == "stopped"
+    assert host._SyncObj__getEntries(commit, 1) == [entries[1]]
