@@ -182,9 +182,12 @@ class SafeSyncObj(SyncObj):  # type: ignore[misc]
         elif transmission == "process":
             self._SyncObj__recvTransmission += message["data"]
         elif transmission == "finish":
-            data = self._SyncObj__recvTransmission + message["data"]
+            # As in the original: the buffer is kept if this "finish" was premature (the
+            # leader marks several chunks "finish", syncobj.py:L1281; note §4e).
+            self._SyncObj__recvTransmission += message["data"]
+            entry = _syncobj.pickle.loads(self._SyncObj__recvTransmission)
             self._SyncObj__recvTransmission = ""
-            return [_syncobj.pickle.loads(data)]
+            return [entry]
         else:
             raise ValueError(f"wrong transmission type {transmission!r}")
         self._safe_reply(node, self._safe_log_end() + 1, success=False, reset=False)

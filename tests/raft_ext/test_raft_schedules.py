@@ -385,3 +385,17 @@ async def test_raft_node_stops_on_a_conflict_below_its_commit_index(
     assert isinstance(c.fatals[i][0], InvariantViolation)
     assert follower.role == "stopped"
     assert host._SyncObj__getEntries(commit, 1) == [entries[1]]
+
+
+def test_chunked_entry_reaches_followers() -> None:
+    """An entry above the 64 KiB batch size travels in chunks (start/process/finish)."""
+    with Cluster() as cluster:
+        _start(cluster)
+        value = cluster.submit("a", "x" * 150_000)
+        chunks = cluster.pending("a", "b")
+        assert {m.body.get("transmission") for m in chunks} == {"start", "process", "finish"}
+        cluster.deliver_all()
+        cluster.stabilize(2)
+        cluster.check()
+        assert cluster.applied[3] == value
+        assert all(cluster.commit_index(name) == 3 for name in NAMES)
