@@ -23,8 +23,8 @@ and delegates every other type to the original:
   entries already in flight (the main source of the overlapping messages above). Here every
   reply carries the follower's term and the leader ignores a reply from another term
   (replies without a term, from an unpatched peer, are still accepted), the match index only
-  grows, a success never moves ``nextIndex`` back, and a refusal moves it no lower than
-  ``matchIndex + 1`` and no higher than the leader's last index + 1.
+  grows, a success never moves ``nextIndex`` back, and a refusal moves it to the follower's
+  answer, at most the leader's last index + 1.
 * **Candidate, ``response_vote``**: a duplicated vote counted twice; each voter now counts
   once per term.
 
@@ -268,7 +268,9 @@ class SafeSyncObj(SyncObj):  # type: ignore[misc]
             match_index[node] = max(match_index[node], min(next_idx, ceiling) - 1)
             next_index[node] = max(next_index[node], min(next_idx, ceiling))
         elif message["reset"]:
-            next_index[node] = max(match_index[node] + 1, min(next_idx, ceiling))
+            # Not floored at matchIndex + 1: a follower whose disk was replaced must be able
+            # to catch up, and re-sending matching entries is harmless to a patched follower.
+            next_index[node] = min(next_idx, ceiling)
         self._SyncObj__lastResponseTime[node] = _syncobj.monotonicTime()
 
     # -- candidate --------------------------------------------------------------------------

@@ -227,6 +227,11 @@ class Cluster:
         self.stats.crashes += 1
         self.network = [m for m in self.network if m.dst != name]
 
+    def wipe(self, name: str) -> None:
+        """Replace a crashed node's journal by an empty one (a replaced disk)."""
+        assert self.nodes.get(name) is None
+        self.journals[name] = MemoryJournal()
+
     def restart(self, name: str) -> None:
         assert self.nodes.get(name) is None
         self._start(name)

@@ -56,6 +56,15 @@ def _elect(cluster: Cluster, name: str) -> None:
     assert cluster.leaders() == [name], cluster.leaders()
 
 
+def _b_takes_over_and_a_returns(cluster: Cluster) -> None:
+    """No leader after c's failed campaign: b wins, the crashed a restarts and catches up."""
+    assert cluster.leaders() == []
+    _elect(cluster, "b")
+    cluster.restart("a")
+    cluster.stabilize(5)
+    cluster.check()
+
+
 def _stale_append_schedule(cluster: Cluster) -> None:
     """The schedule of the CRITICAL 'truncating already-applied' log, to a committed loss.
 
@@ -108,11 +117,7 @@ def test_stale_append_entries_keeps_committed_entry() -> None:
         _stale_append_schedule(cluster)
         # b kept index 6, so it refused to vote for c.
         assert _terms(cluster, "b")[-1] == (6, 1)
-        assert cluster.leaders() == []
-        _elect(cluster, "b")
-        cluster.restart("a")
-        cluster.stabilize(5)
-        cluster.check()
+        _b_takes_over_and_a_returns(cluster)
         for name in NAMES:
             assert b"v4" in (_value_at(cluster, name, 6) or b""), name
             assert cluster.commit_index(name) >= 7
@@ -178,11 +183,7 @@ def test_figure8_leader_dies_after_partial_commit() -> None:
         cluster.crash("a")
         cluster.campaign("c")  # c lacks index 3: b refuses
         cluster.deliver_all()
-        assert cluster.leaders() == []
-        _elect(cluster, "b")
-        cluster.restart("a")
-        cluster.stabilize(5)
-        cluster.check()
+        _b_takes_over_and_a_returns(cluster)
         for name in NAMES:
             assert _terms(cluster, name)[2] == (3, 1)
             assert cluster.commit_index(name) >= 4
@@ -310,6 +311,25 @@ def test_stale_and_duplicate_messages_never_shrink_a_matching_log() -> None:
         cluster.deliver_all()
         cluster.stabilize(2)
         cluster.check()
+        assert cluster.violations == []
+
+
+def test_wiped_follower_catches_up() -> None:
+    """The leader follows a refusal below the follower's old match index (a replaced disk)."""
+    with Cluster() as cluster:
+        _start(cluster)
+        for _ in range(4):
+            cluster.submit("a")
+        cluster.stabilize(2)
+        assert cluster.commit_index("c") == 6
+        cluster.crash("c")
+        cluster.wipe("c")
+        cluster.restart("c")
+        cluster.stabilize(5)
+        cluster.check()
+        logs = {name: cluster.log(name) for name in NAMES}
+        assert logs["a"] == logs["b"] == logs["c"]
+        assert cluster.commit_index("c") == 6
         assert cluster.violations == []
 
 
