@@ -10,6 +10,8 @@ Modules (one responsibility each):
 * :mod:`.journal`  - ``FsyncFileJournal``: the durable (msync + fdatasync) journal;
 * :mod:`.snapshot` - the pickle-free, fsynced snapshot file (custom serializer);
 * :mod:`.bridge`   - pysyncobj outcome codes -> mydfs errors;
+* :mod:`.pysyncobj_patch` - ``SafeSyncObj``: pysyncobj 0.3.17 with Raft-correct
+  append-entries handling (a follower never drops entries it holds unless they conflict);
 * :mod:`.host`     - the SyncObj subclass (tick thread: apply, keepalive, status);
 * :mod:`.node`     - ``RaftNode``: the asyncio API used by the storage server.
 """

@@ -1,6 +1,7 @@
 """The SyncObj subclass that hosts one :class:`StateMachine` (runs on the pysyncobj tick thread).
 
-Only :class:`~mydfs.raft_ext.node.RaftNode` uses this class. What it adds to ``SyncObj``:
+Only :class:`~mydfs.raft_ext.node.RaftNode` uses this class. Its base is
+:class:`~.pysyncobj_patch.SafeSyncObj` (pysyncobj with the append-entries fix); what it adds:
 
 * one ``@replicated`` method, ``_rx_apply(payload: str)``: every command is a small orjson
   ``str``; the machine's ``apply`` is called with the decoded dict;
@@ -29,12 +30,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from pysyncobj import SyncObj, replicated
+from pysyncobj import replicated
 
 from mydfs.common.errors import InvariantViolation, MydfsError, StorageIOError
 
 from .journal import FsyncFileJournal, journal_factory_installed, make_journal_factory
 from .machine import ERROR_KEY, NOOP_PAYLOAD, StateMachine, decode_command
+from .pysyncobj_patch import SafeSyncObj
 from .settings import RaftSettings
 from .snapshot import SnapshotStore
 
@@ -49,8 +51,12 @@ _PING: dict[str, Any] = {"type": "ping"}
 SubmitCallback = Callable[[Any, int], None]
 
 
-class RaftHost(SyncObj):  # type: ignore[misc]
-    """SyncObj + one replicated apply method + durability, keepalive and status hooks."""
+class RaftHost(SafeSyncObj):
+    """SyncObj + one replicated apply method + durability, keepalive and status hooks.
+
+    The base is :class:`~.pysyncobj_patch.SafeSyncObj`: pysyncobj with Raft-correct
+    append-entries handling (a follower never drops entries it holds unless they conflict).
+    """
 
     def __init__(
         self,
@@ -118,6 +124,10 @@ class RaftHost(SyncObj):  # type: ignore[misc]
                 TypeError(f"apply() returned {type(result).__name__}, not dict")
             )
         return result
+
+    def _safe_invariant_broken(self, error: InvariantViolation) -> None:
+        super()._safe_invariant_broken(error)
+        self._rx_on_fatal(error)
 
     def _rx_apply_bug(self, exc: BaseException) -> dict[str, Any]:
         log.critical("state machine apply failed (a bug; the node stops)", exc_info=exc)
