@@ -1,10 +1,16 @@
-"""Filling a (tmpfs) disk for the disk-full tests: a ballast file written until ENOSPC."""
+"""Small disks for the disk-full tests: a tmpfs mount, and a ballast file written until ENOSPC."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+from cluster import can_mount_tmpfs, umount
 
 
 def fill(directory: Path, name: str = "ballast") -> Path:
@@ -28,3 +34,22 @@ def fill(directory: Path, name: str = "ballast") -> Path:
     finally:
         os.close(fd)
     return path
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` at ``path`` (created if missing) for the block; unmounted
+    after, pass or fail. Skips the test, with the reason, where no tmpfs can be mounted."""
+    reason = can_mount_tmpfs()
+    if reason is not None:
+        pytest.skip(f"needs a tmpfs mount: {reason}")
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield path
+    finally:
+        umount(path)

@@ -69,8 +69,12 @@ async def _refused_push(
 
 
 async def _journal_refusals(c: Cluster, node: StorageNode) -> int:
+    """Entries the node's Raft journal refused, plus commands it refused as a full leader."""
     st = await c.status(node, timeout=5.0)
-    return int(((st or {}).get("raft") or {}).get("journal_appends_refused") or 0)
+    raft = (st or {}).get("raft") or {}
+    return int(raft.get("journal_appends_refused") or 0) + int(
+        raft.get("commands_refused_disk_full") or 0
+    )
 
 
 async def _everything_intact(c: Cluster, http: aiohttp.ClientSession, stored: Stored) -> None:
@@ -191,7 +195,11 @@ async def test_leader_data_dir_full_then_space_returns(
 
     st = await _alive(c, full)
     assert st["role"] == "follower", st["role"]
-    assert await _journal_refusals(c, full) >= 1
+
+    async def journal_refused() -> bool:
+        return await _journal_refusals(c, full) >= 1
+
+    await wait_async(journal_refused, timeout=15, what="the full node's refusals to show")
     for body, slice_data in stored[:2]:
         reply = await get_slice(http, full.url, body["slot"])
         assert reply.status == 200 and reply.body == slice_data, reply

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import queue
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -26,27 +25,17 @@ from mydfs.raft_ext.journal import RESERVE, FsyncFileJournal
 from mydfs.raft_ext.journal_meta import SLOT_SIZE, JournalMeta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from cluster import Cluster, can_mount_tmpfs, umount
-from diskfill import fill
+from cluster import Cluster
+from diskfill import fill, tmpfs
 
 
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
     """A 1 MiB tmpfs, unmounted afterwards."""
-    reason = can_mount_tmpfs()
-    if reason is not None:
-        pytest.skip(f"needs a tmpfs mount: {reason}")
     root = Path(tempfile.mkdtemp(prefix="raft-journal-full-"))
     try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root)],
-            check=True,
-            capture_output=True,
-        )
-        try:
+        with tmpfs(root, "1m"):
             yield root
-        finally:
-            umount(root)
     finally:
         root.rmdir()
 

@@ -8,7 +8,6 @@ nodes keep committing; once space returns the full node catches up with every co
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,37 +18,24 @@ from raft_harness import InprocCluster, free_ports, wait_until
 from mydfs.common.errors import DiskFull, NotLeader, OutcomeUnknown, Unavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from cluster import Cluster, can_mount_tmpfs, umount
-from diskfill import fill
+from cluster import Cluster
+from diskfill import fill, tmpfs
 
 
 @pytest.fixture
 async def tmpfs_cluster(scratch_dir: Path) -> AsyncIterator[InprocCluster]:
-    reason = can_mount_tmpfs()
-    if reason is not None:
-        pytest.skip(f"needs a tmpfs mount: {reason}")
     ports = free_ports(6)
     addresses = [f"127.0.0.1:{p}" for p in ports[:3]]
     urls = {a: f"http://127.0.0.1:{p}" for a, p in zip(addresses, ports[3:], strict=True)}
-    mounts: list[Path] = []
-    cluster = InprocCluster(scratch_dir, addresses, urls)
-    try:
+    with contextlib.ExitStack() as disks:
         for i in range(3):
-            path = scratch_dir / f"node{i}"
-            path.mkdir()
-            subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
-                check=True,
-                capture_output=True,
-            )
-            mounts.append(path)
-        await cluster.start()
-        yield cluster
-    finally:
-        await cluster.close()
-        for path in mounts:
-            with contextlib.suppress(Exception):
-                umount(path)
+            disks.enter_context(tmpfs(scratch_dir / f"node{i}", "2m"))
+        cluster = InprocCluster(scratch_dir, addresses, urls)
+        try:
+            await cluster.start()
+            yield cluster
+        finally:
+            await cluster.close()
 
 
 async def test_full_leader_refuses_hands_over_and_catches_up(
@@ -85,8 +71,11 @@ async def test_full_leader_refuses_hands_over_and_catches_up(
         await new_leader.submit({"op": "set", "k": f"k{i}", "v": i})
     assert not c.fatals[full_index]
     assert leader.role == "follower"
-    status = leader.status()
-    assert status["journal_appends_refused"] >= 1, status
+    await wait_until(
+        lambda: leader.status()["journal_appends_refused"] >= 1,
+        timeout=10,
+        what="the full follower's journal to refuse entries",
+    )
     assert await leader.read(lambda m: m.data.get("k39")) is None  # it could not store them
 
     # Space returns: the full node catches up on its own, with every committed entry.

@@ -6,7 +6,6 @@ gives space back. Skipped (with the reason) where a tmpfs cannot be mounted.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -21,26 +20,16 @@ from mydfs.tracker.namespace import Registration
 from mydfs.tracker.store import MetaStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from cluster import Cluster, can_mount_tmpfs, umount
-from diskfill import fill
+from cluster import Cluster
+from diskfill import fill, tmpfs
 
 
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
-    reason = can_mount_tmpfs()
-    if reason is not None:
-        pytest.skip(f"needs a tmpfs mount: {reason}")
     root = Path(tempfile.mkdtemp(prefix="tracker-full-"))
     try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)],
-            check=True,
-            capture_output=True,
-        )
-        try:
+        with tmpfs(root, "4m"):
             yield root
-        finally:
-            umount(root)
     finally:
         root.rmdir()
 

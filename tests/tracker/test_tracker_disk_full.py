@@ -9,7 +9,6 @@ there. Skipped (with the reason) where a tmpfs cannot be mounted.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,26 +19,14 @@ import pytest
 from tracker_harness import TrackerFactory, call, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from cluster import Cluster, can_mount_tmpfs, umount
-from diskfill import fill
+from cluster import Cluster
+from diskfill import fill, tmpfs
 
 
 @pytest.fixture
 def small_disk(scratch: Path) -> Iterator[Path]:
-    reason = can_mount_tmpfs()
-    if reason is not None:
-        pytest.skip(f"needs a tmpfs mount: {reason}")
-    root = scratch / "small-disk"
-    root.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)],
-        check=True,
-        capture_output=True,
-    )
-    try:
+    with tmpfs(scratch / "small-disk", "4m") as root:
         yield root
-    finally:
-        umount(root)
 
 
 def body(fid: int) -> dict[str, Any]:
