@@ -6,6 +6,8 @@ Only :class:`~mydfs.raft_ext.node.RaftNode` uses this class. What it adds to ``S
   ``str``; the machine's ``apply`` is called with the decoded dict;
 * journal durability (:mod:`.journal`): a sync at the start of each tick and right before any
   acknowledgement or vote leaves the node (by wrapping the transport's ``send``);
+* full-disk handling (:mod:`.diskguard`): each tick runs guarded, and the submit queue is
+  wrapped so a leader refuses commands its journal has no room for;
 * an app-level keepalive ``{"type": "ping"}`` to every peer every ``keepalive_interval``. The
   receiver ignores unknown message types (syncobj.py:L909-1083); the read refreshes the link's
   idle timer, so follower<->follower links are still up when an election needs them (note §4c);
