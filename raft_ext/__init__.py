@@ -7,7 +7,9 @@ Modules (one responsibility each):
 
 * :mod:`.machine`  - the ``StateMachine`` protocol and the command codec / size guard;
 * :mod:`.settings` - ``RaftSettings``: vetted pysyncobj settings and their validation;
-* :mod:`.journal`  - ``FsyncFileJournal``: the durable (msync + fdatasync) journal;
+* :mod:`.journal`  - ``FsyncFileJournal``: the durable (pwrite + fdatasync) journal;
+* :mod:`.journal_meta` - the journal's term/vote/commit-index file, rewritten in place;
+* :mod:`.diskguard` - a full disk: refuse what cannot be logged, hand leadership over;
 * :mod:`.snapshot` - the pickle-free, fsynced snapshot file (custom serializer);
 * :mod:`.bridge`   - pysyncobj outcome codes -> mydfs errors;
 * :mod:`.pysyncobj_patch` - ``SafeSyncObj``: pysyncobj 0.3.17 with Raft-correct

@@ -7,6 +7,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON
 
 from mydfs.common.errors import (
+    DiskFull,
     MydfsError,
     NoQuorum,
     NotLeader,
@@ -17,6 +18,10 @@ from mydfs.common.errors import (
 
 from .machine import ERROR_KEY
 
+#: Our own failure code (pysyncobj's are 0-7): the leader refused the command because its
+#: journal's disk is full (:mod:`.diskguard`). A definite failure: the command is in no log.
+FAIL_DISK_FULL = 100
+
 FAIL_REASON_NAMES: dict[int, str] = {
     FAIL_REASON.SUCCESS: "success",
     FAIL_REASON.QUEUE_FULL: "queue_full",
@@ -26,6 +31,7 @@ FAIL_REASON_NAMES: dict[int, str] = {
     FAIL_REASON.LEADER_CHANGED: "leader_changed",
     FAIL_REASON.REQUEST_DENIED: "request_denied",
     FAIL_REASON.UNKNOWN_OUTCOME: "unknown_outcome",
+    FAIL_DISK_FULL: "disk_full",
 }
 
 
@@ -55,6 +61,12 @@ def error_for_fail_reason(
         # Another entry was committed at the command's index: it will never apply.
         return Unavailable(
             "command discarded by a leader change (not applied); retry", node=node, reason=reason
+        )
+    if code == FAIL_DISK_FULL:
+        return DiskFull(
+            "the Raft leader's journal disk is full; the command was not logged",
+            node=node,
+            leader=leader_url,
         )
     if code == FAIL_REASON.REQUEST_DENIED:
         return Unavailable("raft request denied", node=node, reason=reason)

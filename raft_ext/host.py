@@ -7,6 +7,8 @@ Only :class:`~mydfs.raft_ext.node.RaftNode` uses this class. Its base is
   ``str``; the machine's ``apply`` is called with the decoded dict;
 * journal durability (:mod:`.journal`): a sync at the start of each tick and right before any
   acknowledgement or vote leaves the node (by wrapping the transport's ``send``);
+* full-disk handling (:mod:`.diskguard`): each tick runs guarded, and the submit queue is
+  wrapped so a leader refuses commands its journal has no room for;
 * an app-level keepalive ``{"type": "ping"}`` to every peer every ``keepalive_interval``. The
   receiver ignores unknown message types (syncobj.py:L909-1083); the read refreshes the link's
   idle timer, so follower<->follower links are still up when an election needs them (note §4c);
@@ -24,6 +26,7 @@ every name in ``dir(self)``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
@@ -34,6 +37,7 @@ from pysyncobj import replicated
 
 from mydfs.common.errors import InvariantViolation, MydfsError, StorageIOError
 
+from .diskguard import CommandQueueGuard
 from .journal import FsyncFileJournal, journal_factory_installed, make_journal_factory
 from .machine import ERROR_KEY, NOOP_PAYLOAD, StateMachine, decode_command
 from .pysyncobj_patch import SafeSyncObj
@@ -76,6 +80,7 @@ class RaftHost(SafeSyncObj):
         self._rx_on_state_changed = on_state_changed
         self._rx_wired = False
         self._rx_journal: FsyncFileJournal | None = None
+        self._rx_guard: CommandQueueGuard | None = None  # disk-full handling (.diskguard)
         self._rx_tasks: deque[Callable[[], None]] = deque()
         self._rx_status: dict[str, Any] = {"node": settings.self_address, "role": "starting"}
         self._rx_next_status = 0.0
@@ -169,7 +174,8 @@ class RaftHost(SafeSyncObj):
         # The leader counts its own log towards the commit index early in the tick
         # (syncobj.py:L654-675): everything it appended so far must be durable first.
         self._rx_sync_journal()
-        super()._onTick(timeToWait)
+        assert self._rx_guard is not None
+        self._rx_guard.run_tick(functools.partial(super()._onTick, timeToWait))
 
     def _rx_wire(self) -> None:
         journal = getattr(self, "_SyncObj__raftLog", None)
@@ -178,6 +184,13 @@ class RaftHost(SafeSyncObj):
             self._rx_on_fatal(error)
             raise error
         self._rx_journal = journal
+        self._rx_guard = CommandQueueGuard(
+            self,
+            journal,
+            is_leader=lambda: self.rx_role() == LEADER_STATE,
+            on_fatal=self._rx_on_fatal,
+        )
+        self._rx_guard.install()
         transport = self._SyncObj__transport
         original_send = transport.send
 
@@ -266,6 +279,8 @@ class RaftHost(SafeSyncObj):
             "rejected_commands": self._rx_rejected,
             "keepalive_pings_sent": self._rx_pings_sent,
             "journal_syncs": 0 if journal is None else journal.sync_count,
+            "journal_appends_refused": 0 if journal is None else journal.refused,
+            "commands_refused_disk_full": 0 if self._rx_guard is None else self._rx_guard.refused,
             "snapshots_saved": snaps.saved,
             "snapshots_loaded": snaps.loaded,
             "snapshot_failures": snaps.failed,

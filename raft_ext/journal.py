@@ -1,35 +1,40 @@
-"""A durable pysyncobj journal: pysyncobj's ``FileJournal`` plus msync + fdatasync.
+"""The durable Raft journal: pysyncobj's file format, written with ``pwrite`` + ``fdatasync``.
 
-pysyncobj 0.3.17 never flushes its mmap'ed journal (note §2): kill -9 is survived, power loss is
-not. :class:`FsyncFileJournal` keeps the on-disk format of ``FileJournal`` (the two are
-interchangeable) and adds:
+pysyncobj 0.3.17's ``FileJournal`` memory-maps its file, never flushes it (note §2), and grows it
+with a sparse resize before writing into the map: on a full disk, touching the new pages kills
+the process with SIGBUS. :class:`FsyncFileJournal` implements pysyncobj's ``Journal`` interface
+itself and keeps the on-disk format (header, then ``len | idx,term,command | len`` records; the
+header holds the end of the last record), so either class reads the other's file. It adds:
 
-* **Group commit, still safe.** ``add`` only marks a dirty byte range. The range is made durable
-  (``msync`` of the dirty pages + ``fdatasync``) by :meth:`FsyncFileJournal.sync`, which the host
-  calls (a) at the start of every tick, before the leader counts its own log towards the commit
-  index, and (b) right before any ``next_node_idx`` (append acknowledgement) or ``response_vote``
-  message leaves the node. So nothing is ever acknowledged, counted or voted on from a
-  non-durable log, but a follower receiving 50 entries in one message syncs once.
-* **Durable term/vote/commit-index meta**: written with tmp + fsync + rename + directory fsync
-  (pysyncobj writes it without any fsync).
-* **Atomic compaction**: ``deleteEntriesTo``/``clear`` write the kept tail to a new file, fsync it
-  and rename it over the journal (pysyncobj rewrites the file in place, which a power loss can
-  tear; it also never shrinks the file).
-* **Torn-tail repair at start-up**: records past the last well-formed one (length mismatch, short
-  file, non-consecutive index) are dropped. They cannot have been acknowledged, because
+* **No mmap; space reserved first.** A record is written with ``pwrite`` into space reserved
+  beforehand (:func:`mydfs.common.diskspace.reserve_space`), and the header's end offset is
+  updated only after the record is complete. If the disk is full, :meth:`add` raises
+  :class:`DiskFull` *before* writing anything: the entry is not in the journal, neither in memory
+  nor on disk, and nothing else changed. The journal always keeps :data:`RESERVE` bytes reserved
+  past its end, so installing a snapshot (``clear`` + two entries) works even on a full disk.
+* **Group commit, still safe.** ``add`` only marks the journal dirty. :meth:`sync`
+  (``fdatasync``) is called by the host (a) at the start of every tick, before the leader counts
+  its own log towards the commit index, and (b) right before any ``next_node_idx`` (append
+  acknowledgement) or ``response_vote`` leaves the node. Nothing is acknowledged, counted or
+  voted on from a non-durable log, and a follower receiving 50 entries in one message syncs once.
+* **Durable term/vote/commit-index meta** (:mod:`.journal_meta`): rewritten in place, so a full
+  disk cannot refuse it.
+* **Atomic compaction**: ``deleteEntriesTo`` writes the kept tail to a new file, fsyncs it and
+  renames it over the journal (pysyncobj rewrites in place and never shrinks the file). Without
+  space for the new file, compaction is skipped and the longer journal kept.
+* **Torn-tail repair at start-up**: records past the last well-formed one (length mismatch,
+  short file, non-consecutive index) are dropped. They cannot have been acknowledged, because
   acknowledgements only follow a completed sync.
-
-It relies on private attributes of pysyncobj 0.3.17 (``_FileJournal__*``, ``_ResizableFile__*``);
-:func:`check_pysyncobj_internals` refuses other versions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import mmap
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,30 +49,31 @@ from pysyncobj.journal import (
     LAST_RECORD_OFFSET_OFFSET,
     NAME_SIZE,
     VERSION_SIZE,
-    FileJournal,
-    MetaStorer,
-    ResizableFile,
+    Journal,
 )
-from pysyncobj.pickle import dumps as _pysyncobj_dumps
 from pysyncobj.pickle import to_bytes as _to_bytes
 from pysyncobj.version import VERSION as PYSYNCOBJ_VERSION
 
-from mydfs.common.errors import Corrupt, InvariantViolation
-from mydfs.common.fsio import atomic_write, fsync_dir, fsync_file, write_file_synced
+from mydfs.common.diskspace import is_disk_full, reserve_space
+from mydfs.common.errors import Corrupt, DiskFull, InvariantViolation
+from mydfs.common.fsio import fsync_dir, write_file_synced
+
+from .journal_meta import JournalMeta
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_PYSYNCOBJ_VERSION = "0.3.17"
-_PAGE = mmap.PAGESIZE
+_PAGE = 4096
 _RECORD_HEAD = struct.Struct("<I")
 _RECORD_IDS = struct.Struct("<QQ")
 _MIN_RECORD_DATA = _RECORD_IDS.size
-_PRIVATE_ATTRIBUTES = (
-    "_FileJournal__journalFile",
-    "_FileJournal__currentOffset",
-    "_FileJournal__journal",
-    "_FileJournal__metaStorer",
-)
+#: Record bytes around a command: two length fields and (idx, term).
+RECORD_OVERHEAD = 2 * _RECORD_HEAD.size + _RECORD_IDS.size
+#: Space kept reserved past the journal's end: room for the two entries a snapshot install
+#: writes after ``clear()`` (each at most one command of < 64 KiB, note §4e), with margin.
+RESERVE = 192 * 1024
+#: Repeated "disk full" warnings are logged at most this often (seconds).
+_WARN_EVERY = 10.0
 
 
 def check_pysyncobj_internals() -> None:
@@ -94,6 +100,44 @@ def _record(command: Any, idx: int, term: int) -> bytes:
     return size + data + size
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _scan(data: bytes, last: int) -> tuple[int, list[tuple[bytes, int, int]], list[int]]:
+    """Walk the records up to ``last``: (end of the last well-formed one, entries, offsets)."""
+    limit = min(last, len(data))
+    pos = int(FIRST_RECORD_OFFSET)
+    entries: list[tuple[bytes, int, int]] = []
+    offsets: list[int] = []
+    while pos + _RECORD_HEAD.size <= limit:
+        length = int(_RECORD_HEAD.unpack_from(data, pos)[0])
+        end = pos + _RECORD_HEAD.size + length + _RECORD_HEAD.size
+        if length < _MIN_RECORD_DATA or end > limit:
+            break
+        if _RECORD_HEAD.unpack_from(data, end - _RECORD_HEAD.size)[0] != length:
+            break
+        idx, term = _RECORD_IDS.unpack_from(data, pos + _RECORD_HEAD.size)
+        if entries and idx != entries[-1][1] + 1:
+            break
+        command = bytes(data[pos + _RECORD_HEAD.size + _RECORD_IDS.size : end - _RECORD_HEAD.size])
+        entries.append((command, int(idx), int(term)))
+        offsets.append(pos)
+        pos = end
+    return pos, entries, offsets
+
+
+def _read_journal(path: str) -> tuple[bytes, int]:
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[: len(APP_NAME)] != APP_NAME:
+        raise Corrupt("not a pysyncobj journal", path=path)
+    return data, int(_RECORD_HEAD.unpack_from(data, LAST_RECORD_OFFSET_OFFSET)[0])
+
+
 def repair_torn_tail(path: str) -> int:
     """Drop malformed trailing records of a journal file; returns the number of bytes dropped.
 
@@ -106,146 +150,236 @@ def repair_torn_tail(path: str) -> int:
         log.warning("journal %s is shorter than its header; starting it empty", path)
         write_file_synced(path, _header(FIRST_RECORD_OFFSET))
         return size
-    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
-        if mm[: len(APP_NAME)] != APP_NAME:
-            raise Corrupt("not a pysyncobj journal", path=path)
-        last = int(_RECORD_HEAD.unpack_from(mm, LAST_RECORD_OFFSET_OFFSET)[0])
-        limit = min(last, size)
-        pos = int(FIRST_RECORD_OFFSET)
-        prev_idx: int | None = None
-        while pos < limit:
-            if pos + _RECORD_HEAD.size > limit:
-                break
-            length = int(_RECORD_HEAD.unpack_from(mm, pos)[0])
-            end = pos + _RECORD_HEAD.size + length + _RECORD_HEAD.size
-            if length < _MIN_RECORD_DATA or end > limit:
-                break
-            if _RECORD_HEAD.unpack_from(mm, end - _RECORD_HEAD.size)[0] != length:
-                break
-            idx = _RECORD_IDS.unpack_from(mm, pos + _RECORD_HEAD.size)[0]
-            if prev_idx is not None and idx != prev_idx + 1:
-                break
-            prev_idx = idx
-            pos = end
-        if pos == last:
-            return 0
-        log.warning(
-            "journal %s: dropping a torn tail (%d bytes after offset %d)", path, last - pos, pos
-        )
-        mm[LAST_RECORD_OFFSET_OFFSET : LAST_RECORD_OFFSET_OFFSET + 4] = _RECORD_HEAD.pack(pos)
-        mm.flush()
-        os.fsync(f.fileno())
-        return last - pos
+    data, last = _read_journal(path)
+    pos, _, _ = _scan(data, last)
+    if pos == last:
+        return 0
+    log.warning(
+        "journal %s: dropping a torn tail (%d bytes after offset %d)", path, last - pos, pos
+    )
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        _pwrite_all(fd, _RECORD_HEAD.pack(pos), LAST_RECORD_OFFSET_OFFSET)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return last - pos
 
 
-class FsyncMetaStorer(MetaStorer):  # type: ignore[misc]
-    """pysyncobj's meta file (term, vote, commit index), written durably."""
-
-    def storeMeta(self, meta: dict[str, Any]) -> None:
-        atomic_write(self.getPath(), _pysyncobj_dumps(meta))
-
-
-class FsyncFileJournal(FileJournal):  # type: ignore[misc]
-    """``FileJournal`` with group-committed msync + fdatasync. See the module docstring."""
-
-    # pysyncobj 0.3.17 private attributes used here (checked at construction).
-    _FileJournal__journalFile: Any
-    _FileJournal__currentOffset: int
-    _FileJournal__journal: list[Any]
-    _FileJournal__metaStorer: Any
+class FsyncFileJournal(Journal):  # type: ignore[misc]
+    """pysyncobj's ``Journal`` on a file written with pwrite + fdatasync. See the module doc."""
 
     def __init__(self, journal_file: str) -> None:
         check_pysyncobj_internals()
-        existed = os.path.exists(journal_file)
-        repair_torn_tail(journal_file)
-        super().__init__(journal_file)
-        self._rx_path = journal_file
-        self._rx_lock = threading.Lock()
-        self._rx_dirty_lo: int | None = None
-        self._rx_dirty_hi = 0
-        self._rx_syncs = 0
-        for name in _PRIVATE_ATTRIBUTES:
-            if not hasattr(self, name):
-                raise InvariantViolation("pysyncobj FileJournal internals changed", missing=name)
-        self._FileJournal__metaStorer = FsyncMetaStorer(journal_file + ".meta")
-        os.chmod(journal_file, 0o600)  # pysyncobj creates it with the process umask
-        if not existed:
-            fsync_file(journal_file)
+        self._path = journal_file
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._syncs = 0
+        self._restoring = False  # after clear(): the next two adds may use the reserve
+        self._next_warning = 0.0
+        #: How many appends were refused for want of space (for status/metrics).
+        self.refused = 0
+        if not os.path.exists(journal_file):
+            write_file_synced(journal_file, _header(FIRST_RECORD_OFFSET))
             fsync_dir(Path(journal_file).parent)
+        repair_torn_tail(journal_file)
+        data, last = _read_journal(journal_file)
+        self._end, self._entries, self._offsets = _scan(data, last)
+        del data
+        self._fd = os.open(journal_file, os.O_RDWR)
+        os.fchmod(self._fd, 0o600)  # pysyncobj created its files with the process umask
+        self._allocated = max(os.fstat(self._fd).st_size, self._end)
+        self._meta = JournalMeta(journal_file + ".meta")
+        self._meta_saved = True
+        try:
+            self._reserve(self._end + RESERVE)
+        except DiskFull:
+            self._warn("raft journal %s: no space for its reserve at start-up", journal_file)
 
-    # -- dirty tracking -----------------------------------------------------------------
-    def _rx_mark(self, lo: int, hi: int) -> None:
-        self._rx_dirty_lo = lo if self._rx_dirty_lo is None else min(self._rx_dirty_lo, lo)
-        self._rx_dirty_hi = max(self._rx_dirty_hi, hi)
+    # -- space --------------------------------------------------------------------------
+    def _reserve(self, upto: int) -> None:
+        """Make sure ``[0, upto)`` of the file is allocated; DiskFull when it cannot be."""
+        if upto <= self._allocated:
+            return
+        target = -(-upto // _PAGE) * _PAGE
+        try:
+            reserved = reserve_space(self._fd, self._allocated, target - self._allocated)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull("raft journal: no space left on device", path=self._path) from exc
+            raise
+        if reserved:
+            self._allocated = target
+        else:  # this filesystem cannot preallocate: pwrite may still fail with ENOSPC
+            self._allocated = upto
 
-    @property
-    def dirty(self) -> bool:
-        return self._rx_dirty_lo is not None
+    def _warn(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + _WARN_EVERY
+            log.warning(message, *args)
 
-    @property
-    def sync_count(self) -> int:
-        return self._rx_syncs
+    def has_room(self, command_bytes: int) -> bool:
+        """Can a command of ``command_bytes`` be appended now? (Reserves the space if so.)"""
+        try:
+            self._reserve(self._end + command_bytes + RECORD_OVERHEAD + RESERVE)
+        except DiskFull:
+            return False
+        return True
 
+    # -- pysyncobj's Journal interface ----------------------------------------------------
     def add(self, command: Any, idx: int, term: int) -> None:
-        start = int(self._FileJournal__currentOffset)
-        super().add(command, idx, term)
-        self._rx_mark(start, int(self._FileJournal__currentOffset))
-
-    def deleteEntriesFrom(self, entryFrom: int) -> None:
-        super().deleteEntriesFrom(entryFrom)
-        # Only the header's "last record offset" changed.
-        self._rx_mark(0, FIRST_RECORD_OFFSET)
-
-    def sync(self) -> None:
-        """Make every change since the last sync durable (msync of dirty pages + fdatasync)."""
-        with self._rx_lock:
-            lo = self._rx_dirty_lo
-            if lo is None:
-                return
-            resizable = self._FileJournal__journalFile
-            mm: mmap.mmap = resizable._ResizableFile__mm
-            fobj = resizable._ResizableFile__f
-            size = mm.size()
-            header_end = min(_PAGE, size)
-            mm.flush(0, header_end)
-            start = max(lo - lo % _PAGE, header_end)
-            end = min(self._rx_dirty_hi, size)
-            if end > start:
-                mm.flush(start, end - start)
-            os.fdatasync(fobj.fileno())
-            self._rx_dirty_lo = None
-            self._rx_dirty_hi = 0
-            self._rx_syncs += 1
-
-    # -- atomic rewrites ----------------------------------------------------------------
-    def _rx_rewrite(self, entries: list[Any]) -> None:
-        body = b"".join(_record(command, idx, term) for command, idx, term in entries)
-        end = FIRST_RECORD_OFFSET + len(body)
-        tmp = self._rx_path + ".rewrite.tmp"
-        write_file_synced(tmp, _header(end) + body)
-        with self._rx_lock:
-            self._FileJournal__journalFile._destroy()
-            try:
-                os.replace(tmp, self._rx_path)
-                fsync_dir(Path(self._rx_path).parent)
-            finally:
-                self._FileJournal__journalFile = ResizableFile(self._rx_path)
-            self._FileJournal__journal = list(entries)
-            self._FileJournal__currentOffset = end
-            self._rx_dirty_lo = None
-            self._rx_dirty_hi = 0
+        record = _record(command, idx, term)
+        end = self._end + len(record)
+        try:
+            self._reserve(end if self._restoring else end + RESERVE)
+            _pwrite_all(self._fd, record, self._end)
+            _pwrite_all(self._fd, _RECORD_HEAD.pack(end), LAST_RECORD_OFFSET_OFFSET)
+        except DiskFull:
+            self.refused += 1
+            self._warn("raft journal %s is full: appends are refused", self._path)
+            raise
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.refused += 1
+            raise DiskFull("raft journal: no space left on device", path=self._path) from exc
+        self._entries.append((command, idx, term))
+        self._offsets.append(self._end)
+        self._end = end
+        self._dirty = True
+        if self._restoring and len(self._entries) >= 2:
+            self._restoring = False
 
     def clear(self) -> None:
-        self._rx_rewrite([])
+        """Empty the journal in place (only the header changes; the file keeps its space)."""
+        _pwrite_all(self._fd, _RECORD_HEAD.pack(FIRST_RECORD_OFFSET), LAST_RECORD_OFFSET_OFFSET)
+        self._entries, self._offsets = [], []
+        self._end = FIRST_RECORD_OFFSET
+        self._dirty = True
+        self._restoring = True
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._entries[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[tuple[Any, int, int]]:
+        return iter(self._entries)
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        if entryFrom >= len(self._entries):
+            return
+        end = self._offsets[entryFrom]
+        _pwrite_all(self._fd, _RECORD_HEAD.pack(end), LAST_RECORD_OFFSET_OFFSET)
+        del self._entries[entryFrom:]
+        del self._offsets[entryFrom:]
+        self._end = end
+        self._dirty = True
 
     def deleteEntriesTo(self, entryTo: int) -> None:
-        self._rx_rewrite(list(self._FileJournal__journal[entryTo:]))
+        """Compaction: atomically replace the file by one holding ``entries[entryTo:]``."""
+        kept = self._entries[entryTo:]
+        records = [_record(command, idx, term) for command, idx, term in kept]
+        offsets, pos = [], int(FIRST_RECORD_OFFSET)
+        for record in records:
+            offsets.append(pos)
+            pos += len(record)
+        tmp = self._path + ".rewrite.tmp"
+        try:
+            write_file_synced(tmp, _header(pos) + b"".join(records))
+            fd = os.open(tmp, os.O_RDWR)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if not is_disk_full(exc):
+                raise
+            self._warn("raft journal %s: no space to compact it; keeping it whole", self._path)
+            return
+        try:
+            reserved = reserve_space(fd, 0, pos + RESERVE)
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if not is_disk_full(exc):
+                raise
+            self._warn("raft journal %s: no space to compact it; keeping it whole", self._path)
+            return
+        with self._lock:
+            try:
+                os.replace(tmp, self._path)
+                fsync_dir(Path(self._path).parent)
+            except BaseException:
+                os.close(fd)
+                raise
+            old, self._fd = self._fd, fd
+            os.close(old)
+            self._entries, self._offsets = list(kept), offsets
+            self._end = pos
+            self._allocated = pos + RESERVE if reserved else pos
+            self._dirty = False
 
     def _destroy(self) -> None:
         try:
             self.sync()
+            self.onOneSecondTimer()
         finally:
-            super()._destroy()
+            with self._lock:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+            self._meta.close()
+
+    def flush(self) -> None:
+        self.sync()
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        self._meta_pending({"raftCommitIndex": raftCommitIndex})
+
+    def getRaftCommitIndex(self) -> int:
+        return int(self._meta.meta.get("raftCommitIndex", 1))
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
+        # Raft needs the term and vote durable before any message reflecting them is sent.
+        meta = dict(self._meta.meta, currentTerm=term, votedForNodeId=votedForNodeId)
+        self._meta.store(meta)
+        self._meta_saved = True
+
+    def getCurrentTerm(self) -> int:
+        return int(self._meta.meta.get("currentTerm", 0))
+
+    def getVotedForNodeId(self) -> Any:
+        return self._meta.meta.get("votedForNodeId")
+
+    def onOneSecondTimer(self) -> None:
+        """Store the commit index (a hint: a stale one is only re-learned from the leader)."""
+        if not self._meta_saved:
+            self._meta.store(self._meta.meta)
+            self._meta_saved = True
+
+    def _meta_pending(self, changes: dict[str, Any]) -> None:
+        self._meta.meta = dict(self._meta.meta, **changes)
+        self._meta_saved = False
+
+    # -- durability -----------------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    @property
+    def sync_count(self) -> int:
+        return self._syncs
+
+    def sync(self) -> None:
+        """Make every change since the last sync durable (fdatasync)."""
+        with self._lock:
+            if not self._dirty or self._fd < 0:
+                return
+            os.fdatasync(self._fd)
+            self._dirty = False
+            self._syncs += 1
 
 
 JournalFactory = Callable[[str | None], Any]

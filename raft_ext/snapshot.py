@@ -10,6 +10,9 @@ and pickles the whole object without fsync. We install our own ``serializer`` /
 * ``serializeChecker()`` is polled at the start of the next compaction step: it fsyncs the
   directory (making the rename durable) **before** reporting SUCCESS, and only SUCCESS lets
   pysyncobj drop the compacted journal prefix (syncobj.py:L1423-1428).
+* On a full disk the write fails, the partial ``tmp`` is removed, and pysyncobj keeps the whole
+  journal (a FAILED compaction): nothing is lost, the next compaction tries again. A snapshot
+  sent by the leader that cannot be written is dropped by pysyncobj unacknowledged and resent.
 * ``deserializer(path)`` fsyncs the file first (a snapshot received from the leader is renamed
   into place by pysyncobj without fsync, serializer.py:L171-203), then restores the machine.
 
@@ -32,6 +35,7 @@ bytes the journal holds); they are carried verbatim and never executed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import struct
@@ -45,6 +49,7 @@ import orjson
 from pysyncobj import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 
+from mydfs.common.diskspace import is_disk_full
 from mydfs.common.errors import Corrupt, InvariantViolation
 from mydfs.common.fsio import fsync_dir, fsync_file, write_file_synced
 
@@ -187,11 +192,17 @@ class SnapshotStore:
                 raise InvariantViolation("snapshot raft_data does not round-trip")
             write_file_synced(tmp_file, blob)
             inode = os.stat(tmp_file).st_ino
-        except Exception:
+        except Exception as exc:
             with self._lock:
                 self._state = self._FAILED
                 self.failed += 1
-            log.exception("raft snapshot: serialization failed; the journal is kept")
+            # A partial file must neither be renamed nor keep holding space (a full disk).
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_file)
+            if is_disk_full(exc):
+                log.warning("raft snapshot: no space left on device; the journal is kept whole")
+            else:
+                log.exception("raft snapshot: serialization failed; the journal is kept")
             raise  # pysyncobj must not rename a partial file (serializer.py:L90-96)
         with self._lock:
             self._state = self._WRITTEN

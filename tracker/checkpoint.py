@@ -4,8 +4,9 @@ A checkpoint file ``checkpoint-<seq, 20 digits>.ckpt`` holds a header naming the
 covers, then one frame per file, trash record and intent, then an END frame with the counts
 (format: :mod:`mydfs.tracker.framing`, ``docs/tracker.md``). It is written to a ``.tmp`` name,
 fsync'ed, renamed into place and the folder fsync'ed, so a checkpoint either exists whole or not
-at all. Writing runs in a worker thread from a :class:`~mydfs.tracker.namespace.Snapshot`, so
-requests keep being served meanwhile.
+at all: on a full disk the partial ``.tmp`` is removed, :class:`DiskFull` is raised, and the
+previous checkpoint and the log are untouched. Writing runs in a worker thread from a
+:class:`~mydfs.tracker.namespace.Snapshot`, so requests keep being served meanwhile.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import re
 from pathlib import Path
 from typing import BinaryIO
 
-from mydfs.common.errors import Corrupt, InvariantViolation
+from mydfs.common.diskspace import is_disk_full
+from mydfs.common.errors import Corrupt, DiskFull, InvariantViolation
 from mydfs.common.fsio import fsync_dir
 from mydfs.tracker.framing import (
     CHECKPOINT_HEADER_SIZE,
@@ -90,9 +92,13 @@ def write_checkpoint(directory: Path, seq: int, snapshot: Snapshot, created: flo
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if is_disk_full(exc):
+            raise DiskFull(
+                "no space left on device for a checkpoint", checkpoint=str(path)
+            ) from exc
         raise
     fsync_dir(directory)
     return path

@@ -17,6 +17,17 @@ Records appended while a sync runs form the next batch, so N concurrent changes 
 syncs, not N. A failed write or sync is fatal: the log refuses everything afterwards and
 ``on_fatal`` is called (after a failed fsync, Linux may have dropped the dirty pages).
 
+*A full disk* is not fatal. The namespace applies a change right after :meth:`EditLog.append`
+returns, so the space for a record is reserved *before* that: each segment keeps blocks
+allocated past its end (:func:`mydfs.common.diskspace.reserve_space`, the file size unchanged),
+``append`` grows the reservation when a record would not fit, and when the disk refuses it
+raises :class:`DiskFull` with nothing logged or applied: that one request fails (507), the log
+goes on, and appends work again once space returns. A roll that finds no space for the new
+segment fails alone (the checkpoint that asked for it is retried later) and the log continues in
+the current segment; records appended while a roll runs are charged to both segments, so either
+outcome has room for them. (On a filesystem without ``fallocate`` the reservation is a no-op and
+a full disk is fatal as before.)
+
 *Rolling* (:meth:`EditLog.roll`) starts a new segment; a checkpoint rolls the log so older
 segments can be deleted once the checkpoint is durable (:meth:`EditLog.drop_segments_upto`).
 """
@@ -34,7 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mydfs.common.errors import Corrupt, StorageIOError
+from mydfs.common.diskspace import is_disk_full, reserve_space
+from mydfs.common.errors import Corrupt, DiskFull, StorageIOError, Unavailable
 from mydfs.common.fsio import atomic_write, fsync_dir, truncate_synced, write_all
 from mydfs.tracker.framing import (
     SEGMENT_HEADER_SIZE,
@@ -50,6 +62,10 @@ from mydfs.tracker.framing import (
 log = logging.getLogger(__name__)
 
 SEGMENT_RE = re.compile(r"^edits-(\d{20})\.log$")
+#: Space reserved at a time past a segment's end (one fallocate per this many log bytes).
+RESERVE_CHUNK = 64 * 1024
+#: Space a new segment is created with; records appended while a roll runs must fit in it.
+ROLL_RESERVE = 128 * 1024
 
 
 def segment_name(first_seq: int) -> str:
@@ -180,15 +196,32 @@ class EditLog:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="editlog")
         self._fd = -1
         self._task: asyncio.Task[None] | None = None
+        # Space accounting of the current segment: its size once every appended record is
+        # written, and how far its blocks are reserved; while a roll runs, what the records
+        # appended meanwhile take of the new segment's reservation.
+        self._end = 0
+        self._reserved = 0
+        self._rolling = False
+        self._roll_used = 0
+        self._roll_limit = ROLL_RESERVE
         #: Statistics for metrics and tests.
         self.syncs = 0
         self.records = 0
         self.bytes_written = 0
         self.last_batch = 0
+        self.refused = 0  # appends refused for want of space
         if recovery.last_segment is not None:
             self._fd = os.open(recovery.last_segment[1], os.O_WRONLY | os.O_APPEND)
+            self._end = self._reserved = os.fstat(self._fd).st_size
+            try:
+                self._reserve(self._end + RESERVE_CHUNK)
+            except DiskFull:
+                log.warning("edit log: no free space at start-up; changes are refused until some")
         else:
-            self._fd = self._create_segment(self._next_seq)
+            first, path, self._fd, self._end, self._reserved = _new_segment(
+                directory, self._next_seq
+            )
+            self._segments.append((first, path))
 
     @classmethod
     async def start(
@@ -229,7 +262,19 @@ class EditLog:
         if self._closing:
             raise StorageIOError("the edit log is closed")
         seq = self._next_seq
-        self._pending.append(encode_frame(seq, kind, payload))
+        frame = encode_frame(seq, kind, payload)
+        size = len(frame)
+        if self._rolling and SEGMENT_HEADER_SIZE + self._roll_used + size > self._roll_limit:
+            raise Unavailable("the edit log is starting a new segment; retry", seq=seq)
+        try:
+            self._reserve(self._end + size)
+        except DiskFull:
+            self.refused += 1
+            raise
+        self._end += size
+        if self._rolling:
+            self._roll_used += size
+        self._pending.append(frame)
         self._next_seq = seq + 1
         self._pending_last = seq
         self._wake.set()
@@ -305,11 +350,16 @@ class EditLog:
                     # Records appended during the flush above (seq > _written) go to the new one.
                     rolls, self._rolls = self._rolls, []
                     first = self._written + 1
+                    error: DiskFull | None = None
                     if not (self._segments and self._segments[-1][0] == first):
-                        await loop.run_in_executor(self._pool, self._roll_sync, first)
+                        error = await self._roll(loop, first)
                     for fut in rolls:  # (an empty current segment is not rolled again)
-                        if not fut.done():
+                        if fut.done():
+                            continue
+                        if error is None:
                             fut.set_result(first)
+                        else:
+                            fut.set_exception(error)
                 if self._closing and not self._pending and not self._rolls:
                     return
         except OSError as exc:
@@ -349,17 +399,76 @@ class EditLog:
         self.syncs += 1
         self.bytes_written += len(data)
 
-    def _create_segment(self, first: int) -> int:
-        path = self.directory / segment_name(first)
-        atomic_write(path, encode_segment_header(first), mode=0o644)
+    async def _roll(self, loop: asyncio.AbstractEventLoop, first: int) -> DiskFull | None:
+        """Continue in a new segment starting at ``first``; the error if there is no space."""
+        # Records still pending (appended during the last write) go to the new segment too.
+        self._roll_used = sum(len(frame) for frame in self._pending)
+        self._roll_limit = max(ROLL_RESERVE, SEGMENT_HEADER_SIZE + self._roll_used + RESERVE_CHUNK)
+        self._rolling = True
+        try:
+            made = await loop.run_in_executor(
+                self._pool, _new_segment, self.directory, first, self._roll_limit
+            )
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("edit log: no space for a new segment; continuing in the current one")
+            return DiskFull("no space left on device for a new edit-log segment", seq=first)
+        finally:
+            self._rolling = False
+        _, path, fd, end, reserved = made
         self._segments.append((first, path))
-        return os.open(path, os.O_WRONLY | os.O_APPEND)
-
-    def _roll_sync(self, first: int) -> None:
-        fd = self._create_segment(first)
         old, self._fd = self._fd, fd
+        self._end, self._reserved = end + self._roll_used, reserved
         if old >= 0:
             os.close(old)
+        return None
+
+    def _reserve(self, upto: int) -> None:
+        """Have the current segment's blocks reserved up to ``upto`` (DiskFull if impossible)."""
+        if upto <= self._reserved:
+            return
+        start = self._reserved
+        for target in (max(upto, start + RESERVE_CHUNK), upto):
+            try:
+                if not reserve_space(self._fd, start, target - start):
+                    target = 1 << 62  # no fallocate here: writes go unreserved
+                self._reserved = target
+                return
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise StorageIOError(
+                        f"edit log: cannot reserve space: {exc}", data_dir=str(self.directory)
+                    ) from exc
+        raise DiskFull("no space left on device for the edit log", data_dir=str(self.directory))
+
+
+def _new_segment(
+    directory: Path, first: int, reserve: int = ROLL_RESERVE
+) -> tuple[int, Path, int, int, int]:
+    """Create segment ``first`` with ``reserve`` bytes reserved (worker thread).
+
+    Returns ``(first, path, fd, size, reserved end)``; raises OSError (ENOSPC) with nothing left
+    behind.
+    """
+    path = directory / segment_name(first)
+    header = encode_segment_header(first)
+    try:
+        atomic_write(path, header, mode=0o644)
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.with_name(path.name + ".tmp").unlink()  # atomic_write's partial file
+        raise
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        reserved = reserve if reserve_space(fd, 0, reserve) else 1 << 62
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+            fsync_dir(directory)
+        raise
+    return first, path, fd, len(header), reserved
 
 
 def _unlink_all(paths: list[Path], directory: Path) -> None:

@@ -3,15 +3,18 @@
 Opening the store recovers the state: the newest valid checkpoint (an older one if the newest
 does not check), then every later edit-log record, cutting a torn tail. A change then goes:
 plan (checks, may raise) → append to the log → apply to memory → wait for the group-committed
-``fdatasync`` → acknowledge. Planning, appending and applying run without yielding to the event
-loop, so the log order is the order of application. Reads first wait until everything applied so
-far is durable (:meth:`MetaStore.barrier`; free when nothing is pending), so no one ever sees a
-change that a crash could still undo.
+``fdatasync`` → acknowledge. On a full disk the append raises :class:`DiskFull` (507) before
+anything is applied, so that one change fails and the store goes on (see :mod:`.editlog`).
+Planning, appending and applying run without yielding to the event loop, so the log order is
+the order of application. Reads first wait until everything applied so far is durable
+(:meth:`MetaStore.barrier`; free when nothing is pending), so no one ever sees a change that a
+crash could still undo.
 
 Checkpoints run in the background every ``checkpoint_interval`` seconds or ``checkpoint_edits``
 edits, whichever comes first: snapshot the state (one shallow copy per directory), roll the log
 to a new segment, write the checkpoint in a worker thread, then delete what the *previous*
-checkpoint no longer needs. Two checkpoints are kept, with the log segments from the older one
+checkpoint no longer needs; a checkpoint that fails (a full disk) deletes nothing and is
+retried. Two checkpoints are kept, with the log segments from the older one
 on, so a damaged newest checkpoint still leaves a way back.
 """
 
@@ -28,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mydfs.common.errors import Conflict, Corrupt, InvariantViolation
+from mydfs.common.errors import Conflict, Corrupt, DiskFull, InvariantViolation
 from mydfs.common.fsio import ensure_dir, write_all
 from mydfs.tracker.checkpoint import list_checkpoints, read_checkpoint, write_checkpoint
 from mydfs.tracker.editlog import EditLog, LogRecovery, recover_log
@@ -281,6 +284,10 @@ class MetaStore:
             if self.checkpoint_due(time.monotonic()):
                 try:
                     await self.checkpoint()
+                except DiskFull as exc:
+                    # Nothing lost: the previous checkpoint and every log segment are kept.
+                    log.warning("checkpoint skipped: %s; will retry", exc)
+                    self._last_checkpoint_at = time.monotonic()
                 except Exception:
                     # A failed checkpoint loses nothing (the log still has every edit); retry later.
                     log.exception("checkpoint failed; will retry")
