@@ -25,10 +25,10 @@ from cluster import (
     request,
     sha256,
     upload,
-    wait_async,
     wait_served,
 )
 from diskfill import fill
+from helpers import wait_until
 
 from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.checksum import crc32c
@@ -45,7 +45,9 @@ def _uid(tag: str) -> str:
 async def _alive(c: Cluster, node: StorageNode) -> dict[str, Any]:
     """The node's process runs and answers /health and /status."""
     assert node.running, f"{node.node_id} died:\n{node.log_tail(40)}"
-    assert node.health_sync(timeout=5.0), f"{node.node_id} does not answer /health"
+    assert node.get_json("/health", timeout=5.0) is not None, (
+        f"{node.node_id} does not answer /health"
+    )
     st = await c.status(node, timeout=5.0)
     assert st is not None, f"{node.node_id} does not answer /status"
     assert "SIGBUS" not in node.log_text()
@@ -108,7 +110,7 @@ async def test_follower_data_dir_full_then_space_returns(
         st = await c.status(full)
         return bool(st and st["leader"] == leader.url and st["raft"].get("ready"))
 
-    await wait_async(following, timeout=30, what=f"{full.node_id} to follow {leader.node_id}")
+    await wait_until(following, timeout=30, what=f"{full.node_id} to follow {leader.node_id}")
 
     stored: Stored = []
     for i in range(2):  # while there is space: the small disk holds these
@@ -183,10 +185,10 @@ async def test_leader_data_dir_full_then_space_returns(
             assert reply.json()["error"] == "disk_full", reply.json()
         else:
             assert reply.status in (200, 201, 307, 503, 504, 409), reply
-        leader = c.leader_now()
+        leader = c.leader_now(1)
         return leader is not None and leader is not full
 
-    await wait_async(leadership_moved, timeout=60, what="leadership to leave the full node")
+    await wait_until(leadership_moved, timeout=60, what="leadership to leave the full node")
     assert 507 in answers, answers
     stored.append((await upload(c, http, data, upload_id=uid), data))  # the same upload id
     for i in range(3):
@@ -199,7 +201,7 @@ async def test_leader_data_dir_full_then_space_returns(
     async def journal_refused() -> bool:
         return await _journal_refusals(c, full) >= 1
 
-    await wait_async(journal_refused, timeout=15, what="the full node's refusals to show")
+    await wait_until(journal_refused, timeout=15, what="the full node's refusals to show")
     for body, slice_data in stored[:2]:
         reply = await get_slice(http, full.url, body["slot"])
         assert reply.status == 200 and reply.body == slice_data, reply
