@@ -457,7 +457,8 @@ class AsyncClient:
         if one_slice and not exact and info.hash.startswith("crc32c:"):
             assert info.head is not None
             # One slice: the entry says all there is (where, how long, its CRC), so skip the
-            # chain walk; the replica's X-Mydfs-File header proves the slot still holds it.
+            # chain walk; the replica's owner headers (this file id, slice 0) prove the slot
+            # still holds it.
             one = SliceLoc(
                 group=info.head.group,
                 slot=info.head.slot,
@@ -466,9 +467,12 @@ class AsyncClient:
                 crc32c=int(info.hash[7:], 16),
                 replicas=(),
                 file_id=info.file_id,
+                index=0,
             )
             return [one]
-        locs = await self._read.chain(info.head, info.slices, info.size, path=info.path)
+        locs = await self._read.chain(
+            info.head, info.slices, info.size, file_id=info.file_id, path=info.path
+        )
         self._chains[key] = locs
         return locs
 

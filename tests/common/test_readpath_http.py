@@ -42,6 +42,8 @@ class FakeNode:
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     slices: dict[int, bytes] = field(default_factory=dict)
     owner: str = "ab" * 16
+    index: int = 0
+    generation: int = 1
     chain_answer: Handler | None = None
     slice_answer: Handler | None = None
     asked: list[str] = field(default_factory=list)
@@ -61,7 +63,11 @@ class FakeNode:
         if data is None:
             return error_response(NotFound("no such slice"))
         rng = parse_range(request.headers.get("Range"), len(data))
-        headers = {"X-Mydfs-File": self.owner}
+        headers = {
+            "X-Mydfs-File": self.owner,
+            "X-Mydfs-Index": str(self.index),
+            "X-Mydfs-Generation": str(self.generation),
+        }
         if rng is None:
             return web.Response(body=data, headers=headers)
         lo, n = rng
