@@ -14,7 +14,8 @@ How a file is stored (``put``), see ``docs/client.md``:
 Reading (``get``, ``open``, ``read``) goes through the read path every role shares
 (``common/readpath.py``), each step under the SDK's retry policy: it asks each group once for
 its run of the chain (``GET /chain``), then fetches slices in parallel from replicas chosen at
-random, checking every slice's CRC32C and the whole file's.
+random, checking every run's and slice's owner and generation against the file's entry (the
+reader's rule), every slice's CRC32C and the whole file's.
 """
 
 from __future__ import annotations

@@ -22,7 +22,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from mydfs.common.errors import Corrupt, MydfsError, NotFound, Redirect, Unavailable
+from mydfs.common.errors import (
+    Corrupt,
+    MydfsError,
+    NotFound,
+    NotLeader,
+    Redirect,
+    Unavailable,
+)
 from mydfs.common.location import Location
 from mydfs.common.readpath import owner_mismatch
 from mydfs.storage.chain import ChainEntry, walk
@@ -107,7 +114,7 @@ class ReadResolver:
         """Return only when this node's table is proven current: it leads and a no-op
         committed through the log (a read barrier) has been applied. A follower raises
         Redirect to its leader (or Unavailable when it knows none); a leader that cannot
-        commit raises the log's retryable error."""
+        commit the barrier (cut off from its group) raises Unavailable, retryable."""
         ctx = self._ctx
         _, raft, _ = ctx.require()
         if not ctx.is_leader():
@@ -119,7 +126,16 @@ class ReadResolver:
                     **context,
                 )
             raise Redirect(url)
-        await raft.barrier(timeout=CATCH_UP_WAIT)
+        try:
+            await raft.barrier(timeout=CATCH_UP_WAIT)
+        except NotLeader:
+            raise  # deposed meanwhile: 307 to the new leader (503 when none is known)
+        except Unavailable as exc:
+            raise Unavailable(
+                f"{why}; this node cannot prove its table current: {exc.message}",
+                group=ctx.group_id,
+                **context,
+            ) from None
 
     async def read_local(
         self, info: SlotInfo, offset: int = 0, length: int | None = None
