@@ -9,14 +9,13 @@ same slots, the old file's owner, generation and bytes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import NotFound, Unavailable
@@ -106,31 +105,6 @@ class Node:
         lo, n = rng
         headers["Content-Range"] = f"bytes {lo}-{lo + n - 1}/{len(data)}"
         return web.Response(body=data[lo : lo + n], status=206, headers=headers)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Node], Awaitable[str]]]:
-    servers: list[TestServer] = []
-
-    async def start(node: Node) -> str:
-        app = web.Application()
-        app.router.add_get("/chain/{slot}", node.chain)
-        app.router.add_get("/slices/{slot}", node.slice)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        node.url = str(server.make_url("")).rstrip("/")
-        return node.url
-
-    yield start
-    for server in servers:
-        await server.close()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def tables() -> tuple[dict[int, Held], dict[int, Held]]:
