@@ -1,19 +1,21 @@
 """A stale storage node never hands out another file's bytes (the reader's rule, docs/client.md).
 
-Real processes on loopback: a tracker and one group of three nodes. One follower, F, is killed
-while files A (two slices) and A1 (one slice) are live; A and A1 are deleted and files B and B1
-of the same sizes are written, reusing A's and A1's slots (checked). F is then restarted cut off
-from its group's log (its Raft peers point at closed ports, it listens for Raft elsewhere, and
-it does not heartbeat the tracker): its table is frozen where it was, A's and A1's slices live in
-the very slots B and B1 now use, with the same sizes, slice counts and CRCs of the old bytes. It
-still answers HTTP at its usual address, like a partitioned node still reachable by clients.
+Real processes on loopback: a tracker and one group of three nodes. While files A (two slices)
+and A1 (one slice) are live, one follower, F, is frozen (SIGSTOP). Once the leader has given up
+its Raft link and its idle HTTP connections to F, A and A1 are deleted and files B and B1 of the
+same sizes are written, reusing A's and A1's slots (checked). The rest of the group is then
+killed (B is durable on both, guarantee 1) and F resumed: alone, it can learn nothing, so its
+table stays where it was: A's and A1's slices live in the very slots B and B1 now use, with the
+same sizes, slice counts and the CRCs of the old bytes, which it still holds. It answers HTTP at
+its usual address, like a partitioned node still reachable by clients. Last, the group comes
+back.
 
 First the test shows the scenario is real: F's plain ``/chain`` and ``/slices`` answers name A's
 slices and serve A's bytes, and a reader that does not check the owner (the read path called
 without a file id) returns A's bytes for B. Then every checked way of reading B through F (the
 node's ``/chain`` and ``/slices`` told the expected owner, the SDK with F as the group's only
 node, whole reads and ranges, ``/files`` streaming on F) returns B's bytes or a retryable error,
-never A's.
+never A's; and once the group is back, every reader gets B's bytes from any node.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -36,8 +39,8 @@ pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
 # Every slice is megabytes: a push of B's slices to the frozen node stalls in its socket
-# buffer (never read, never grown) and fails when the pushing node dies, so the frozen node
-# keeps A's bytes as well as A's table.
+# buffer and fails when the pushing node dies, so the frozen node keeps A's bytes as well as
+# A's table.
 SIZE2 = 2 * SLICE  # A and B: two slices
 SIZE1 = SLICE - 1000  # A1 and B1: one slice
 
@@ -85,6 +88,29 @@ def holds(url: str, slot: int, file_id: str) -> bool:
     )
 
 
+def open_connections(port: int) -> int:
+    """TCP connections to the local ``port`` still open (ESTABLISHED) on this host."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                count += 1
+    return count
+
+
+def raft_linked(node: Process, peer: Process) -> bool:
+    """Whether ``node``'s Raft is connected to ``peer`` (as its ``/status`` says)."""
+    status, _, body = http_request(f"{node.url}/status", timeout=5.0)
+    assert status == 200, body
+    address = peer.args[peer.args.index("--raft") + 1]
+    return bool(json.loads(body)["raft"]["peers"][address]["connected"])
+
+
 @dataclass
 class Scenario:
     tracker: str
@@ -125,6 +151,23 @@ def stale_scenario(c: LocalCluster) -> Scenario:
         )
 
     stale.kill(signal.SIGSTOP)  # frozen: its table stays where it was, in memory
+    # Commands sent to it now would wait in its socket buffer and be applied when it resumes:
+    # wait until the leader has given up its Raft link (a new one needs the frozen node's
+    # answer to its handshake, so nothing more is sent to it).
+    wait_for(
+        lambda: not raft_linked(leader, stale),
+        timeout=30,
+        what="the leader to drop its Raft link to the frozen node",
+    )
+    # Likewise the leader's pushes of B's slices must not land when it resumes: once its idle
+    # HTTP connections to the frozen node are closed, a push needs a new connection, whose
+    # small receive buffer (never read, so never grown) holds only the start of a slice.
+    wait_for(
+        lambda: open_connections(stale.http_port) == 0,
+        timeout=60,
+        what="the idle HTTP connections to the frozen node to close",
+        interval=0.5,
+    )
     delete(t, "/stale/a")
     delete(t, "/stale/a1")
     b, b1 = put(t, "/stale/b", new2), put(t, "/stale/b1", new1)
