@@ -47,10 +47,11 @@ SIZE1 = SLICE - 1000  # A1 and B1: one slice
 
 def sdk(tracker: str, fn: Callable[[AsyncClient], Awaitable[T]], *, only: str | None = None) -> T:
     """Run ``fn(client)`` on a fresh SDK client; with ``only``, the client knows that node as
-    the group's only one (its chain walks and its one-slice reads go there)."""
+    the group's only one (its chain walks and its one-slice reads go there), and gives up
+    retrying after 4 s."""
 
     async def go() -> T:
-        async with AsyncClient(tracker, deadline=4.0) as client:
+        async with AsyncClient(tracker, deadline=60.0 if only is None else 4.0) as client:
             await client.status()
             if only is not None:
                 client._groups[1] = (None, (only,))
