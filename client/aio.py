@@ -14,7 +14,8 @@ How a file is stored (``put``), see ``docs/client.md``:
 Reading (``get``, ``open``, ``read``) goes through the read path every role shares
 (``common/readpath.py``), each step under the SDK's retry policy: it asks each group once for
 its run of the chain (``GET /chain``), then fetches slices in parallel from replicas chosen at
-random, checking every slice's CRC32C and the whole file's.
+random, checking every run's and slice's owner and generation against the file's entry (the
+reader's rule), every slice's CRC32C and the whole file's.
 """
 
 from __future__ import annotations
@@ -457,7 +458,8 @@ class AsyncClient:
         if one_slice and not exact and info.hash.startswith("crc32c:"):
             assert info.head is not None
             # One slice: the entry says all there is (where, how long, its CRC), so skip the
-            # chain walk; the replica's X-Mydfs-File header proves the slot still holds it.
+            # chain walk; the replica's owner headers (this file id, slice 0) prove the slot
+            # still holds it.
             one = SliceLoc(
                 group=info.head.group,
                 slot=info.head.slot,
@@ -466,9 +468,12 @@ class AsyncClient:
                 crc32c=int(info.hash[7:], 16),
                 replicas=(),
                 file_id=info.file_id,
+                index=0,
             )
             return [one]
-        locs = await self._read.chain(info.head, info.slices, info.size, path=info.path)
+        locs = await self._read.chain(
+            info.head, info.slices, info.size, file_id=info.file_id, path=info.path
+        )
         self._chains[key] = locs
         return locs
 

@@ -10,10 +10,10 @@ Both the SDK (``client/aio.py``) and a storage node serving ``GET /files`` (thro
    own start is :class:`Corrupt` (no progress). The slices found must match the file entry's
    count and size.
 2. **A slice** (:func:`fetch_slice`): the whole slice or a range of it from one of its
-   replicas, checked: the length, the whole slice's CRC32C against the chain's, and for a slice
-   located from the file entry alone (a one-slice file) the ``X-Mydfs-File`` owner header. A
-   replica that fails, is unreachable or answers bad bytes is skipped for the next one; a 307
-   (a follower pointing at a holder or its leader) is followed.
+   replicas, checked: the length, the whole slice's CRC32C against the chain's, and the owner
+   and generation the replica answers with. A replica that fails, is unreachable or answers
+   bad bytes is skipped for the next one; a 307 (a follower pointing at a holder or its
+   leader) is followed.
 3. **A range** (:func:`cut_range`, :func:`stream_pieces`): the slices' pieces that overlap
    ``[offset, end)``, fetched a bounded window ahead and handed out in order.
 
@@ -21,6 +21,15 @@ Both the SDK (``client/aio.py``) and a storage node serving ``GET /files`` (thro
 timeouts, the caller's retry policy, and optional hooks through which a storage node walks its
 own group's runs in its table and reads the slices it holds from its own disk. Nothing here
 imports a role package.
+
+**The reader's rule** (``docs/client.md``): every answer is checked against what the reader
+expects before a byte of it is used. The tracker's entry gives the file id; every entry of a
+walk must carry that file id and the next slice index (0, 1, 2...) (:func:`owner_mismatch`),
+and every slice a replica serves, whole or a range, must come with the owner (file id, slice
+index) and the generation the chain gave (:func:`foreign_owner`, :func:`stale_generation`).
+The reader sends what it expects (``X-Mydfs-File``, ``X-Mydfs-Index`` request headers) so that
+a node whose table disagrees proves itself current or sends the reader to its leader; a
+mismatch that still arrives is a stale answer, tried on another node, never data.
 """
 
 from __future__ import annotations
@@ -51,11 +60,12 @@ class SliceLoc:
     length: int
     crc32c: int
     replicas: tuple[str, ...]
-    file_id: str = ""  # when set, a replica must answer with this owner
+    file_id: str = ""  # the owner: when set, a replica must answer with it and ``index``
+    index: int = 0  # the slice's position in its file
 
     @classmethod
     def from_wire(cls, entry: Mapping[str, Any]) -> SliceLoc:
-        """An entry of a ``GET /chain`` answer."""
+        """An entry of a ``GET /chain`` answer (its owner is what the walking table says)."""
         return cls(
             group=int(entry["group"]),
             slot=int(entry["slot"]),
@@ -63,6 +73,8 @@ class SliceLoc:
             length=int(entry["length"]),
             crc32c=int(entry["crc32c"]),
             replicas=tuple(entry.get("replicas") or ()),
+            file_id=str(entry.get("file_id") or ""),
+            index=int(entry.get("index") or 0),
         )
 
 
@@ -93,6 +105,16 @@ class Retry(Protocol):
     def __call__(
         self, what: str, attempt: Callable[[], Awaitable[_T]], **context: Any
     ) -> Awaitable[_T]: ...
+
+
+class Owned(Protocol):
+    """Anything that names its owner: a chain entry, a slice location."""
+
+    @property
+    def file_id(self) -> str: ...
+
+    @property
+    def index(self) -> int: ...
 
 
 class LocalRun(Protocol):
@@ -133,6 +155,54 @@ def check_chain(locs: Sequence[SliceLoc], slices: int, size: int, **context: Any
         )
 
 
+def owner_mismatch(entries: Sequence[Owned], file_id: str, first: int) -> str | None:
+    """Why a run of a chain is not the file's (None when it is): every entry must carry
+    ``file_id`` and the consecutive slice indexes ``first, first + 1, ...``. An empty
+    ``file_id`` (a reader that does not know the file) checks nothing."""
+    if not file_id:
+        return None
+    for i, entry in enumerate(entries):
+        if entry.file_id != file_id or entry.index != first + i:
+            return (
+                f"the chain names slice {entry.file_id or '?'}#{entry.index} where "
+                f"{file_id}#{first + i} was expected"
+            )
+    return None
+
+
+def foreign_owner(loc: SliceLoc, headers: Mapping[str, str], **context: Any) -> NotFound | None:
+    """:class:`NotFound` when ``loc`` names an owner and the replica's answer carries another
+    (``X-Mydfs-File``, ``X-Mydfs-Index``): the slot was freed and reused since, or the node's
+    table is behind. None when the owner is right (or ``loc`` names none)."""
+    if not loc.file_id:
+        return None
+    owner = (headers.get("X-Mydfs-File"), headers.get("X-Mydfs-Index"))
+    if owner == (loc.file_id, str(loc.index)):
+        return None
+    return NotFound(
+        f"the slot holds another file now ({owner[0]}#{owner[1]}, not {loc.file_id}#{loc.index})",
+        **context,
+    )
+
+
+def stale_generation(
+    loc: SliceLoc, headers: Mapping[str, str], **context: Any
+) -> Unavailable | None:
+    """:class:`Unavailable` (a stale answer, worth another replica) when ``loc`` knows its
+    generation and the replica answered another (``X-Mydfs-Generation``); else None."""
+    got = headers.get("X-Mydfs-Generation")
+    if not loc.generation or got == str(loc.generation):
+        return None
+    return Unavailable(
+        f"the replica answered generation {got}, not {loc.generation}", **context, reason="stale"
+    )
+
+
+def expect_headers(file_id: str, index: int) -> dict[str, str]:
+    """The request headers telling a node which owner the reader expects (none if unknown)."""
+    return {"X-Mydfs-File": file_id, "X-Mydfs-Index": str(index)} if file_id else {}
+
+
 def cut_range(locs: Sequence[SliceLoc], offset: int, end: int) -> list[Piece]:
     """The pieces of the slices (in chain order) that overlap the file's bytes [offset, end)."""
     pieces: list[Piece] = []
@@ -151,16 +221,17 @@ def cut_range(locs: Sequence[SliceLoc], offset: int, end: int) -> list[Piece]:
 async def walk_chain(
     head: Location | None,
     count: int,
-    run: Callable[[Location, int], Awaitable[ChainRun]],
+    run: Callable[[Location, int, int], Awaitable[ChainRun]],
     **context: Any,
 ) -> list[SliceLoc]:
-    """At most ``count`` slices of the chain from ``head``, one ``run(start, limit)`` per group
-    run; :class:`Corrupt` when a run makes no progress."""
+    """At most ``count`` slices of the chain from ``head``, one ``run(start, limit, first)``
+    per group run (``first``: the file's index of the run's first slice); :class:`Corrupt`
+    when a run makes no progress."""
     locs: list[SliceLoc] = []
     current = head
     while current is not None and len(locs) < count:
         start = current
-        part, current = await run(start, count - len(locs))
+        part, current = await run(start, count - len(locs), len(locs))
         if not part and current == start:
             raise Corrupt(
                 "chain walk made no progress",
@@ -177,13 +248,19 @@ async def fetch_chain_run(
     limit: int,
     *,
     timeout: float,
+    file_id: str = "",
+    first: int = 0,
     **context: Any,
 ) -> ChainRun:
     """One group's run from ``start`` (at most ``limit`` slices), asked of ``urls`` in turn.
 
-    A follower that may be behind answers 307 to its leader, which is followed. A node that
-    fails, times out or answers a retryable error is skipped for the next; a definitive answer
-    (e.g. :class:`Corrupt` for a deleted slice inside the chain) is raised at once.
+    With ``file_id``, the run must be that file's from slice index ``first`` on
+    (:func:`owner_mismatch`); the node is told so (request headers) and a run naming another
+    owner is a stale answer, skipped for the next node. A follower that may be behind answers
+    307 to its leader, which is followed. A node that fails, times out or answers a retryable
+    error is skipped for the next; a definitive answer (e.g. :class:`Corrupt` for a deleted
+    slice inside the chain, :class:`NotFound` from a leader whose table holds another file
+    there) is raised at once.
     """
     where = {**context, "group": start.group, "slot": start.slot}
     if not urls:
@@ -193,6 +270,7 @@ async def fetch_chain_run(
         try:
             async with session.get(
                 f"{url}/chain/{start.slot}?max={limit}",
+                headers=expect_headers(file_id, first),
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 if resp.status != 200:
@@ -203,12 +281,17 @@ async def fetch_chain_run(
                     continue
                 body = await resp.json()
             nxt = body.get("next")
-            return ChainRun(
+            run = ChainRun(
                 [SliceLoc.from_wire(e) for e in body["entries"]],
                 None if nxt is None else Location(int(nxt[0]), int(nxt[1])),
             )
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             last = exc
+            continue
+        why = owner_mismatch(run.entries, file_id, first)
+        if why is None:
+            return run
+        last = f"stale answer from {url}: {why}"
     raise Unavailable(f"no node of group {start.group} answered the chain walk: {last}", **where)
 
 
@@ -228,14 +311,21 @@ async def fetch_slice(
     """Bytes ``[offset, offset + length)`` of a slice (to its end if ``length`` is None) from
     the first of ``urls`` that serves them right.
 
-    Checked: the length; the whole slice's CRC32C against ``loc``; the ``X-Mydfs-File`` owner
-    when ``loc.file_id`` is set (a slot freed and reused since reads :class:`NotFound`). A
-    replica that fails, is unreachable, lacks the slice or answers bad bytes is skipped; when
-    none serves, the last NotFound or Corrupt is raised, else :class:`Unavailable`.
+    Checked, for a range as for the whole slice: the owner (``loc.file_id`` and ``loc.index``,
+    also sent to the node so that one whose table disagrees proves itself current or
+    redirects) and the generation the replica answers with (:func:`foreign_owner`,
+    :func:`stale_generation`); the
+    length; the whole slice's CRC32C against ``loc``. A replica answering another owner reads
+    :class:`NotFound` (a slot freed and reused since), another generation :class:`Unavailable`
+    (a stale answer). A replica that fails, is unreachable, lacks the slice or answers bad or
+    foreign bytes is skipped; when none serves, the last NotFound or Corrupt is raised, else
+    :class:`Unavailable`.
     """
     want = loc.length - offset if length is None else length
     whole = offset == 0 and want == loc.length
-    headers = {} if whole else {"Range": f"bytes={offset}-{offset + want - 1}"}
+    headers = expect_headers(loc.file_id, loc.index)
+    if not whole:
+        headers["Range"] = f"bytes={offset}-{offset + want - 1}"
     query = f"?gen={loc.generation}" if loc.generation else ""
     where = {**context, "group": loc.group, "slot": loc.slot}
     last: MydfsError | None = None
@@ -252,15 +342,20 @@ async def fetch_slice(
                         raise err
                     last = err
                     continue
-                if loc.file_id and resp.headers.get("X-Mydfs-File") != loc.file_id:
-                    last = NotFound("the slot holds another file now", **where)
+                foreign = foreign_owner(loc, resp.headers, **where, peer=url)
+                if foreign is not None:
+                    last = foreign
                     continue
+                stale = stale_generation(loc, resp.headers, **where, peer=url)
                 data = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             last = Unavailable(f"replica {url} failed: {exc or type(exc).__name__}", **where)
             continue
         if len(data) != want or (whole and crc32c(data) != loc.crc32c):
             last = Corrupt("slice failed its end-to-end checksum", **where, peer=url)
+            continue
+        if stale is not None:
+            last = stale
             continue
         return data
     if isinstance(last, NotFound | Corrupt):
@@ -325,31 +420,43 @@ class ReadPath:
         self.local_slice = local_slice
 
     async def chain(
-        self, head: Location | None, slices: int, size: int, **context: Any
+        self, head: Location | None, slices: int, size: int, *, file_id: str = "", **context: Any
     ) -> list[SliceLoc]:
-        """Every slice of the file whose entry says ``head``, ``slices`` and ``size``, checked
-        against those."""
+        """Every slice of the file whose entry says ``head``, ``slices``, ``size`` and
+        ``file_id``, checked against those: each run must be the file's (its id, the next slice
+        indexes), the whole chain its count and size. Every reader that has the entry passes
+        its file id; an empty one checks no owner."""
 
-        async def run(start: Location, limit: int) -> ChainRun:
-            return await self.run(start, limit, **context)
+        async def run(start: Location, limit: int, first: int) -> ChainRun:
+            return await self.run(start, limit, file_id=file_id, first=first, **context)
 
         locs = await walk_chain(head, slices, run, **context)
         check_chain(locs, slices, size, **context)
         return locs
 
-    async def run(self, start: Location, limit: int, **context: Any) -> ChainRun:
-        """One group's run of the chain from ``start``: the local hook's, else a random node's
-        of that group (others tried on failure)."""
+    async def run(
+        self, start: Location, limit: int, *, file_id: str = "", first: int = 0, **context: Any
+    ) -> ChainRun:
+        """One group's run of the chain from ``start``: the local hook's when it is the file's
+        (``file_id`` from slice ``first`` on), else a random node's of that group (others tried
+        on failure or a stale answer)."""
         if self.local_run is not None:
             here = await self.local_run(start, limit)
-            if here is not None:
+            if here is not None and owner_mismatch(here.entries, file_id, first) is None:
                 return here
 
         async def attempt() -> ChainRun:
             urls = list(await self.nodes_of(start.group))
             random.shuffle(urls)
             return await fetch_chain_run(
-                self.session, urls, start, limit, timeout=self.timeouts.chain, **context
+                self.session,
+                urls,
+                start,
+                limit,
+                timeout=self.timeouts.chain,
+                file_id=file_id,
+                first=first,
+                **context,
             )
 
         return await self.retry("chain walk", attempt, **{**context, "group": start.group})

@@ -1,11 +1,15 @@
 """A storage node's reader of whole files (``GET /files``): the shared read path
 (``common/readpath.py``) with this node's own shortcuts.
 
-* Its own group's runs of a chain are walked in its own replicated table (no HTTP). A
-  follower whose table lacks part of the chain may be behind: it asks its leader (or, when it
-  knows none yet, the other members) over ``GET /chain``.
-* The slices it holds are read from its own disk (``read_local``, checksums verified there);
-  the others come from a replica of their group.
+* Its own group's runs of a chain are walked in its own replicated table (no HTTP), and used
+  only when they are the file's (the file id of the tracker's entry, the next slice indexes):
+  this node's table may be behind. A run that is not, or that a follower cannot walk (a
+  deleted or unknown slice inside it), is asked of the group's nodes over ``GET /chain``, with
+  the expected owner, so that a follower redirects to its leader and the leader proves itself
+  current before answering.
+* The slices it holds are read from its own disk (``read_local``, checksums verified there)
+  when the bytes' own header names the owner and generation the chain gave; the others come
+  from a replica of their group, checked the same way.
 * Other groups' nodes are the tracker's view from the heartbeats.
 """
 
@@ -18,7 +22,7 @@ import aiohttp
 
 from mydfs.common.errors import Corrupt
 from mydfs.common.location import Location
-from mydfs.common.readpath import ChainRun, ReadPath, ReadTimeouts, SliceLoc, fetch_chain_run
+from mydfs.common.readpath import ChainRun, ReadPath, ReadTimeouts, SliceLoc
 
 if TYPE_CHECKING:
     from mydfs.storage.node import StorageNode
@@ -45,10 +49,10 @@ class FileReader:
         )
 
     async def chain(
-        self, head: Location | None, slices: int, size: int, **context: Any
+        self, head: Location | None, slices: int, size: int, *, file_id: str, **context: Any
     ) -> list[SliceLoc]:
-        """Every slice of the file, checked against its entry's count and size."""
-        return await self._path.chain(head, slices, size, **context)
+        """Every slice of the file ``file_id``, checked against its entry's count and size."""
+        return await self._path.chain(head, slices, size, file_id=file_id, **context)
 
     def stream(
         self, locs: list[SliceLoc], offset: int, end: int, **context: Any
@@ -63,7 +67,8 @@ class FileReader:
         return list(node.tracker.replicas(group)) if node.tracker is not None else []
 
     async def _run_here(self, start: Location, limit: int) -> ChainRun | None:
-        """This group's run from this node's table; None for another group's run."""
+        """This group's run from this node's table; None for another group's run, and on a
+        follower whose table cannot walk it (it may be behind: the group's nodes are asked)."""
         node = self._node
         if start.group != node.group_id:
             return None
@@ -72,19 +77,21 @@ class FileReader:
         except Corrupt:
             if node.is_leader():
                 raise
-            # This replica may be behind: the leader knows every sealed slice. Just restarted,
-            # it may not know the leader yet: then any other member will do.
-            others = [u for n, u in node.urls.items() if n != node.node_id]
-            urls = [u for u in (node.leader_url(), *others) if u]
-            return await fetch_chain_run(self._session, urls, start, limit, timeout=TIMEOUTS.chain)
+            return None
         return ChainRun([SliceLoc.from_wire(e) for e in entries], nxt)
 
     async def _read_here(self, loc: SliceLoc, offset: int, length: int) -> bytes | None:
-        """The piece from this node's disk when it holds the slice; None otherwise."""
+        """The piece from this node's disk when it holds the slice the chain named (owner and
+        generation, as the bytes' own header says); None otherwise."""
         node = self._node
         if loc.group != node.group_id or not node.holds(loc.slot, loc.generation):
             return None
         info = node.info(loc.slot)
         if info is None or info.generation != loc.generation:
             return None
-        return (await node.read_local(info, offset, length)).data
+        got = await node.read_local(info, offset, length)
+        header = got.header
+        owner = (header.owner.file_id.hex(), header.owner.index, header.generation)
+        if loc.file_id and owner != (loc.file_id, loc.index, loc.generation):
+            return None
+        return got.data

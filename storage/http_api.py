@@ -5,6 +5,7 @@ Public:   PUT /slices?upload=ID          upload one slice (leader; followers ans
           POST /slices/reserve           step 1 of a linked upload: pick the slot (leader)
           PUT /slices/{slot}?upload&gen&next  step 2: write the reserved slice and seal it
           GET /chain/{slot}?max=N        walk a file's chain through this group's table
+                                         (X-Mydfs-File/-Index: the owner the reader expects)
           GET|HEAD /files/{path}?head=G:S&size&slices&file&mtime&version  stream a whole file
           GET|HEAD /slices/{slot}[?gen=G] read a slice, whole or one Range
           GET /slices/{slot}/meta        the slot's record in the group table
@@ -28,7 +29,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mydfs.common.auth import AUTH_HEADER, verify
 from mydfs.common.errors import (
-    Corrupt,
     InvalidArgument,
     LengthRequired,
     NotFound,
@@ -36,7 +36,6 @@ from mydfs.common.errors import (
     Redirect,
     SlotOutOfRange,
     Unauthorized,
-    Unavailable,
 )
 from mydfs.common.httprange import parse_range
 from mydfs.common.location import MAX_SLOT, Location
@@ -223,23 +222,25 @@ async def relink(request: web.Request) -> web.Response:
     return json_response(dict(await node.writer.command(command.to_dict())))
 
 
+def _expected_owner(request: web.Request) -> tuple[str, int] | None:
+    """The owner a reader expects (``X-Mydfs-File``, ``X-Mydfs-Index``), if it says."""
+    h = request.headers
+    file_id = h.get("X-Mydfs-File")
+    if file_id is None:
+        return None
+    return file_id, _header_int(h.get("X-Mydfs-Index"), "X-Mydfs-Index") or 0
+
+
 async def chain(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     slot = _slot(request)
     limit = _int_arg(request, "max") or 1_000_000
-    try:
-        entries, nxt = node.chain_here(slot, limit)
-    except Corrupt:
-        url = node.leader_url()
-        if node.is_leader():
-            raise
-        if url is None:  # behind (e.g. just restarted) and no leader known yet: retryable
-            raise Unavailable(
-                "this replica may be behind and knows no leader yet", group=node.group_id, slot=slot
-            ) from None
-        raise Redirect(url) from None  # this replica may be behind; the leader is not
+    entries, nxt = await node.reads.walk(slot, limit, _expected_owner(request))
     return json_response(
-        {"entries": entries, "next": None if nxt is None else [nxt.group, nxt.slot]}
+        {
+            "entries": [e.to_dict(node.urls) for e in entries],
+            "next": None if nxt is None else [nxt.group, nxt.slot],
+        }
     )
 
 
@@ -255,11 +256,15 @@ async def read_slice(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     slot = _slot(request)
     generation = _int_arg(request, "gen")
-    info = await node.reads.resolve(slot, generation)
+    info = await node.reads.resolve(slot, generation, _expected_owner(request))
     rng = parse_range(request.headers.get("Range"), info.length)
     offset, length = rng if rng is not None else (0, None)
     got = await node.reads.read_local(info, offset, length)
     headers = _slice_headers(node, info)
+    # The owner and generation of the bytes served, as their own header on disk says.
+    headers["X-Mydfs-File"] = got.header.owner.file_id.hex()
+    headers["X-Mydfs-Index"] = str(got.header.owner.index)
+    headers["X-Mydfs-Generation"] = str(got.header.generation)
     if rng is not None:
         end = offset + len(got.data) - 1
         headers["Content-Range"] = f"bytes {offset}-{end}/{info.length}"

@@ -5,8 +5,11 @@ the file entry in the query (``head``, ``size``, ``slices``, ``file``, ``mtime``
 The node reads through the shared read path (``storage/file_reader.py`` around
 ``common/readpath.py``): it walks the chain (its own group's runs in its table, ``/chain`` on
 other groups) and streams the slices in order, reading its own from disk and the others from
-their groups' replicas, one slice ahead. Content-Length, ETag, Last-Modified, HEAD and one
-Range work, so curl, ``wget -c`` and multi-connection downloaders do.
+their groups' replicas, one slice ahead. ``file`` (the file id) is required for a non-empty
+file: every run of the chain and every slice served must name it as owner (the reader's rule
+in ``docs/client.md``), so a stale table never streams another file's bytes. Content-Length,
+ETag, Last-Modified, HEAD and one Range work, so curl, ``wget -c`` and multi-connection
+downloaders do.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ from mydfs.common.httprange import parse_range
 from mydfs.common.location import Location
 from mydfs.common.readpath import SliceLoc
 from mydfs.storage.http_common import NODE_KEY
+
+
+def _file_id(request: web.Request) -> str:
+    text = request.query.get("file", "")
+    if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+        raise InvalidArgument("query parameter file must be the file id (32 lowercase hex digits)")
+    return text
 
 
 def _query_int(request: web.Request, name: str) -> int:
@@ -58,7 +68,8 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
     if size:
         if head is None:
             raise InvalidArgument("a non-empty file needs head=GROUP:SLOT")
-        locs = await reader.chain(head, slices, size, file=file_id)
+        file_id = _file_id(request)
+        locs = await reader.chain(head, slices, size, file_id=file_id, file=file_id)
     response = web.StreamResponse(status=206 if rng else 200, headers=headers)
     response.content_length = length
     if rng is not None:

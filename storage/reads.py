@@ -1,9 +1,17 @@
-"""Read resolution: which node answers a read of a slot, and the local read itself.
+"""Read resolution: which node answers a read of a slot or a chain walk, and the local read.
 
 The table in ``docs/replication.md`` ("Reads") is what :meth:`ReadResolver.resolve` carries out:
 a live slice held here is served; one the table says lives elsewhere gets a 307 to a holder; a
 replica behind its log waits up to :data:`CATCH_UP_WAIT` seconds, then sends the reader to the
 leader; the leader, which has applied every acknowledged seal, answers 404 for what it lacks.
+
+A reader may say which owner it expects (file id and slice index, the ``X-Mydfs-File`` and
+``X-Mydfs-Index`` request headers). When this node's table disagrees, its answer may come from
+a stale table (a follower behind, a leader cut off from its group that does not know it yet),
+so it answers only once it is proven current (:meth:`ReadResolver.confirm_current`): a
+follower sends the reader to its leader (307, or 503 when it knows none); the leader commits a
+no-op through the log (a read barrier: it is still the leader and has applied everything
+committed) and looks again; what still disagrees is the reader's stale entry: 404.
 """
 
 from __future__ import annotations
@@ -14,7 +22,17 @@ import logging
 import time
 from collections.abc import Callable
 
-from mydfs.common.errors import Corrupt, MydfsError, NotFound, Redirect, Unavailable
+from mydfs.common.errors import (
+    Corrupt,
+    MydfsError,
+    NotFound,
+    NotLeader,
+    Redirect,
+    Unavailable,
+)
+from mydfs.common.location import Location
+from mydfs.common.readpath import owner_mismatch
+from mydfs.storage.chain import ChainEntry, walk
 from mydfs.storage.context import NodeContext
 from mydfs.storage.group_state import SlotInfo, SlotState
 from mydfs.storage.volume import SliceData
@@ -38,12 +56,27 @@ class ReadResolver:
         self._holds = holds
         self._mark_dirty = mark_dirty
 
-    async def resolve(self, slot: int, generation: int | None = None) -> SlotInfo:
-        """The record of a live slice this node can serve; raises Redirect when another node
-        must answer, SliceMoved (301), SliceDeleted/NotFound (404)."""
+    async def resolve(
+        self, slot: int, generation: int | None = None, owner: tuple[str, int] | None = None
+    ) -> SlotInfo:
+        """The record of a live slice this node can serve (of ``owner``, file id and slice
+        index, when given); raises Redirect when another node must answer, SliceMoved (301),
+        SliceDeleted/NotFound (404)."""
         ctx = self._ctx
         ctx.require()
         info = await self._known(slot, generation)
+        if owner is not None and (info.file_id, info.slice_index) != owner:
+            held = f"{info.file_id}#{info.slice_index}"
+            why = f"slot {slot} holds {held}, not {owner[0]}#{owner[1]}"
+            await self.confirm_current(why, slot=slot)
+            info = await self._known(slot, generation)
+            if (info.file_id, info.slice_index) != owner:
+                raise NotFound(
+                    f"the slot holds another file now ({why})",
+                    group=ctx.group_id,
+                    slot=slot,
+                    reason="another_owner",
+                )
         ctx.group.read(lambda g: g.require_live(slot, generation))  # 301 / 404 / pending
         if not self._holds(slot, info.generation):
             self._mark_dirty(slot)  # wake the reconciler: this node should fetch it
@@ -52,6 +85,57 @@ class ReadResolver:
                 raise Unavailable("no replica of this slice is reachable", slot=slot)
             raise Redirect(ctx.urls[holder])
         return info
+
+    async def walk(
+        self, start: int, limit: int, owner: tuple[str, int] | None = None
+    ) -> tuple[list[ChainEntry], Location | None]:
+        """This group's run of a chain from ``start`` (``storage/chain.py``), answered only
+        when this node can stand by it: when the walk fails (a deleted or unknown slice inside
+        the chain) or names another owner than ``owner`` (file id, index of the first slice),
+        this node must first be proven current (:meth:`confirm_current`); then a chain that
+        still names another owner is :class:`NotFound`."""
+        ctx = self._ctx
+        ctx.require()
+        try:
+            entries, nxt = ctx.group.read(lambda g: walk(g, start, limit))
+            why = None if owner is None else owner_mismatch(entries, *owner)
+        except Corrupt as exc:
+            why = exc.message
+        if why is None:
+            return entries, nxt
+        await self.confirm_current(why, slot=start)
+        entries, nxt = ctx.group.read(lambda g: walk(g, start, limit))
+        why = None if owner is None else owner_mismatch(entries, *owner)
+        if why is not None:
+            raise NotFound(why, group=ctx.group_id, slot=start, reason="another_owner")
+        return entries, nxt
+
+    async def confirm_current(self, why: str, **context: object) -> None:
+        """Return only when this node's table is proven current: it leads and a no-op
+        committed through the log (a read barrier) has been applied. A follower raises
+        Redirect to its leader (or Unavailable when it knows none); a leader that cannot
+        commit the barrier (cut off from its group) raises Unavailable, retryable."""
+        ctx = self._ctx
+        _, raft, _ = ctx.require()
+        if not ctx.is_leader():
+            url = ctx.leader_url()
+            if url is None:
+                raise Unavailable(
+                    f"{why}; this replica may be behind and knows no leader yet",
+                    group=ctx.group_id,
+                    **context,
+                )
+            raise Redirect(url)
+        try:
+            await raft.barrier(timeout=CATCH_UP_WAIT)
+        except NotLeader:
+            raise  # deposed meanwhile: 307 to the new leader (503 when none is known)
+        except Unavailable as exc:
+            raise Unavailable(
+                f"{why}; this node cannot prove its table current: {exc.message}",
+                group=ctx.group_id,
+                **context,
+            ) from None
 
     async def read_local(
         self, info: SlotInfo, offset: int = 0, length: int | None = None

@@ -6,14 +6,13 @@ read-ahead window."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, InvalidArgument, NotFound, Unavailable
@@ -42,6 +41,8 @@ class FakeNode:
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     slices: dict[int, bytes] = field(default_factory=dict)
     owner: str = "ab" * 16
+    index: int = 0
+    generation: int = 1
     chain_answer: Handler | None = None
     slice_answer: Handler | None = None
     asked: list[str] = field(default_factory=list)
@@ -61,37 +62,16 @@ class FakeNode:
         if data is None:
             return error_response(NotFound("no such slice"))
         rng = parse_range(request.headers.get("Range"), len(data))
-        headers = {"X-Mydfs-File": self.owner}
+        headers = {
+            "X-Mydfs-File": self.owner,
+            "X-Mydfs-Index": str(self.index),
+            "X-Mydfs-Generation": str(self.generation),
+        }
         if rng is None:
             return web.Response(body=data, headers=headers)
         lo, n = rng
         headers["Content-Range"] = f"bytes {lo}-{lo + n - 1}/{len(data)}"
         return web.Response(body=data[lo : lo + n], status=206, headers=headers)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[FakeNode], Awaitable[str]]]:
-    servers: list[TestServer] = []
-
-    async def start(node: FakeNode) -> str:
-        app = web.Application()
-        app.router.add_get("/chain/{slot}", node.chain)
-        app.router.add_get("/slices/{slot}", node.slice)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        node.url = str(server.make_url("")).rstrip("/")
-        return node.url
-
-    yield start
-    for server in servers:
-        await server.close()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def entry(group: int, slot: int, data: bytes, replicas: list[str]) -> dict[str, Any]:

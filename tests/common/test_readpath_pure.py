@@ -68,12 +68,12 @@ def test_slice_loc_from_a_chain_entry() -> None:
         "length": 100,
         "crc32c": 77,
         "file_id": "ab" * 16,
-        "index": 0,
+        "index": 3,
         "replicas": ["http://a", "http://b"],
     }
     loc = SliceLoc.from_wire(entry)
-    assert loc == SliceLoc(2, 9, 4, 100, 77, ("http://a", "http://b"))
-    assert loc.file_id == ""  # only a slice located from the file entry checks its owner
+    # Every slice a chain names carries its owner: a replica must answer with it.
+    assert loc == SliceLoc(2, 9, 4, 100, 77, ("http://a", "http://b"), "ab" * 16, 3)
     assert SliceLoc.from_wire(dict(entry, replicas=None)).replicas == ()
 
 
