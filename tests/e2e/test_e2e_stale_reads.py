@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from e2e_helpers import SLICE, curl, http_request, random_bytes, wait_for
+from e2e_helpers import SLICE, curl, http_request, random_bytes
+from helpers import wait_for
 
 from mydfs.client import AsyncClient
-from mydfs.client.local_cluster import LocalCluster, Process
+from mydfs.client.local_cluster import LocalCluster
+from mydfs.client.process import StorageProcess
 from mydfs.common.errors import Unavailable
 
 pytestmark = pytest.mark.slow
@@ -104,19 +106,19 @@ def open_connections(port: int) -> int:
     return count
 
 
-def raft_linked(node: Process, peer: Process) -> bool:
+def raft_linked(node: StorageProcess, peer: StorageProcess) -> bool:
     """Whether ``node``'s Raft is connected to ``peer`` (as its ``/status`` says)."""
     status, _, body = http_request(f"{node.url}/status", timeout=5.0)
     assert status == 200, body
-    address = peer.args[peer.args.index("--raft") + 1]
+    address = peer.raft_address
     return bool(json.loads(body)["raft"]["peers"][address]["connected"])
 
 
 @dataclass
 class Scenario:
     tracker: str
-    stale: Process
-    others: list[Process]  # the rest of the group: killed while the stale node is read
+    stale: StorageProcess
+    others: list[StorageProcess]  # the rest of the group: killed while the stale node is read
     a: dict[str, Any]  # the deleted files' entries (two slices, one slice)
     a1: dict[str, Any]
     b: dict[str, Any]  # the files that reused their slots
@@ -188,7 +190,7 @@ def stale_scenario(c: LocalCluster) -> Scenario:
     return Scenario(t, stale, others, a, a1, b, b1, old2, old1, new2, new1, current["generation"])
 
 
-def files_url(node: Process, entry: dict[str, Any]) -> str:
+def files_url(node: StorageProcess, entry: dict[str, Any]) -> str:
     """``GET /files`` on ``node`` with ``entry`` in the query, as the tracker's 307 gives it."""
     return (
         f"{node.url}/files/stale/x?head=1:{entry['head'][1]}&size={entry['size']}"
