@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import os
 import platform
 import shutil
@@ -419,6 +420,33 @@ class CpuMeter:
         }
 
 
+class RssMeter:
+    """The peak resident size of each process over an interval, in MiB: each one's ``VmHWM``
+    is reset at the start (``/proc/PID/clear_refs``, Linux 4.0+; where that is refused, the
+    figure is the peak since the process started)."""
+
+    def __init__(self, pids: Callable[[], dict[str, int]]) -> None:
+        self._pids = pids
+
+    def __enter__(self) -> RssMeter:
+        for pid in self._pids().values():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def read(self) -> dict[str, int]:
+        out = {}
+        for name, pid in self._pids().items():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        out[name] = int(line.split()[1]) // 1024
+        return out
+
+
 def _own_children() -> int:
     t = os.times()
     return int((t.children_user + t.children_system) * os.sysconf("SC_CLK_TCK"))
@@ -519,18 +547,21 @@ def run_suite(
             ctx = Context(settings, mydfs, peer, null, limits, run_id, log, scratch / "work")
             ctx.scratch.mkdir(exist_ok=True)
 
-            def pids() -> list[int]:
-                out = [os.getpid()]
+            def named_pids() -> dict[str, int]:
+                out = {"bench": os.getpid()}
                 for s in (mydfs, peer, null):
                     if s is not None:
-                        out += list(s.pids().values())
+                        out |= {f"{s.key}:{n}": pid for n, pid in s.pids().items()}
                 return out
+
+            def pids() -> list[int]:
+                return list(named_pids().values())
 
             async def run_all() -> None:
                 for w in workloads:
                     log(f"== {w.name}: {w.description}")
                     t = time.monotonic()
-                    with CpuMeter(pids) as meter:
+                    with CpuMeter(pids) as meter, RssMeter(named_pids) as rss_meter:
                         try:
                             got = await w.run(ctx)
                         except Exception as exc:
@@ -539,11 +570,13 @@ def run_suite(
                             log(traceback.format_exc())
                             got = []
                         cpu = meter.read()
+                        rss = rss_meter.read()
                     figures.extend(got)
                     per_workload[w.name] = {
                         "description": w.description,
                         "seconds": round(time.monotonic() - t, 1),
                         "cpu": cpu,
+                        "peak_rss_mib": rss,
                     }
                     log(
                         f"   {w.name} done in {time.monotonic() - t:.0f} s; CPU: "

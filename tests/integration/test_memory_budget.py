@@ -191,8 +191,8 @@ def slow_disk_unavailable() -> str | None:
 
 
 class SlowDisk:
-    """One ext4 loop mount for the data dirs of a cluster, and a blkio cgroup throttling the
-    writes of the processes put in it (to :data:`SLOW_BPS`)."""
+    """One ext4 loop mount for the slice volumes of a cluster, and a blkio cgroup throttling
+    the writes of the processes put in it (to :data:`SLOW_BPS`)."""
 
     def __init__(self, cluster: Cluster, size_gib: int) -> None:
         self.image = cluster.root / "disk.img"
@@ -215,8 +215,8 @@ class SlowDisk:
         major_minor = Path(f"/sys/block/{Path(self.device).name}/dev").read_text().strip()
         self.rule = f"{major_minor} {SLOW_BPS}"
         (self.cgroup / "blkio.throttle.write_bps_device").write_text(self.rule)
-        for node in cluster.nodes():
-            node.data_dir = self.mount / node.node_id
+        for node in cluster.nodes():  # the slices there; the Raft journals stay on the root disk
+            node.volume_path = self.mount / f"{node.node_id}.dat"
 
     def slow(self, node: StorageNode) -> None:
         (self.cgroup / "cgroup.procs").write_text(str(node.pid))
