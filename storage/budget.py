@@ -74,9 +74,14 @@ class MemoryBudget:
 
     # --- pushes -------------------------------------------------------------------------------
 
-    def admit_push(self, peer: str, size: int, now: float) -> Admit:
+    def admit_push(self, peer: str, size: int, now: float, *, force: bool = False) -> Admit:
         """May the leader push ``size`` more bytes to ``peer`` now? On ``PUSH`` the bytes count
-        against the peer's share until :meth:`push_finished`."""
+        against the peer's share until :meth:`push_finished`. ``force``: the upload needs this
+        push for its majority (every follower lags), so it is made whatever the share (the
+        upload waits for it, and its buffer is charged already)."""
+        if force:
+            self.peer_bytes[peer] = self.peer_bytes.get(peer, 0) + size
+            return Admit.PUSH
         if now < self._resume_at.get(peer, 0.0):
             self.dropped[peer] = self.dropped.get(peer, 0) + 1
             return Admit.BACKING_OFF

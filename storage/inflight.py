@@ -114,11 +114,14 @@ class InFlight:
         peer: str,
         lease: Lease,
         coro: Callable[[], Coroutine[Any, Any, str]],
+        *,
+        force: bool = False,
     ) -> asyncio.Task[str] | None:
-        """Start the push ``coro()`` to ``peer`` if its share allows; None when it was dropped
-        (the follower catches up by fetching). The push holds ``lease`` while it runs."""
+        """Start the push ``coro()`` to ``peer`` if its share allows (or ``force``: see
+        :meth:`MemoryBudget.admit_push`); None when it was dropped (the follower catches up by
+        fetching). The push holds ``lease`` while it runs."""
         size = lease.size
-        verdict = self.budget.admit_push(peer, size, self._clock())
+        verdict = self.budget.admit_push(peer, size, self._clock(), force=force)
         if verdict != Admit.PUSH:
             self._metrics.pushes_dropped.labels(peer).inc()
             if verdict == Admit.LAGGING:

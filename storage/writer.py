@@ -386,11 +386,14 @@ class LeaderWriter:
             ctx.registration.confirm(slot, generation, peer_id, lagging)
             return peer_id
 
-        def start(peer_id: str) -> asyncio.Task[str] | None:
-            return ctx.inflight.push(peer_id, lease, lambda: remote(peer_id))
+        def start(peer_id: str, force: bool = False) -> asyncio.Task[str] | None:
+            return ctx.inflight.push(peer_id, lease, lambda: remote(peer_id), force=force)
 
+        pushes = [start(p.node_id) for p in ctx.config.peers]
+        if not any(pushes):  # every follower lags, but the majority needs one: push anyway
+            pushes = [start(p.node_id, force=True) for p in ctx.config.peers]
         pending: set[asyncio.Future[str]] = {asyncio.ensure_future(local())}
-        pending |= {t for t in (start(p.node_id) for p in ctx.config.peers) if t is not None}
+        pending |= {t for t in pushes if t is not None}
         holders: set[str] = set()
         try:
             async with asyncio.timeout(timeout):

@@ -63,6 +63,14 @@ def test_a_follower_past_its_share_lags_then_backs_off() -> None:
     assert b.dropped == {"f1": 2 + 1}
 
 
+def test_a_push_the_majority_needs_is_made_whatever_the_share() -> None:
+    b = MemoryBudget(total=100 * MiB, per_peer=4 * MiB)
+    b.admit_push("f", 4 * MiB, now=0.0)
+    assert b.admit_push("f", 4 * MiB, now=0.0) == Admit.LAGGING
+    assert b.admit_push("f", 4 * MiB, now=0.1, force=True) == Admit.PUSH
+    assert b.peer_bytes["f"] == 8 * MiB
+
+
 def test_a_push_that_succeeds_resets_the_pause() -> None:
     b = MemoryBudget(total=100 * MiB, per_peer=4 * MiB, backoff=1.0, max_backoff=60.0)
     b.admit_push("f", 4 * MiB, now=0.0)
