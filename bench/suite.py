@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import os
 import platform
 import shutil
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from mydfs.bench.figures import Figure, Limit, Result, Sample, percentile, summary
+from mydfs.bench.rss import RssMeter
 from mydfs.bench.systems import MydfsSystem, NullSystem, Session, System
 
 T = TypeVar("T")
@@ -418,33 +418,6 @@ class CpuMeter:
             "irq_cores": round((now["irq"] - self._machine["irq"]) / scale, 2),
             "steal_cores": round((now["steal"] - self._machine["steal"]) / scale, 2),
         }
-
-
-class RssMeter:
-    """The peak resident size of each process over an interval, in MiB: each one's ``VmHWM``
-    is reset at the start (``/proc/PID/clear_refs``, Linux 4.0+; where that is refused, the
-    figure is the peak since the process started)."""
-
-    def __init__(self, pids: Callable[[], dict[str, int]]) -> None:
-        self._pids = pids
-
-    def __enter__(self) -> RssMeter:
-        for pid in self._pids().values():
-            with contextlib.suppress(OSError):
-                Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def read(self) -> dict[str, int]:
-        out = {}
-        for name, pid in self._pids().items():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        out[name] = int(line.split()[1]) // 1024
-        return out
 
 
 def _own_children() -> int:
