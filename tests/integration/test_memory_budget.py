@@ -154,7 +154,9 @@ async def scenario(
     assert rate_two >= 0.5 * rate_full, figures
 
     cluster.stop_all()
-    for node in cluster.nodes():
+    for node in cluster.nodes():  # every push and fetch ended cleanly, even the cancelled ones
+        text = node.log_text()
+        assert "never retrieved" not in text and "Traceback" not in text, node.log_tail(60)
         held = cluster.volume_digest(node)
         assert {slot: d for slot, (_, _, d) in held.items()} == digests, node.node_id
     return figures
