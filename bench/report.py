@@ -149,6 +149,14 @@ def markdown(doc: dict[str, Any], figures: list[Figure]) -> str:
             "kernel threads included / interrupts, where loopback traffic is handled): "
             + "; ".join(cpu),
         ]
+    rss = [
+        f"{name}: " + ", ".join(f"{proc} {mib}" for proc, mib in sorted(r.items()))
+        for name, w in doc.get("workloads", {}).items()
+        if (r := w.get("peak_rss_mib"))
+    ]
+    if rss:
+        lines += ["", "Peak resident size in MiB of each process during each workload:"]
+        lines += [f"- {line}" for line in rss]
     notes = list(doc.get("notes", []))
     notes += [f"workload {k} failed: {v}" for k, v in doc.get("failures", {}).items()]
     if notes:

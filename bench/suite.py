@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from mydfs.bench.figures import Figure, Limit, Result, Sample, percentile, summary
+from mydfs.bench.rss import RssMeter
 from mydfs.bench.systems import MydfsSystem, NullSystem, Session, System
 
 T = TypeVar("T")
@@ -519,18 +520,21 @@ def run_suite(
             ctx = Context(settings, mydfs, peer, null, limits, run_id, log, scratch / "work")
             ctx.scratch.mkdir(exist_ok=True)
 
-            def pids() -> list[int]:
-                out = [os.getpid()]
+            def named_pids() -> dict[str, int]:
+                out = {"bench": os.getpid()}
                 for s in (mydfs, peer, null):
                     if s is not None:
-                        out += list(s.pids().values())
+                        out |= {f"{s.key}:{n}": pid for n, pid in s.pids().items()}
                 return out
+
+            def pids() -> list[int]:
+                return list(named_pids().values())
 
             async def run_all() -> None:
                 for w in workloads:
                     log(f"== {w.name}: {w.description}")
                     t = time.monotonic()
-                    with CpuMeter(pids) as meter:
+                    with CpuMeter(pids) as meter, RssMeter(named_pids) as rss_meter:
                         try:
                             got = await w.run(ctx)
                         except Exception as exc:
@@ -539,11 +543,13 @@ def run_suite(
                             log(traceback.format_exc())
                             got = []
                         cpu = meter.read()
+                        rss = rss_meter.read()
                     figures.extend(got)
                     per_workload[w.name] = {
                         "description": w.description,
                         "seconds": round(time.monotonic() - t, 1),
                         "cpu": cpu,
+                        "peak_rss_mib": rss,
                     }
                     log(
                         f"   {w.name} done in {time.monotonic() - t:.0f} s; CPU: "

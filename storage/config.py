@@ -44,7 +44,20 @@ OPTIONS: tuple[Option, ...] = (
         "change-me-0123456789",
     ),
     Option("log_level", "str", "info", "debug, info, warning or error"),
-    Option("registration_mb", "int", 256, "leader's registration table bound, MiB"),
+    Option(
+        "memory_budget_mb",
+        "int",
+        256,
+        "payload MiB in flight on this node (uploads, pushes, registration, fetches, reads)",
+    ),
+    Option(
+        "peer_budget_mb",
+        "int",
+        64,
+        "MiB of unfinished pushes to one follower; past it the follower catches up by fetching",
+    ),
+    Option("fetch_concurrency", "int", 2, "slices the reconciler fetches at once"),
+    Option("registration_mb", "int", 64, "leader's registration table bound, MiB"),
     Option("registration_ttl", "float", 30.0, "seconds a fresh slice stays in the table"),
     Option("replica_timeout", "float", 10.0, "seconds to get a slice durable on a majority"),
     Option("heartbeat_interval", "float", 1.0, "seconds between tracker heartbeats"),
@@ -72,6 +85,9 @@ class StorageConfig:
     tracker: str
     secret: str
     log_level: str
+    memory_budget_bytes: int
+    peer_budget_bytes: int
+    fetch_concurrency: int
     registration_bytes: int
     registration_ttl: float
     replica_timeout: float
@@ -138,6 +154,11 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
             raise ConfigError(f"config key {key}: must be > 0")
     if v["registration_mb"] < 0:
         raise ConfigError("config key registration_mb: must be >= 0")
+    for key in ("memory_budget_mb", "peer_budget_mb", "fetch_concurrency"):
+        if v[key] < 1:
+            raise ConfigError(f"config key {key}: must be >= 1")
+    if v["peer_budget_mb"] > v["memory_budget_mb"]:
+        raise ConfigError("config key peer_budget_mb: must not exceed memory_budget_mb")
     data_dir = v["data_dir"]
     return StorageConfig(
         node_id=node_id,
@@ -152,6 +173,9 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         tracker=v["tracker"].rstrip("/"),
         secret=v["secret"],
         log_level=level,
+        memory_budget_bytes=v["memory_budget_mb"] * 1024 * 1024,
+        peer_budget_bytes=v["peer_budget_mb"] * 1024 * 1024,
+        fetch_concurrency=v["fetch_concurrency"],
         registration_bytes=v["registration_mb"] * 1024 * 1024,
         registration_ttl=v["registration_ttl"],
         replica_timeout=v["replica_timeout"],

@@ -20,8 +20,10 @@ import aiohttp
 
 from mydfs.common.errors import MydfsError, NotLeader, Unavailable
 from mydfs.raft_ext.node import RaftNode
+from mydfs.storage.budget import MemoryBudget
 from mydfs.storage.config import StorageConfig
 from mydfs.storage.group_state import GroupState, SlotInfo, raise_for_result
+from mydfs.storage.inflight import InFlight
 from mydfs.storage.metrics import StorageMetrics
 from mydfs.storage.peers import PeerClient
 from mydfs.storage.registration import RegistrationTable
@@ -74,6 +76,13 @@ class NodeContext:
         self.metrics = StorageMetrics()
         self.group = LockedGroup(GroupState(config.group_id), on_applied)
         self.registration = RegistrationTable(config.registration_bytes, config.registration_ttl)
+        #: Payload bytes in flight, held to the node's memory budget (see storage/budget.py).
+        self.inflight = InFlight(
+            MemoryBudget(config.memory_budget_bytes, config.peer_budget_bytes),
+            self.metrics,
+            evict=self.registration.evict_oldest,
+            on_lagging=self.registration.forget_for,
+        )
         #: Set whenever Raft applied a command or a local copy changed (reads and the
         #: reconciler wait on it).
         self.changed = asyncio.Event()

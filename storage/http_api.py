@@ -344,8 +344,12 @@ async def accept_replica(request: web.Request) -> web.Response:
     assert generation is not None and crc is not None
     owner = _owner(request.query.get("file"), _int_arg(request, "index"))
     nxt = _location(request.query.get("next"), "next")
-    data = await _body(request)
-    await node.replica.accept(slot, data, generation=generation, owner=owner, next=nxt, crc=crc)
+    lease = await node.replica.charge(slot, request.content_length or 0)
+    try:
+        data = await _body(request)
+        await node.replica.accept(slot, data, generation=generation, owner=owner, next=nxt, crc=crc)
+    finally:
+        lease.release()
     return json_response({"durable": True, "node": node.node_id})
 
 

@@ -14,6 +14,7 @@ import orjson
 
 from mydfs.common.config import add_arguments, render_default
 from mydfs.common.errors import MydfsError
+from mydfs.storage import allocator
 from mydfs.storage.config import OPTIONS, StorageConfig, from_args
 
 log = logging.getLogger("mydfs.storage")
@@ -44,6 +45,7 @@ async def serve(config: StorageConfig) -> None:
     from mydfs.storage.http_api import make_app
     from mydfs.storage.node import StorageNode
 
+    allocator.tune()  # freed slices go back to the system (see storage/allocator.py)
     node = StorageNode(config)
     await node.start()
     runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)

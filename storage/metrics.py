@@ -53,3 +53,28 @@ class StorageMetrics:
         self.missing = Gauge(
             "mydfs_storage_missing_slices", "live slices this node still has to fetch", registry=r
         )
+        self.memory_budget = Gauge(
+            "mydfs_storage_memory_budget_bytes",
+            "payload bytes this node may hold in flight (memory_budget_mb)",
+            registry=r,
+        )
+        self.inflight_bytes = Gauge(
+            "mydfs_storage_inflight_bytes",
+            "payload bytes held in flight now (uploads, pushes, registration, fetches, reads)",
+            registry=r,
+        )
+        self.inflight_peak = Gauge(
+            "mydfs_storage_inflight_peak_bytes", "the most payload bytes held in flight", registry=r
+        )
+        self.peer_inflight_bytes = Gauge(
+            "mydfs_storage_peer_inflight_bytes",
+            "payload bytes of unfinished pushes to a follower",
+            ["peer"],
+            registry=r,
+        )
+        self.pushes_dropped = Counter(
+            "mydfs_storage_pushes_dropped",
+            "pushes not made or cancelled because the follower was lagging",
+            ["peer"],
+            registry=r,
+        )

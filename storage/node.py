@@ -111,6 +111,7 @@ class StorageNode:
         for task in self._tasks + self._leader_tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await ctx.inflight.close()
         if ctx.raft is not None:
             await ctx.raft.close()
         if ctx.session is not None:

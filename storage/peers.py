@@ -15,11 +15,46 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import aiohttp
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import BytesPayload
 
 from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, MydfsError, Unavailable, error_from_dict
 from mydfs.common.location import Location
+
+#: Bytes of a pushed payload handed to the socket at a time (see :class:`SliceBody`).
+PUSH_CHUNK = 256 * 1024
+
+
+class SliceBody(BytesPayload):
+    """A payload body written in :data:`PUSH_CHUNK` pieces, each waiting for the socket.
+
+    Written whole, a 4 MiB body is copied into the connection's send buffer at once; when the
+    peer does not read (stopped, slow), that copy outlives the request, because closing a
+    connection waits for its buffer to drain. Written in pieces, a connection holds at most one
+    piece, and a push that ends early (its deadline, or cancelled because the follower lags)
+    aborts the connection, freeing even that.
+    """
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        view = memoryview(self._value)
+        if content_length is not None:
+            view = view[:content_length]
+        try:
+            for start in range(0, len(view), PUSH_CHUNK):
+                await writer.write(view[start : start + PUSH_CHUNK])
+                await writer.drain()
+        except BaseException:
+            transport = getattr(writer, "transport", None)
+            if transport is not None:
+                transport.abort()
+            raise
 
 
 def location_text(loc: Location | None) -> str:
@@ -63,7 +98,7 @@ class PeerClient:
         path_qs = f"/internal/slices/{slot}?{query}"
         async with self._session.put(
             base + path_qs,
-            data=data,
+            data=SliceBody(data),
             headers=self._headers("PUT", path_qs),
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: How long a follower waits for its Raft state to catch up before redirecting a read.
 CATCH_UP_WAIT = 2.0
+#: How long a read waits for room in the node's memory budget before answering 503.
+READ_BUDGET_WAIT = 10.0
 
 
 class ReadResolver:
@@ -140,9 +142,14 @@ class ReadResolver:
     async def read_local(
         self, info: SlotInfo, offset: int = 0, length: int | None = None
     ) -> SliceData:
-        """Read a resolved slice (or a range) from this node's volume, checksums verified."""
+        """Read a resolved slice (or a range) from this node's volume, checksums verified.
+        The disk read is charged to the memory budget (the reply it becomes is not)."""
         ctx = self._ctx
         volume, _, _ = ctx.require()
+        size = info.length - offset if length is None else length
+        lease = await ctx.inflight.charge(
+            max(0, size), timeout=READ_BUDGET_WAIT, what=f"read of slot {info.slot}"
+        )
         try:
             data = await ctx.disk(volume.read, info.slot, offset, length)
         except Corrupt as exc:
@@ -153,6 +160,8 @@ class ReadResolver:
                 await ctx.disk(volume.mark_deleted, info.slot)
             self._mark_dirty(info.slot)
             raise
+        finally:
+            lease.release()
         if data.header.generation != info.generation:
             raise Unavailable("slot is being rewritten; retry", slot=info.slot)
         ctx.metrics.bytes_out.inc(len(data.data))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from mydfs.common.errors import Corrupt, MydfsError
+from mydfs.storage.budget import RECEIVING
 from mydfs.storage.context import RAFT_TIMEOUT, NodeContext
 from mydfs.storage.format import SliceOwner, SlotHeader
 from mydfs.storage.group_commands import Confirm
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 FULL_PASS_INTERVAL = 30.0
 #: Seconds before a failed reconciler action (a fetch from an unreachable holder...) is retried.
 RETRY_DELAY = 2.0
+#: Seconds one fetch of a slice from a peer may take.
+FETCH_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -158,9 +161,13 @@ class Reconciler:
         by_slot = {info.slot: info for info in table}
         selector.settled(by_slot, {action.slot for action in actions})
         done = 0
+        fetches: list[SlotInfo] = []
         for action in actions:
             info = by_slot[action.slot]
             if not selector.may_run(action.slot, now):
+                continue
+            if action.kind == Kind.FETCH:
+                fetches.append(info)
                 continue
             try:
                 if action.kind == Kind.DROP:
@@ -179,18 +186,51 @@ class Reconciler:
                         ).to_dict(),
                         timeout=RAFT_TIMEOUT,
                     )
-                elif action.kind == Kind.FETCH and not await self._fetch(volume, peers, info):
-                    selector.failed(action.slot, now)
-                    continue
                 selector.succeeded(action.slot)
                 done += 1
             except MydfsError as exc:
-                log.warning("reconcile %s slot %d: %s", action.kind.value, action.slot, exc)
-                selector.failed(action.slot, now)
-                if isinstance(exc, Corrupt | OSError):
-                    self.disk_error = str(exc)
+                self._failed(action.kind, action.slot, exc, now)
+        done += await self._fetch_all(volume, peers, fetches, now)
         ctx.metrics.missing.set(selector.waiting)
         return done
+
+    def _failed(self, kind: Kind, slot: int, exc: MydfsError, now: float) -> None:
+        log.warning("reconcile %s slot %d: %s", kind.value, slot, exc)
+        self.selector.failed(slot, now)
+        if isinstance(exc, Corrupt | OSError):
+            self.disk_error = str(exc)
+
+    async def _fetch_all(
+        self, volume: Volume, peers: PeerClient, infos: list[SlotInfo], now: float
+    ) -> int:
+        """Fetch the slices of ``infos``, ``fetch_concurrency`` at a time; returns how many
+        arrived. Each one is charged to the memory budget while it is held."""
+        ctx, selector = self._ctx, self.selector
+        gate = asyncio.Semaphore(ctx.config.fetch_concurrency)
+
+        async def one(info: SlotInfo) -> bool:
+            async with gate:
+                try:
+                    lease = await ctx.inflight.charge(
+                        RECEIVING * info.length,
+                        timeout=RETRY_DELAY,
+                        what=f"fetch of slot {info.slot}",
+                    )
+                    try:
+                        fetched = await self._fetch(volume, peers, info)
+                    finally:
+                        lease.release()
+                except MydfsError as exc:
+                    self._failed(Kind.FETCH, info.slot, exc, now)
+                    return False
+            if not fetched:
+                selector.failed(info.slot, now)
+                return False
+            selector.succeeded(info.slot)
+            return True
+
+        results = await asyncio.gather(*(one(info) for info in infos))
+        return sum(results)
 
     def _headers(self, slots: Collection[int]) -> dict[int, SlotHeader]:
         local = {}
@@ -211,7 +251,11 @@ class Reconciler:
         for url in urls:
             try:
                 data = await peers.fetch(
-                    url, slot=info.slot, generation=info.generation, crc=info.crc32c, timeout=30.0
+                    url,
+                    slot=info.slot,
+                    generation=info.generation,
+                    crc=info.crc32c,
+                    timeout=FETCH_TIMEOUT,
                 )
                 owner = SliceOwner(bytes.fromhex(info.file_id), info.slice_index)
                 await self._replica.store(

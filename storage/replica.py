@@ -14,13 +14,17 @@ from enum import Enum
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Conflict, InvalidArgument, MydfsError, NotFound
 from mydfs.common.location import Location
+from mydfs.storage.budget import RECEIVING
 from mydfs.storage.context import NodeContext
-from mydfs.storage.format import SliceOwner, SlotHeader
+from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner, SlotHeader
 from mydfs.storage.format import SlotState as DiskState
+from mydfs.storage.inflight import Lease
 from mydfs.storage.volume import Volume
 
 #: Local states that make a copy servable (the slice is durably here).
 HELD = (DiskState.LIVE, DiskState.PENDING)
+#: Seconds a pushed payload waits for room in the memory budget before the push is refused.
+RECEIVE_WAIT = 5.0
 
 
 class Store(Enum):
@@ -56,6 +60,16 @@ class ReplicaSide:
     def __init__(self, ctx: NodeContext, mark_dirty: Callable[[int | None], None]) -> None:
         self._ctx = ctx
         self._mark_dirty = mark_dirty
+
+    async def charge(self, slot: int, size: int) -> Lease:
+        """Room in the memory budget for a pushed payload, taken before its body is read (a
+        full budget answers 503 after :data:`RECEIVE_WAIT` seconds; the leader then counts on
+        the other follower, and this node fetches the slice later)."""
+        return await self._ctx.inflight.charge(
+            RECEIVING * min(size, PAYLOAD_CAPACITY),
+            timeout=RECEIVE_WAIT,
+            what=f"push of slot {slot}",
+        )
 
     async def accept(
         self,

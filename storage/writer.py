@@ -12,12 +12,11 @@ import logging
 import os
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
-
-import aiohttp
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
@@ -34,6 +33,7 @@ from mydfs.storage.context import NodeContext
 from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner
 from mydfs.storage.group_commands import Abort, Relink, Reserve, Seal
 from mydfs.storage.group_state import SlotInfo, SlotState
+from mydfs.storage.inflight import Lease
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,9 @@ class LeaderWriter:
         reserved = Reservation(slot, generation, info.state, True, info.holders)
         if step == FillStep.DUPLICATE:
             return self._stored(reserved, info.length, info.crc32c, info.holders, duplicate=True)
+        lease = await ctx.inflight.charge(
+            len(data), timeout=ctx.config.replica_timeout, what=f"upload of slot {slot}"
+        )
         self.inflight.add(slot)
         _fault("crash_after_reserve")
         try:
@@ -269,7 +272,9 @@ class LeaderWriter:
                 relink = Relink(slot=slot, next=next, generation=generation)
                 await ctx.submit(relink.to_dict())
             owner = SliceOwner(bytes.fromhex(info.file_id), info.slice_index)
-            holders = await self._replicate(slot, generation, data, owner=owner, next=next, crc=crc)
+            holders = await self._replicate(
+                slot, generation, data, lease, owner=owner, next=next, crc=crc
+            )
             if len(holders) < 2:
                 aborted = await self._abort(slot, upload_id, generation)
                 ctx.metrics.uploads.labels("failed").inc()
@@ -298,6 +303,7 @@ class LeaderWriter:
             sealed = await ctx.submit(seal.to_dict())
         finally:
             self.inflight.discard(slot)
+            lease.release()  # pushes still running and the registration entry hold their own
         ctx.metrics.uploads.labels("ok").inc()
         ctx.metrics.bytes_in.inc(len(data))
         return self._stored(
@@ -339,6 +345,7 @@ class LeaderWriter:
         slot: int,
         generation: int,
         data: bytes,
+        lease: Lease,
         *,
         owner: SliceOwner,
         next: Location | None,
@@ -348,10 +355,13 @@ class LeaderWriter:
 
         Returns as soon as 2 nodes have it (the third push goes on in the background and its
         node confirms through its reconciler), or when every attempt has finished or timed out.
+        A push to a follower past its share of the memory budget is not made (see
+        storage/budget.py): that follower fetches the slice later.
         """
         ctx = self._ctx
         volume, _, peers = ctx.require()
-        ctx.registration.put(slot, generation, data, time.monotonic())
+        if not ctx.registration.put(slot, generation, data, time.monotonic(), lease.hold()):
+            lease.release()  # not kept: give back the registration's hold
         timeout = ctx.config.replica_timeout
 
         async def local() -> str:
@@ -370,29 +380,40 @@ class LeaderWriter:
                 data=data,
                 timeout=timeout,
             )
-            # Durable there: once both followers are, nobody needs the in-memory copy.
-            ctx.registration.confirm(slot, generation, peer_id)
+            # Durable there: once both followers are (or the other one lags and will read the
+            # slice from a disk), nobody needs the in-memory copy.
+            lagging = ctx.inflight.budget.lagging(time.monotonic())
+            ctx.registration.confirm(slot, generation, peer_id, lagging)
             return peer_id
 
-        attempts = [asyncio.ensure_future(local())]
-        attempts += [asyncio.ensure_future(remote(p.node_id)) for p in ctx.config.peers]
+        def start(peer_id: str, force: bool = False) -> asyncio.Task[str] | None:
+            return ctx.inflight.push(peer_id, lease, lambda: remote(peer_id), force=force)
+
+        pushes = [start(p.node_id) for p in ctx.config.peers]
+        if not any(pushes):  # every follower lags, but the majority needs one: push anyway
+            pushes = [start(p.node_id, force=True) for p in ctx.config.peers]
+        pending: set[asyncio.Future[str]] = {asyncio.ensure_future(local())}
+        pending |= {t for t in pushes if t is not None}
         holders: set[str] = set()
         try:
             async with asyncio.timeout(timeout):
-                for next_done in asyncio.as_completed(attempts):
-                    try:
-                        holders.add(await next_done)
-                        ctx.metrics.replication.labels("push", "ok").inc()
-                    except (MydfsError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                        ctx.metrics.replication.labels("push", "failed").inc()
-                        log.warning("replica write of slot %d failed: %s", slot, exc)
-                    if len(holders) >= 2:
-                        break
+                while pending and len(holders) < 2:
+                    done, pending = await asyncio.wait(pending, return_when=FIRST_COMPLETED)
+                    for task in done:
+                        if task.cancelled():  # a push cancelled: its follower was lagging
+                            ctx.metrics.replication.labels("push", "dropped").inc()
+                            continue
+                        exc = task.exception()
+                        if exc is None:
+                            holders.add(task.result())
+                            ctx.metrics.replication.labels("push", "ok").inc()
+                        else:
+                            ctx.metrics.replication.labels("push", "failed").inc()
+                            log.warning("replica write of slot %d failed: %s", slot, exc)
         except TimeoutError:
             log.warning("slot %d: only %d replicas within %.1fs", slot, len(holders), timeout)
-        for task in attempts:
-            if not task.done():
-                task.add_done_callback(_log_late_failure)
+        for task in pending:
+            task.add_done_callback(_log_late_failure)
         return holders
 
 

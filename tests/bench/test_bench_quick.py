@@ -77,6 +77,9 @@ def test_quick_run_writes_every_output(tmp_path: Path) -> None:
             if name != "failover":  # recovering within the quick timeout is a timing matter
                 assert f["mydfs"]["median"] is not None, f["key"]
             assert f"| {name} {f['op']} N={f['clients']} |" in table
+        rss = doc["workloads"][name]["peak_rss_mib"]  # every process's peak, per workload
+        assert rss["bench"] > 0 and any(k.startswith("mydfs:") for k in rss), rss
+    assert "Peak resident size" in table
 
     peer = find_weed() is not None
     assert ("seaweedfs" in doc["meta"]["systems"]) == peer
