@@ -34,8 +34,8 @@ from cluster import (
     parse_metrics,
     request,
     upload,
-    wait_async,
 )
+from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -118,14 +118,14 @@ async def scenario(
 
     release(slow)
     total = len(digests)
-    await wait_async(
+    await wait_until(
         lambda: _equals(live_count(cluster, slow), total),
         timeout=600.0,
         what=f"{slow.node_id} to catch up to {total} live slices",
         interval=1.0,
     )
     slow_peak = vm(slow.pid, "VmHWM")
-    settled = await wait_async(
+    settled = await wait_until(
         lambda: (rss := vm(leader.pid, "VmRSS")) <= idle + SETTLED_MIB and rss,
         timeout=60.0,
         what=f"the leader's RSS back near idle ({idle} MiB)",
