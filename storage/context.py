@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ import aiohttp
 
 from mydfs.common.errors import MydfsError, NotLeader, Unavailable
 from mydfs.raft_ext.node import RaftNode
+from mydfs.storage.access_stats import AccessStats
 from mydfs.storage.config import StorageConfig
 from mydfs.storage.group_state import GroupState, SlotInfo, raise_for_result
 from mydfs.storage.metrics import StorageMetrics
@@ -72,6 +74,7 @@ class NodeContext:
         self.node_id = config.node_id
         self.urls = {p.node_id: p.http for p in config.members}
         self.metrics = StorageMetrics()
+        self.access = AccessStats(time.monotonic())  # live counters (storage/monitoring.py)
         self.group = LockedGroup(GroupState(config.group_id), on_applied)
         self.registration = RegistrationTable(config.registration_bytes, config.registration_ttl)
         #: Set whenever Raft applied a command or a local copy changed (reads and the
