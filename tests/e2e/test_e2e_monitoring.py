@@ -14,7 +14,7 @@ import stat
 import urllib.request
 from typing import Any
 
-from e2e_helpers import random_bytes
+from e2e_helpers import cli_ok, random_bytes, run_cli
 from helpers import http_json, wait_for
 
 from mydfs.client import Client
@@ -107,3 +107,12 @@ def test_view_hot_slices_node_down_and_totals(make_cluster: Any) -> None:
     assert f'mydfs_tracker_node_up{{group="1",node="{follower.name}"}} 0.0' in _text(
         tracker + "/metrics"
     )
+
+    # `mydfs top --once` prints the same picture as one plain-text frame.
+    frame = cli_ok("top", "--once", tracker=tracker).stdout.decode()
+    assert "\x1b[" not in frame  # no escapes when the output is not a terminal
+    assert "group 1  writable" in frame and "/mon/hot.bin#0" in frame
+    assert any(line.startswith(follower.name) and "DOWN" in line for line in frame.splitlines())
+    assert all(n.name in frame for n in cluster.nodes())
+    stopped = run_cli("top", "--once", tracker="http://127.0.0.1:9")
+    assert stopped.returncode == 1 and b"cannot read the cluster view" in stopped.stderr
