@@ -4,7 +4,8 @@ a running cluster.
 Shows: ``promtool`` accepts the config and the alert rules as shipped; a Prometheus run on them
 (with 1 s intervals and 2 s ``for:`` durations, the only changes) scrapes the tracker and every
 storage node with every target up, and raises ``MydfsStorageNodeDown`` (and ``MydfsTargetDown``)
-for a follower killed with SIGKILL.
+for a follower killed with SIGKILL; every query of the Grafana board
+(``deploy/grafana/mydfs.json``) is valid and finds data there.
 
 Needs the ``prometheus`` and ``promtool`` binaries (Debian: ``apt-get install -y
 --no-install-recommends prometheus``); skipped without them.
@@ -27,6 +28,7 @@ from helpers import free_ports, http_json, wait_for
 from mydfs.client.local_cluster import LocalCluster
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "mydfs.json"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 
@@ -149,6 +151,20 @@ def test_prometheus_scrapes_the_cluster_and_alerts_on_a_dead_node(
         what="the group's writability in Prometheus",
     )
     assert not {name for name, _ in _firing(url)} & {"MydfsStorageNodeDown", "MydfsTargetDown"}
+
+    # Every query of the Grafana board is valid PromQL and finds data.
+    board = json.loads(GRAFANA.read_text())
+    exprs = [t["expr"] for panel in board["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 10
+
+    def all_answer() -> bool:
+        for expr in exprs:
+            query = expr.replace("$__rate_interval", "10s")
+            if not _api(url, "query", query=query)["result"]:
+                return False
+        return True
+
+    wait_for(all_answer, timeout=30, what="every Grafana query to find data")
 
     leader = cluster.wait_leader(1)
     follower = next(n for n in cluster.group(1) if n is not leader)
