@@ -14,6 +14,7 @@ Prometheus label per slice.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,15 @@ class _Slice:
     since_start: int = 0
 
 
+def encode_totals(earlier: dict[SliceKey, int], since_start: dict[SliceKey, int]) -> bytes:
+    """The totals file's bytes: every slice's reads of earlier runs plus this one."""
+    totals = dict(earlier)
+    for key, count in since_start.items():
+        totals[key] = totals.get(key, 0) + count
+    rows = [[f, i, n] for (f, i), n in totals.items()]
+    return orjson.dumps({"version": TOTALS_VERSION, "slices": rows})
+
+
 class AccessStats:
     """Counters of one storage node. All methods run on the event loop thread."""
 
@@ -70,6 +80,8 @@ class AccessStats:
         self.started = now
         self._slices: dict[SliceKey, _Slice] = {}
         self._earlier: dict[SliceKey, int] = {}  # totals of earlier runs (loaded)
+        self._earlier_sum = 0
+        self._reads = 0  # slice reads since start
         self._current: Counter[SliceKey] = Counter()  # reads in the open bucket
         self._window: deque[Counter[SliceKey]] = deque(maxlen=max(1, buckets - 1))
         self._bucket = window / max(1, buckets)
@@ -97,6 +109,7 @@ class AccessStats:
             entry = self._slices[key] = _Slice(slot)
         entry.slot = slot
         entry.since_start += 1
+        self._reads += 1
         self._current[key] += 1
         self.bytes_out += nbytes
         self.dirty = True
@@ -136,12 +149,15 @@ class AccessStats:
         return self._earlier.get(key, 0) + (entry.since_start if entry else 0)
 
     def hot(self, k: int, now: float) -> list[dict[str, Any]]:
-        """The ``k`` slices read most within the window (ties: most reads since start)."""
+        """The ``k`` slices read most within the window (ties: most reads since start). Costs
+        in proportion to the slices read within the window, not to every slice ever read."""
         recent = self.recent(now)
-        keys = sorted(
-            (key for key in self._slices if recent[key] > 0),
-            key=lambda key: (-recent[key], -self._slices[key].since_start, key),
-        )[:k]
+
+        def rank(key: SliceKey) -> tuple[int, int]:
+            return recent[key], self._slices[key].since_start
+
+        keys = sorted(heapq.nlargest(k, recent, key=rank), key=lambda key: (*rank(key), key))
+        keys.reverse()
         return [
             {
                 "file_id": key[0],
@@ -155,25 +171,22 @@ class AccessStats:
         ]
 
     def reads_since_start(self) -> int:
-        return sum(entry.since_start for entry in self._slices.values())
+        return self._reads
 
     def reads_total(self) -> int:
-        return sum(self._earlier.values()) + self.reads_since_start()
-
-    def tracked_slices(self) -> int:
-        return len(self._slices.keys() | self._earlier.keys())
+        return self._earlier_sum + self._reads
 
     # --- persistence (the bytes only; the file is the shell's) -----------------------------------
 
-    def totals_blob(self) -> bytes:
-        """Every slice's total reads, for the totals file; clears :attr:`dirty`."""
-        totals = dict(self._earlier)
-        for key, entry in self._slices.items():
-            totals[key] = totals.get(key, 0) + entry.since_start
+    def totals_snapshot(self) -> tuple[dict[SliceKey, int], dict[SliceKey, int]]:
+        """(totals of earlier runs, reads since start) per slice, for :func:`encode_totals`
+        (which may run on another thread: these dicts are not changed afterwards); clears
+        :attr:`dirty`."""
         self.dirty = False
-        return orjson.dumps(
-            {"version": TOTALS_VERSION, "slices": [[f, i, n] for (f, i), n in totals.items()]}
-        )
+        return self._earlier, {key: entry.since_start for key, entry in self._slices.items()}
+
+    def totals_blob(self) -> bytes:
+        return encode_totals(*self.totals_snapshot())
 
     def load_totals(self, blob: bytes) -> int:
         """Take the totals of earlier runs from a totals file's bytes; returns how many slices.
@@ -192,4 +205,5 @@ class AccessStats:
                 raise ValueError(f"bad row in the access totals file: {row!r}")
             earlier[(row[0], row[1])] = row[2]
         self._earlier = earlier
+        self._earlier_sum = sum(earlier.values())
         return len(earlier)
