@@ -47,12 +47,22 @@ def check_stats(value: Any) -> dict[str, Any] | None:
     if not isinstance(hot, list) or len(hot) > MAX_HOT:
         raise InvalidArgument(f"stats.hot must be a list of at most {MAX_HOT}", field="stats")
     for item in hot:
-        if not isinstance(item, dict) or not isinstance(item.get("file_id"), str):
-            raise InvalidArgument("stats.hot items must be objects with a file_id", field="stats")
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("file_id"), str)
+            or not all(_count(item.get(k, 0)) for k in ("index", "recent", "since_start", "total"))
+        ):
+            raise InvalidArgument(
+                "stats.hot items must be objects with a file_id and integer counts", field="stats"
+            )
     rates = value.get("rates", {})
     if not isinstance(rates, dict):
         raise InvalidArgument("stats.rates must be an object", field="stats")
     return value
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _number(mapping: Mapping[str, Any], key: str) -> float:

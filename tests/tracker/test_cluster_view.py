@@ -93,7 +93,15 @@ def test_view_sums_rates_merges_hot_slices_and_lists_events() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [[], {"hot": "x"}, {"hot": [{"index": 1}]}, {"hot": [{}] * 51}, {"rates": []}],
+    [
+        [],
+        {"hot": "x"},
+        {"hot": [{"index": 1}]},
+        {"hot": [{"file_id": F1, "index": "x"}]},
+        {"hot": [{"file_id": F1, "recent": -1}]},
+        {"hot": [{}] * 51},
+        {"rates": []},
+    ],
 )
 def test_bad_stats_are_refused(bad: Any) -> None:
     with pytest.raises(InvalidArgument):
