@@ -3,9 +3,10 @@ a running cluster.
 
 Shows: ``promtool`` accepts the config and the alert rules as shipped; a Prometheus run on them
 (with 1 s intervals and 2 s ``for:`` durations, the only changes) scrapes the tracker and every
-storage node with every target up, and raises ``MydfsStorageNodeDown`` (and ``MydfsTargetDown``)
-for a follower killed with SIGKILL; every query of the Grafana board
-(``deploy/grafana/mydfs.json``) is valid and finds data there.
+storage node with every target up (``promtool check metrics`` passes on their expositions),
+and raises ``MydfsStorageNodeDown`` (and ``MydfsTargetDown``) for a follower killed with
+SIGKILL; every query of the Grafana board (``deploy/grafana/mydfs.json``) is valid and finds
+data there.
 
 Needs the ``prometheus`` and ``promtool`` binaries (Debian: ``apt-get install -y
 --no-install-recommends prometheus``); skipped without them.
@@ -18,6 +19,7 @@ import re
 import shutil
 import subprocess
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,13 @@ def test_prometheus_scrapes_the_cluster_and_alerts_on_a_dead_node(
         return len(targets) == 4 and all(t["health"] == "up" for t in targets)
 
     wait_for(all_up, timeout=30, what="every target up")
+    assert PROMTOOL is not None
+    for target in (cluster.tracker_url, cluster.nodes()[0].url):  # the exposition passes lint
+        with urllib.request.urlopen(target + "/metrics", timeout=10) as resp:
+            exposition = resp.read()
+        done = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition,
+                              capture_output=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
     rules = _api(url, "rules")["groups"]
     assert {r["name"] for g in rules for r in g["rules"]} >= {
         "MydfsStorageNodeDown",
