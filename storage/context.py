@@ -74,7 +74,6 @@ class NodeContext:
         self.node_id = config.node_id
         self.urls = {p.node_id: p.http for p in config.members}
         self.metrics = StorageMetrics()
-        self.access = AccessStats(time.monotonic())  # live counters (storage/monitoring.py)
         self.group = LockedGroup(GroupState(config.group_id), on_applied)
         self.registration = RegistrationTable(config.registration_bytes, config.registration_ttl)
         #: Set whenever Raft applied a command or a local copy changed (reads and the
@@ -85,6 +84,8 @@ class NodeContext:
         self.raft: RaftNode[LockedGroup] | None = None
         self.peers: PeerClient | None = None
         self.session: aiohttp.ClientSession | None = None
+        #: Live counters: requests, bytes, per-slice reads (see storage/monitoring.py).
+        self.access = AccessStats(time.monotonic())
 
     async def disk(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a (blocking) volume call on the disk threads."""
