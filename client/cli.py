@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="groups, nodes, roles, free space and health")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser("top", help="live view of the cluster: nodes, ops/s, hot slices, events")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--interval", type=float, default=1.5, help="seconds between frames")
+
     p = sub.add_parser("cluster", help="run a local cluster: cluster up")
     csub = p.add_subparsers(dest="cluster_command", metavar="ACTION")
     up = csub.add_parser("up", help="start a tracker and N groups of 3 nodes on loopback")
@@ -108,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             return cluster_up(args.data, args.groups, args.port)
         tracker = args.tracker or os.environ.get("MYDFS_TRACKER") or DEFAULT_TRACKER
+        if args.command == "top":
+            from mydfs.client.top import run as top
+
+            return top(tracker, once=args.once, interval=args.interval)
         return _run(args, tracker)
     except MydfsError as exc:
         print(f"mydfs: {exc}", file=sys.stderr)

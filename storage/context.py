@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ import aiohttp
 
 from mydfs.common.errors import MydfsError, NotLeader, Unavailable
 from mydfs.raft_ext.node import RaftNode
+from mydfs.storage.access_stats import AccessStats
 from mydfs.storage.budget import MemoryBudget
 from mydfs.storage.config import StorageConfig
 from mydfs.storage.group_state import GroupState, SlotInfo, raise_for_result
@@ -91,6 +93,8 @@ class NodeContext:
         self.raft: RaftNode[LockedGroup] | None = None
         self.peers: PeerClient | None = None
         self.session: aiohttp.ClientSession | None = None
+        #: Live counters: requests, bytes, per-slice reads (see storage/monitoring.py).
+        self.access = AccessStats(time.monotonic())
 
     async def disk(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a (blocking) volume call on the disk threads."""

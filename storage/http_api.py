@@ -56,9 +56,14 @@ BODY_TIMEOUT = 60.0
 
 @web.middleware
 async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request for the load figure of heartbeats."""
-    request.app[NODE_KEY].count_request()
-    return await handler(request)
+    """Count every request for the load figure of heartbeats and the live counters."""
+    node = request.app[NODE_KEY]
+    node.count_request()
+    node.ctx.access.begin(request.method, request.path, request.content_length)
+    try:
+        return await handler(request)
+    finally:
+        node.ctx.access.end()
 
 
 def _slot(request: web.Request) -> int:

@@ -33,6 +33,7 @@ from mydfs.storage.context import LockedGroup, NodeContext
 from mydfs.storage.file_reader import FileReader
 from mydfs.storage.group_state import SlotInfo
 from mydfs.storage.heartbeat import TrackerLink
+from mydfs.storage.monitoring import AccessCollector, flush_loop, flush_totals, load_totals
 from mydfs.storage.peers import PeerClient
 from mydfs.storage.reads import ReadResolver
 from mydfs.storage.reconciler import Reconciler
@@ -69,6 +70,7 @@ class StorageNode:
         self.reads = ReadResolver(ctx, self.replica.holds, self._mark_dirty)
         self.settler = Settler(ctx, self.replica.holds, inflight)
         self.writer = LeaderWriter(ctx, self.settler.settle_one, inflight)
+        ctx.metrics.registry.register(AccessCollector(ctx))
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -76,6 +78,7 @@ class StorageNode:
         self._loop = asyncio.get_running_loop()
         cfg, ctx = self.config, self.ctx
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        load_totals(ctx)
         ctx.volume = await ctx.disk(
             Volume.open, cfg.volume_path, create=True, node_id=cfg.node_id, group_id=cfg.group_id
         )
@@ -97,6 +100,7 @@ class StorageNode:
         )
         await ctx.raft.start()
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
+        self._tasks.append(asyncio.create_task(flush_loop(ctx), name="access-totals"))
         if cfg.tracker:
             self.tracker = TrackerLink(
                 cfg.tracker, cfg.secret, ctx.session, self.heartbeat, cfg.heartbeat_interval
@@ -116,6 +120,7 @@ class StorageNode:
             await ctx.raft.close()
         if ctx.session is not None:
             await ctx.session.close()
+        await flush_totals(ctx)
         if ctx.volume is not None:
             await ctx.disk(ctx.volume.close)
         ctx.executor.shutdown(wait=True)

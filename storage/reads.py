@@ -165,6 +165,7 @@ class ReadResolver:
         if data.header.generation != info.generation:
             raise Unavailable("slot is being rewritten; retry", slot=info.slot)
         ctx.metrics.bytes_out.inc(len(data.data))
+        ctx.access.slice_read(info.file_id, info.slice_index, info.slot, len(data.data))
         return data
 
     async def _known(self, slot: int, generation: int | None) -> SlotInfo:

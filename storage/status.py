@@ -9,6 +9,7 @@ from typing import Any
 
 from mydfs.storage.context import NodeContext
 from mydfs.storage.format import SLOT_SIZE
+from mydfs.storage.monitoring import node_stats
 
 
 class LoadMeter:
@@ -48,6 +49,7 @@ def heartbeat_report(ctx: NodeContext, load: float) -> dict[str, Any]:
         "used_slots": stats.live,
         "bytes_live": stats.bytes_live,
         "load": round(load, 2),
+        "stats": node_stats(ctx),
     }
 
 

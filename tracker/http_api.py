@@ -9,6 +9,7 @@ Namespace: PUT|GET|DELETE /meta/files/{path}
            GET  /meta/trash, DELETE /meta/trash/{file_id}
 Reads:     GET|HEAD /files/{path}          307 to a storage node of the head's group
 Ops:       GET  /health, /metrics
+Monitor:   GET  /cluster/view, /ui             live cluster view, dashboard (tracker/ui.py)
 
 Paths in URLs are percent-quoted per component (:func:`mydfs.common.paths.url_quote`); the tracker
 decodes the raw URL itself, so nothing is normalised on the way and a bad path gets a 400.
@@ -30,6 +31,7 @@ from mydfs.common.paths import from_url
 from mydfs.common.web import error_middleware, json_response
 from mydfs.tracker.records import check_file_id
 from mydfs.tracker.service import Tracker
+from mydfs.tracker.ui import install as install_monitoring
 
 TRACKER_KEY = web.AppKey("tracker", Tracker)
 
@@ -215,4 +217,5 @@ def make_app(tracker: Tracker) -> web.Application:
     r.add_get("/files/{path:[\\s\\S]*}", read_file)
     r.add_get("/health", health)
     r.add_get("/metrics", metrics)
+    install_monitoring(app, tracker)  # /cluster/view, /ui (tracker/ui.py)
     return app

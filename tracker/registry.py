@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +23,15 @@ from urllib.parse import urlsplit
 
 from mydfs.common.errors import Conflict, InvalidArgument
 from mydfs.common.location import MAX_GROUP
+from mydfs.tracker.cluster_view import check_stats
 from mydfs.tracker.scheduler import GroupSpace
 
 ROLES = ("leader", "follower", "candidate")
 GROUP_SIZE = 3
 QUORUM = GROUP_SIZE // 2 + 1
 _NODE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: Recent events (registrations, nodes down and back, leader changes) kept for the dashboard.
+EVENT_HISTORY = 200
 #: Roles are reported as given; only ``leader`` matters. Raft adapters may also report states
 #: such as ``new``, ``stopped`` or ``unknown``: accepted, and counted as not leading.
 _ROLE = re.compile(r"^[a-z_]{1,32}$")
@@ -58,6 +62,7 @@ class Heartbeat:
     used_slots: int
     bytes_live: int
     load: float
+    stats: dict[str, Any] | None = None  # live figures for the dashboard (cluster_view.py)
 
     @staticmethod
     def from_dict(body: Any) -> Heartbeat:
@@ -106,6 +111,7 @@ class Heartbeat:
             used_slots=used,
             bytes_live=live,
             load=float(load),
+            stats=check_stats(body.get("stats")),
         )
 
 
@@ -164,6 +170,7 @@ class Registry:
         self.timeout = heartbeat_timeout
         self._groups: dict[int, GroupState] = {}
         self._node_group: dict[str, int] = {}
+        self.events: deque[tuple[float, str]] = deque(maxlen=EVENT_HISTORY)
 
     def heartbeat(self, hb: Heartbeat, now: float) -> list[str]:
         """Record a heartbeat; returns log-worthy events (registrations, come-backs)."""
@@ -201,6 +208,7 @@ class Registry:
         self._node_group[hb.node_id] = hb.group_id
         if hb.role == "leader":
             group.planned = 0  # the leader's report supersedes our estimate
+        self.events.extend((now, e) for e in events)
         return events
 
     def tick(self, now: float) -> list[str]:
@@ -223,6 +231,7 @@ class Registry:
             if leader != group.last_leader:
                 group.last_leader = leader
                 events.append(f"group {gid} leader: {leader or 'none'}")
+        self.events.extend((now, e) for e in events)
         return events
 
     def _view(self, group: GroupState, now: float) -> GroupView:

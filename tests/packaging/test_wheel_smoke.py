@@ -84,6 +84,8 @@ def _build_and_install(tmp: Path) -> Iterator[Path]:
         if folder.parts[0] in PACKAGES:
             assert f"mydfs/{folder.as_posix()}/__init__.py" in names, folder
     assert "mydfs/bench/workloads/large.py" in names
+    for asset in ("index.html", "dashboard.js", "dashboard.css"):  # the dashboard's files
+        assert f"mydfs/tracker/static/{asset}" in names, asset
     shutil.rmtree(src)
 
     env_dir = tmp / "venv"
