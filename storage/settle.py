@@ -131,6 +131,9 @@ class Settler:
                 got.silent,
             )
             return SlotState.PENDING
+        if info.slot in self._inflight:
+            # The client's retry started writing it while the nodes were asked: let it finish.
+            return SlotState.PENDING
         abort = Abort(slot=info.slot, upload_id=info.upload_id, generation=info.generation)
         await ctx.submit(abort.to_dict())
         ctx.metrics.settled.labels("aborted").inc()
