@@ -25,7 +25,7 @@ import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -93,6 +93,7 @@ class AsyncClient:
         *,
         window: int = 8,
         deadline: float = 60.0,
+        retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         if not tracker.startswith(("http://", "https://")):
@@ -106,7 +107,9 @@ class AsyncClient:
             connector=aiohttp.TCPConnector(limit=max(16, 4 * window)),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
-        self._t = Transport(self._session, RetryPolicy(deadline=deadline))
+        # ``deadline`` bounds each operation; ``retry`` sets the per-request deadlines and the
+        # backoff (docs/client.md, "Deadlines and retries").
+        self._t = Transport(self._session, replace(retry or RetryPolicy(), deadline=deadline))
         self._read = ReadPath(
             self._session,
             self._nodes_of,
@@ -115,6 +118,7 @@ class AsyncClient:
             retry=self._t.retry,
         )
         self._groups: dict[int, tuple[str | None, tuple[str, ...]]] = {}
+        self._finding: dict[int, asyncio.Future[str]] = {}  # group -> leader search under way
         self._chains: dict[tuple[str, int], list[SliceLoc]] = {}
 
     async def __aenter__(self) -> AsyncClient:
@@ -209,22 +213,50 @@ class AsyncClient:
         self._groups[group] = (url, nodes)
 
     async def _leader(self, group: int) -> str:
+        """The group's leader: the one known, unless it failed a liveness probe lately; else
+        found anew (one search per group at a time, shared by every caller)."""
         leader, _ = self._groups.get(group, (None, ()))
-        if leader:
+        if leader and not self._t.suspected(leader):
             return leader
-        await self.status()
-        leader, nodes = self._groups.get(group, (None, ()))
-        if leader:
-            return leader
-        for node in nodes:  # the tracker may lag an election: ask the nodes
+        search = self._finding.get(group)
+        if search is None:
+            search = asyncio.ensure_future(self._find_leader(group))
+            self._finding[group] = search
+            search.add_done_callback(lambda done: _forget_search(self._finding, group, done))
+        return await asyncio.shield(search)
+
+    async def _find_leader(self, group: int) -> str:
+        """Ask the group's nodes (``/health`` says whether a node leads; the nodes know an
+        election at once), then the tracker (its view lags by a heartbeat). One attempt: the
+        caller's retry policy decides whether to ask again."""
+        _, nodes = self._groups.get(group, (None, ()))
+        found = await self._ask_nodes(group, nodes)
+        if found is None:
+            with contextlib.suppress(MydfsError):
+                self._remember_cluster(await self._t.json("GET", f"{self.tracker}/cluster"))
+            leader, more = self._groups.get(group, (None, ()))
+            if leader and not self._t.suspected(leader):
+                found = leader
+            elif set(more) - set(nodes):
+                found = await self._ask_nodes(group, more)
+        if found is None:
+            raise Unavailable(f"group {group} has no leader right now", group=group)
+        self._set_leader(group, found)
+        return found
+
+    async def _ask_nodes(self, group: int, nodes: tuple[str, ...]) -> str | None:
+        """The first of ``nodes`` (skipping suspected ones) whose ``/health`` says it leads."""
+
+        async def leads(node: str) -> bool:
             try:
-                health = await self._t.json("GET", f"{node}/health", timeout=2.0)
+                health = await self._t.json("GET", f"{node}/health", timeout=self._t.policy.probe)
             except MydfsError:
-                continue
-            if health.get("leader"):
-                self._set_leader(group, node)
-                return node
-        raise Unavailable(f"group {group} has no leader right now", group=group)
+                return False
+            return bool(health.get("leader")) and int(health.get("group_id", group)) == group
+
+        asked = [node for node in nodes if not self._t.suspected(node)]
+        answers = await asyncio.gather(*(leads(node) for node in asked))
+        return next((node for node, yes in zip(asked, answers, strict=True) if yes), None)
 
     async def _on_leader(
         self, group: int, call: Callable[[str], Any], what: str, **ctx: Any
@@ -580,6 +612,15 @@ class AsyncReader:
 def _check_hash(info: FileInfo, crc: int) -> None:
     if info.hash.startswith("crc32c:") and int(info.hash[7:], 16) != crc:
         raise Corrupt("file content fails its end-to-end checksum", path=info.path)
+
+
+def _forget_search(searches: dict[int, asyncio.Future[str]], group: int, done: Any) -> None:
+    """Done callback of a leader search: drop it (and retrieve its error, which every waiter
+    has already seen or, all of them cancelled, nobody needs)."""
+    if searches.get(group) is done:
+        del searches[group]
+    if not done.cancelled():
+        done.exception()
 
 
 class _GroupPlan:
