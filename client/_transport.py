@@ -79,6 +79,20 @@ class Transport:
         self._clock = clock
         self._suspects: dict[str, float] = {}  # node origin -> suspected until (clock)
         self._probes: dict[str, asyncio.Future[bool]] = {}  # node origin -> probe in flight
+        # Probes and leader searches get connections of their own: never queued behind the
+        # data requests that fill the main session's pool.
+        self._control: aiohttp.ClientSession | None = None
+
+    def control_session(self) -> aiohttp.ClientSession:
+        if self._control is None or self._control.closed:
+            self._control = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        return self._control
+
+    async def close(self) -> None:
+        """Close the control session (the main session belongs to the caller)."""
+        if self._control is not None:
+            await self._control.close()
+            self._control = None
 
     # --- liveness --------------------------------------------------------------------------------
 
@@ -113,7 +127,7 @@ class Transport:
     async def _probe(self, node: str) -> bool:
         timeout = aiohttp.ClientTimeout(total=self.policy.probe)
         try:
-            async with self.session.get(f"{node}/health", timeout=timeout) as resp:
+            async with self.control_session().get(f"{node}/health", timeout=timeout) as resp:
                 await resp.read()
         except (aiohttp.ClientError, TimeoutError):
             self.suspect(node)
@@ -188,15 +202,18 @@ class Transport:
         body: Any = None,
         ok: tuple[int, ...] = (200, 201),
         timeout: float | None = None,
+        control: bool = False,
         **context: Any,
     ) -> Any:
         """One JSON call (no retry): the decoded body, or the typed error. ``timeout`` caps the
-        whole call on top of the policy's per-request deadlines."""
+        whole call on top of the policy's per-request deadlines; ``control`` sends it on the
+        control session (a leader search, which must not queue behind data requests)."""
         data = None if body is None else orjson.dumps(body)
         headers = {"Content-Type": "application/json"} if data is not None else None
+        session = self.control_session() if control else self.session
 
         async def call() -> Any:
-            async with self.session.request(
+            async with session.request(
                 method,
                 url,
                 data=data,

@@ -128,6 +128,7 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        await self._t.close()
         if self._own_session:
             await self._session.close()
 
@@ -233,7 +234,8 @@ class AsyncClient:
         found = await self._ask_nodes(group, nodes)
         if found is None:
             with contextlib.suppress(MydfsError):
-                self._remember_cluster(await self._t.json("GET", f"{self.tracker}/cluster"))
+                cluster = await self._t.json("GET", f"{self.tracker}/cluster", control=True)
+                self._remember_cluster(cluster)
             leader, more = self._groups.get(group, (None, ()))
             if leader and not self._t.suspected(leader):
                 found = leader
@@ -249,7 +251,9 @@ class AsyncClient:
 
         async def leads(node: str) -> bool:
             try:
-                health = await self._t.json("GET", f"{node}/health", timeout=self._t.policy.probe)
+                health = await self._t.json(
+                    "GET", f"{node}/health", timeout=self._t.policy.probe, control=True
+                )
             except MydfsError:
                 return False
             return bool(health.get("leader")) and int(health.get("group_id", group)) == group

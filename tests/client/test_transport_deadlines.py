@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -73,10 +73,26 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+@pytest.fixture
+async def transport(session: aiohttp.ClientSession) -> AsyncIterator[Callable[..., Transport]]:
+    """``transport(policy)`` → a Transport on the test's session, closed after the test."""
+    made: list[Transport] = []
+
+    def factory(policy: RetryPolicy) -> Transport:
+        made.append(Transport(session, policy))
+        return made[-1]
+
+    try:
+        yield factory
+    finally:
+        for t in made:
+            await t.close()
+
+
 async def test_a_node_that_accepts_and_never_answers_fails_fast_and_is_suspected(
-    silent: str, session: aiohttp.ClientSession
+    silent: str, transport: Callable[..., Transport]
 ) -> None:
-    t = Transport(session, FAST)
+    t = transport(FAST)
     start = time.monotonic()
     with pytest.raises(Unavailable, match="does not answer") as caught:
         await t.json("GET", f"{silent}/cluster")
@@ -93,9 +109,9 @@ async def test_a_node_that_accepts_and_never_answers_fails_fast_and_is_suspected
 
 
 async def test_a_busy_node_that_answers_its_probe_is_waited_for(
-    busy: str, session: aiohttp.ClientSession
+    busy: str, transport: Callable[..., Transport]
 ) -> None:
-    t = Transport(session, FAST)
+    t = transport(FAST)
     start = time.monotonic()
     assert await t.json("GET", f"{busy}/slow") == {"done": True}
     assert await t.put_bytes(f"{busy}/slow", b"y" * 100_000) == {"done": True}
@@ -104,9 +120,9 @@ async def test_a_busy_node_that_answers_its_probe_is_waited_for(
 
 
 async def test_the_idle_deadline_bounds_a_request_that_never_answers(
-    busy: str, session: aiohttp.ClientSession
+    busy: str, transport: Callable[..., Transport]
 ) -> None:
-    t = Transport(session, RetryPolicy(deadline=10.0, idle=1.0, suspect=0.3, probe=0.5))
+    t = transport(RetryPolicy(deadline=10.0, idle=1.0, suspect=0.3, probe=0.5))
     start = time.monotonic()
     with pytest.raises(Unavailable, match="failed"):
         await t.json("GET", f"{busy}/hang")
@@ -117,9 +133,9 @@ async def test_the_idle_deadline_bounds_a_request_that_never_answers(
 
 
 async def test_retry_cuts_a_hanging_attempt_at_the_operation_deadline(
-    session: aiohttp.ClientSession,
+    transport: Callable[..., Transport],
 ) -> None:
-    t = Transport(session, RetryPolicy(deadline=1.0))
+    t = transport(RetryPolicy(deadline=1.0))
     calls = 0
 
     async def hangs() -> None:
