@@ -11,6 +11,9 @@ How a file is stored (``put``), see ``docs/client.md``:
    Until then nothing is visible; a failed upload leaves no entry (its slices are recorded as an
    intent at the tracker; no collector reclaims them yet).
 
+Every call runs under the transport's deadlines and retries (``client/_transport.py``); writes
+find each group's leader through ``client/routing.py``, which skips a leader that went silent.
+
 Reading (``get``, ``open``, ``read``) goes through the read path every role shares
 (``common/readpath.py``), each step under the SDK's retry policy: it asks each group once for
 its run of the chain (``GET /chain``), then fetches slices in parallel from replicas chosen at
@@ -26,12 +29,13 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import aiohttp
 
 from mydfs.client._transport import RetryPolicy, Transport
+from mydfs.client.routing import GroupPlan, Leaders
+from mydfs.client.source import SLICE, Source, chunks, source_size
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
     AlreadyExists,
@@ -47,10 +51,7 @@ from mydfs.common.file_record import FileRecord
 from mydfs.common.location import Location
 from mydfs.common.paths import check_dir_path, check_file_path, url_quote
 from mydfs.common.readpath import ReadPath, ReadTimeouts, SliceLoc
-from mydfs.common.slices import PAYLOAD_CAPACITY
 
-SLICE = PAYLOAD_CAPACITY
-Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
 Progress = Callable[[int], None]
 
 
@@ -117,8 +118,8 @@ class AsyncClient:
             window=window,
             retry=self._t.retry,
         )
-        self._groups: dict[int, tuple[str | None, tuple[str, ...]]] = {}
-        self._finding: dict[int, asyncio.Future[str]] = {}  # group -> leader search under way
+        self._leaders = Leaders(self._t, self.tracker)
+        self._groups = self._leaders.groups  # the same dict: group -> (leader, up nodes)
         self._chains: dict[tuple[str, int], list[SliceLoc]] = {}
 
     async def __aenter__(self) -> AsyncClient:
@@ -149,13 +150,8 @@ class AsyncClient:
     async def status(self) -> dict[str, Any]:
         """The tracker's view of the cluster: groups, nodes, roles, free space, health."""
         result: dict[str, Any] = await self._tracker("GET", f"{self.tracker}/cluster")
-        self._remember_cluster(result)
+        self._leaders.remember_cluster(result)
         return result
-
-    def _remember_cluster(self, cluster: dict[str, Any]) -> None:
-        for g in cluster.get("groups", []):
-            nodes = tuple(n["url"] for n in g.get("nodes", []) if n.get("up", True))
-            self._groups[int(g["group_id"])] = (g.get("leader"), nodes)
 
     async def stat(self, path: str) -> FileInfo:
         """The file's entry; :class:`NotFound` if there is none."""
@@ -196,71 +192,18 @@ class AsyncClient:
 
     async def _delete_slice(self, loc: SliceLoc) -> None:
         async def attempt() -> Any:
-            leader = await self._leader(loc.group)
+            leader = await self._leaders.leader(loc.group)
             try:
                 return await self._t.json(
                     "DELETE", f"{leader}/slices/{loc.slot}?gen={loc.generation}"
                 )
             except NotLeader as exc:
-                self._set_leader(loc.group, exc.leader)
+                self._leaders.set(loc.group, exc.leader)
                 raise Unavailable("leader moved") from exc
 
         await self._t.retry("slice delete", attempt, group=loc.group, slot=loc.slot)
 
     # --- group leaders -------------------------------------------------------------------------
-
-    def _set_leader(self, group: int, url: str | None) -> None:
-        _, nodes = self._groups.get(group, (None, ()))
-        self._groups[group] = (url, nodes)
-
-    async def _leader(self, group: int) -> str:
-        """The group's leader: the one known, unless it failed a liveness probe lately; else
-        found anew (one search per group at a time, shared by every caller)."""
-        leader, _ = self._groups.get(group, (None, ()))
-        if leader and not self._t.suspected(leader):
-            return leader
-        search = self._finding.get(group)
-        if search is None:
-            search = asyncio.ensure_future(self._find_leader(group))
-            self._finding[group] = search
-            search.add_done_callback(lambda done: _forget_search(self._finding, group, done))
-        return await asyncio.shield(search)
-
-    async def _find_leader(self, group: int) -> str:
-        """Ask the group's nodes (``/health`` says whether a node leads; the nodes know an
-        election at once), then the tracker (its view lags by a heartbeat). One attempt: the
-        caller's retry policy decides whether to ask again."""
-        _, nodes = self._groups.get(group, (None, ()))
-        found = await self._ask_nodes(group, nodes)
-        if found is None:
-            with contextlib.suppress(MydfsError):
-                cluster = await self._t.json("GET", f"{self.tracker}/cluster", control=True)
-                self._remember_cluster(cluster)
-            leader, more = self._groups.get(group, (None, ()))
-            if leader and not self._t.suspected(leader):
-                found = leader
-            elif set(more) - set(nodes):
-                found = await self._ask_nodes(group, more)
-        if found is None:
-            raise Unavailable(f"group {group} has no leader right now", group=group)
-        self._set_leader(group, found)
-        return found
-
-    async def _ask_nodes(self, group: int, nodes: tuple[str, ...]) -> str | None:
-        """The first of ``nodes`` (skipping suspected ones) whose ``/health`` says it leads."""
-
-        async def leads(node: str) -> bool:
-            try:
-                health = await self._t.json(
-                    "GET", f"{node}/health", timeout=self._t.policy.probe, control=True
-                )
-            except MydfsError:
-                return False
-            return bool(health.get("leader")) and int(health.get("group_id", group)) == group
-
-        asked = [node for node in nodes if not self._t.suspected(node)]
-        answers = await asyncio.gather(*(leads(node) for node in asked))
-        return next((node for node, yes in zip(asked, answers, strict=True) if yes), None)
 
     async def _on_leader(
         self, group: int, call: Callable[[str], Any], what: str, **ctx: Any
@@ -268,14 +211,14 @@ class AsyncClient:
         """Run ``call(leader_url)`` with retries; follows NotLeader, re-asks on failures."""
 
         async def attempt() -> Any:
-            leader = await self._leader(group)
+            leader = await self._leaders.leader(group)
             try:
                 return await call(leader)
             except NotLeader as exc:
-                self._set_leader(group, exc.leader)
+                self._leaders.set(group, exc.leader)
                 raise Unavailable("leader moved", group=group) from exc
             except Unavailable:
-                self._set_leader(group, None)
+                self._leaders.set(group, None)
                 raise
 
         return await self._t.retry(what, attempt, group=group, **ctx)
@@ -298,8 +241,8 @@ class AsyncClient:
         """
         check_file_path(path)
         file_id = uuid.uuid4().hex
-        size_hint = _source_size(src)
-        groups = _GroupPlan(self, size_hint)
+        size_hint = source_size(src)
+        groups = GroupPlan(self._place, self._leaders, size_hint)
         # Three independent tracker calls at once: is the path free, record the upload intent
         # (for a future collector), and where the first slices go.
         intent = self._tracker(
@@ -323,7 +266,7 @@ class AsyncClient:
         total_crc = 0
         size = 0
         try:
-            async for data in _chunks(src):
+            async for data in chunks(src):
                 await window.acquire()
                 index = len(pending)
                 if single and index > 0:
@@ -379,6 +322,13 @@ class AsyncClient:
             except MydfsError:
                 pass  # the old slices stay in the tracker's trash (no collector yet)
         return FileInfo.from_dict(body.get("entry", body) if "entry" in body else body)
+
+    async def _place(self, slices: int) -> dict[str, Any]:
+        """The tracker's placement of ``slices`` more slices: runs of <= K per group."""
+        body: dict[str, Any] = await self._tracker(
+            "POST", f"{self.tracker}/placements", body={"slices": slices}
+        )
+        return body
 
     @staticmethod
     async def _false() -> bool:
@@ -616,86 +566,3 @@ class AsyncReader:
 def _check_hash(info: FileInfo, crc: int) -> None:
     if info.hash.startswith("crc32c:") and int(info.hash[7:], 16) != crc:
         raise Corrupt("file content fails its end-to-end checksum", path=info.path)
-
-
-def _forget_search(searches: dict[int, asyncio.Future[str]], group: int, done: Any) -> None:
-    """Done callback of a leader search: drop it (and retrieve its error, which every waiter
-    has already seen or, all of them cancelled, nobody needs)."""
-    if searches.get(group) is done:
-        del searches[group]
-    if not done.cancelled():
-        done.exception()
-
-
-class _GroupPlan:
-    """Which group each slice goes to, from the tracker's placements (runs of <= K)."""
-
-    def __init__(self, client: AsyncClient, size_hint: int | None) -> None:
-        self._client = client
-        self._hint = None if size_hint is None else max(1, -(-size_hint // SLICE))
-        self._groups: list[int] = []
-
-    async def group_of(self, index: int) -> int:
-        while index >= len(self._groups):
-            remaining = (self._hint - len(self._groups)) if self._hint else 0
-            want = remaining if remaining > 0 else 64
-            body = await self._client._tracker(
-                "POST", f"{self._client.tracker}/placements", body={"slices": want}
-            )
-            for run in body["runs"]:
-                group = int(run["group"])
-                self._groups += [group] * int(run["count"])
-                if run.get("leader"):
-                    self._client._set_leader(group, run["leader"])
-                nodes = tuple(run.get("replicas") or ())
-                if nodes:
-                    leader, _ = self._client._groups.get(group, (None, ()))
-                    self._client._groups[group] = (leader, nodes)
-        return self._groups[index]
-
-
-def _source_size(src: Source) -> int | None:
-    if isinstance(src, bytes | bytearray | memoryview):
-        return len(src)
-    if isinstance(src, str | os.PathLike):
-        return Path(src).stat().st_size
-    try:
-        return os.fstat(src.fileno()).st_size - src.tell()
-    except (OSError, AttributeError, ValueError):
-        return None
-
-
-async def _chunks(src: Source) -> AsyncIterator[bytes]:
-    """The source cut into slices of exactly SLICE bytes (the last one shorter)."""
-    if isinstance(src, bytes | bytearray | memoryview):
-        view = memoryview(src)
-        for i in range(0, len(view), SLICE):
-            yield bytes(view[i : i + SLICE])
-        return
-    if isinstance(src, str | os.PathLike):
-        path = Path(src)
-        if not path.is_file():
-            raise NotFound("local file does not exist or is not a regular file", local=str(path))
-        with open(path, "rb") as f:
-            async for chunk in _chunks(f):
-                yield chunk
-        return
-    while True:
-        chunk = await asyncio.to_thread(_read_full, src, SLICE)
-        if not chunk:
-            return
-        yield chunk
-        if len(chunk) < SLICE:
-            return
-
-
-def _read_full(f: IO[bytes], n: int) -> bytes:
-    parts = []
-    got = 0
-    while got < n:
-        part = f.read(n - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)

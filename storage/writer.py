@@ -365,11 +365,11 @@ class LeaderWriter:
     ) -> Mapping[str, Any]:
         """Submit a command about an upload's own reservation. A refusal because the slot
         changed hands meanwhile (a new leader's settlement aborted it, and maybe another upload
-        took the slot) is :class:`SliceDeleted` — reserve again — not a 409 the client cannot
-        act on."""
+        took the slot) is :class:`SliceDeleted` with reason :data:`STALE` — reserve again — not
+        a 409 or a bare 404 the client cannot act on."""
         try:
             return await self._ctx.submit(command)
-        except Conflict as exc:
+        except (Conflict, SliceDeleted) as exc:
             info = self._ctx.info(slot)
             mine = info is not None and (info.upload_id, info.generation) == (upload_id, generation)
             if mine and info is not None and info.state in (SlotState.PENDING, SlotState.LIVE):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from e2e_helpers import random_bytes, sha256, wait_for
+from e2e_helpers import SLICE, random_bytes, sha256, wait_for
 
 from mydfs.client import Client, MydfsError
 from mydfs.client.local_cluster import LocalCluster
@@ -23,7 +23,7 @@ from mydfs.client.local_cluster import LocalCluster
 
 @dataclass
 class WriteLoop:
-    """Writers putting small files in a loop; every put's (start, end, ok) is kept."""
+    """Writers putting files in a loop; every put's (start, end, ok) is kept."""
 
     client: Client
     prefix: str
@@ -44,7 +44,10 @@ class WriteLoop:
         while not self._stop.is_set():
             i = self._next()
             path = f"{self.prefix}/f{i:05d}.bin"
-            data = random_bytes(20_000 + i % 7 * 1000, seed=i)
+            # Mostly one-slice files (reserve and write in one request); every 6th one has two
+            # slices (reserve, then fill, as large files do).
+            size = SLICE + 5000 if i % 6 == 0 else 20_000 + i % 7 * 1000
+            data = random_bytes(size, seed=i)
             start = time.monotonic()
             try:
                 self.client.put(path, data)
