@@ -262,18 +262,7 @@ class LeaderWriter:
             raise ctx.not_leader_error()
         crc = check_payload(data, expect_crc, upload_id)
         info = ctx.info(slot)
-        running = self._fills.get(slot)
-        if running is not None:
-            check_fill(
-                info,
-                slot=slot,
-                upload_id=upload_id,
-                generation=generation,
-                length=len(data),
-                crc=crc,
-                in_progress=False,
-            )  # the same reservation and payload, or refused
-            return await self._join(running)
+        running = self._fills.get(slot)  # a fill of this slot under way here: join it
         step = check_fill(
             info,
             slot=slot,
@@ -281,8 +270,10 @@ class LeaderWriter:
             generation=generation,
             length=len(data),
             crc=crc,
-            in_progress=slot in self.inflight,
+            in_progress=slot in self.inflight and running is None,
         )
+        if running is not None and step == FillStep.WRITE:
+            return await self._join(running)
         assert info is not None
         reserved = Reservation(slot, generation, info.state, True, info.holders)
         if step == FillStep.DUPLICATE:
