@@ -25,6 +25,8 @@ STORE_ATTEMPTS = 12
 
 #: Local states that make a copy servable (the slice is durably here).
 HELD = (DiskState.LIVE, DiskState.PENDING)
+#: Local states a drop turns into a 404 marker.
+DROPPABLE = (DiskState.LIVE, DiskState.PENDING, DiskState.MOVED)
 
 
 class Store(Enum):
@@ -49,7 +51,7 @@ def store_decision(current: SlotHeader | None, generation: int, payload_crc: int
         return Store.ALREADY_HERE
     if current.generation > generation:
         return Store.CONFLICT
-    if current.state in (DiskState.LIVE, DiskState.PENDING, DiskState.MOVED):
+    if current.state in DROPPABLE:
         return Store.REPLACE
     return Store.WRITE
 
@@ -99,6 +101,17 @@ async def store_copy(
             continue
         return decision
     raise AssertionError("unreachable")
+
+
+def drop_copy(volume: Volume, slot: int, up_to: int) -> bool:
+    """Drop (404) this disk's copy in ``slot`` if it is of generation ``up_to`` or older; a
+    newer copy — stored since the drop was planned, the group having reused the slot — stays.
+    For a disk thread. False when there was nothing to drop."""
+    header = _header(volume, slot)
+    if header is None or header.generation > up_to or header.state not in DROPPABLE:
+        return False
+    volume.mark_deleted(slot)
+    return True
 
 
 def _header(volume: Volume | None, slot: int) -> SlotHeader | None:
