@@ -110,7 +110,10 @@ def drop_copy(volume: Volume, slot: int, up_to: int) -> bool:
     header = _header(volume, slot)
     if header is None or header.generation > up_to or header.state not in DROPPABLE:
         return False
-    volume.mark_deleted(slot)
+    try:
+        volume.mark_deleted(slot)
+    except Conflict:  # dropped meanwhile (a store replacing the copy got there first)
+        return False
     return True
 
 
