@@ -6,6 +6,7 @@ are the typed mydfs errors re-exported here; each carries ``context`` naming the
 failed.
 """
 
+from mydfs.client._transport import RetryPolicy
 from mydfs.client.aio import AsyncClient, AsyncReader, DirEntry, FileInfo
 from mydfs.client.sync import Client, Reader
 from mydfs.common.errors import (
@@ -34,6 +35,7 @@ __all__ = [
     "MydfsError",
     "NotFound",
     "Reader",
+    "RetryPolicy",
     "Timeout",
     "Unavailable",
 ]

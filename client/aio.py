@@ -11,6 +11,9 @@ How a file is stored (``put``), see ``docs/client.md``:
    Until then nothing is visible; a failed upload leaves no entry (its slices are recorded as an
    intent at the tracker; no collector reclaims them yet).
 
+Every call runs under the transport's deadlines and retries (``client/_transport.py``); writes
+find each group's leader through ``client/routing.py``, which skips a leader that went silent.
+
 Reading (``get``, ``open``, ``read``) goes through the read path every role shares
 (``common/readpath.py``), each step under the SDK's retry policy: it asks each group once for
 its run of the chain (``GET /chain``), then fetches slices in parallel from replicas chosen at
@@ -26,13 +29,14 @@ import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any, BinaryIO
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO
 
 import aiohttp
 
 from mydfs.client._transport import RetryPolicy, Transport
+from mydfs.client.routing import GroupPlan, Leaders
+from mydfs.client.source import SLICE, Source, chunks, source_size
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
     AlreadyExists,
@@ -48,10 +52,7 @@ from mydfs.common.file_record import FileRecord
 from mydfs.common.location import Location
 from mydfs.common.paths import check_dir_path, check_file_path, url_quote
 from mydfs.common.readpath import ReadPath, ReadTimeouts, SliceLoc
-from mydfs.common.slices import PAYLOAD_CAPACITY
 
-SLICE = PAYLOAD_CAPACITY
-Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
 Progress = Callable[[int], None]
 
 
@@ -94,6 +95,7 @@ class AsyncClient:
         *,
         window: int = 8,
         deadline: float = 60.0,
+        retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         if not tracker.startswith(("http://", "https://")):
@@ -107,7 +109,9 @@ class AsyncClient:
             connector=aiohttp.TCPConnector(limit=max(16, 4 * window)),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         )
-        self._t = Transport(self._session, RetryPolicy(deadline=deadline))
+        # ``deadline`` bounds each operation; ``retry`` sets the per-request deadlines and the
+        # backoff (docs/client.md, "Deadlines and retries").
+        self._t = Transport(self._session, replace(retry or RetryPolicy(), deadline=deadline))
         self._read = ReadPath(
             self._session,
             self._nodes_of,
@@ -115,7 +119,8 @@ class AsyncClient:
             window=window,
             retry=self._t.retry,
         )
-        self._groups: dict[int, tuple[str | None, tuple[str, ...]]] = {}
+        self._leaders = Leaders(self._t, self.tracker)
+        self._groups = self._leaders.groups  # the same dict: group -> (leader, up nodes)
         self._chains: dict[tuple[str, int], list[SliceLoc]] = {}
 
     async def __aenter__(self) -> AsyncClient:
@@ -125,6 +130,7 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        await self._t.close()
         if self._own_session:
             await self._session.close()
 
@@ -145,13 +151,8 @@ class AsyncClient:
     async def status(self) -> dict[str, Any]:
         """The tracker's view of the cluster: groups, nodes, roles, free space, health."""
         result: dict[str, Any] = await self._tracker("GET", f"{self.tracker}/cluster")
-        self._remember_cluster(result)
+        self._leaders.remember_cluster(result)
         return result
-
-    def _remember_cluster(self, cluster: dict[str, Any]) -> None:
-        for g in cluster.get("groups", []):
-            nodes = tuple(n["url"] for n in g.get("nodes", []) if n.get("up", True))
-            self._groups[int(g["group_id"])] = (g.get("leader"), nodes)
 
     async def stat(self, path: str) -> FileInfo:
         """The file's entry; :class:`NotFound` if there is none."""
@@ -192,40 +193,18 @@ class AsyncClient:
 
     async def _delete_slice(self, loc: SliceLoc) -> None:
         async def attempt() -> Any:
-            leader = await self._leader(loc.group)
+            leader = await self._leaders.leader(loc.group)
             try:
                 return await self._t.json(
                     "DELETE", f"{leader}/slices/{loc.slot}?gen={loc.generation}"
                 )
             except NotLeader as exc:
-                self._set_leader(loc.group, exc.leader)
+                self._leaders.set(loc.group, exc.leader)
                 raise Unavailable("leader moved") from exc
 
         await self._t.retry("slice delete", attempt, group=loc.group, slot=loc.slot)
 
     # --- group leaders -------------------------------------------------------------------------
-
-    def _set_leader(self, group: int, url: str | None) -> None:
-        _, nodes = self._groups.get(group, (None, ()))
-        self._groups[group] = (url, nodes)
-
-    async def _leader(self, group: int) -> str:
-        leader, _ = self._groups.get(group, (None, ()))
-        if leader:
-            return leader
-        await self.status()
-        leader, nodes = self._groups.get(group, (None, ()))
-        if leader:
-            return leader
-        for node in nodes:  # the tracker may lag an election: ask the nodes
-            try:
-                health = await self._t.json("GET", f"{node}/health", timeout=2.0)
-            except MydfsError:
-                continue
-            if health.get("leader"):
-                self._set_leader(group, node)
-                return node
-        raise Unavailable(f"group {group} has no leader right now", group=group)
 
     async def _on_leader(
         self, group: int, call: Callable[[str], Any], what: str, **ctx: Any
@@ -233,14 +212,14 @@ class AsyncClient:
         """Run ``call(leader_url)`` with retries; follows NotLeader, re-asks on failures."""
 
         async def attempt() -> Any:
-            leader = await self._leader(group)
+            leader = await self._leaders.leader(group)
             try:
                 return await call(leader)
             except NotLeader as exc:
-                self._set_leader(group, exc.leader)
+                self._leaders.set(group, exc.leader)
                 raise Unavailable("leader moved", group=group) from exc
             except Unavailable:
-                self._set_leader(group, None)
+                self._leaders.set(group, None)
                 raise
 
         return await self._t.retry(what, attempt, group=group, **ctx)
@@ -263,8 +242,8 @@ class AsyncClient:
         """
         check_file_path(path)
         file_id = uuid.uuid4().hex
-        size_hint = _source_size(src)
-        groups = _GroupPlan(self, size_hint)
+        size_hint = source_size(src)
+        groups = GroupPlan(self._place, self._leaders, size_hint)
         # Three independent tracker calls at once: is the path free, record the upload intent
         # (for a future collector), and where the first slices go.
         intent = self._tracker(
@@ -288,7 +267,7 @@ class AsyncClient:
         total_crc = 0
         size = 0
         try:
-            async for data in _chunks(src):
+            async for data in chunks(src):
                 await window.acquire()
                 index = len(pending)
                 if single and index > 0:
@@ -344,6 +323,13 @@ class AsyncClient:
             except MydfsError:
                 pass  # the old slices stay in the tracker's trash (no collector yet)
         return FileInfo.from_dict(body.get("entry", body) if "entry" in body else body)
+
+    async def _place(self, slices: int) -> dict[str, Any]:
+        """The tracker's placement of ``slices`` more slices: runs of <= K per group."""
+        body: dict[str, Any] = await self._tracker(
+            "POST", f"{self.tracker}/placements", body={"slices": slices}
+        )
+        return body
 
     @staticmethod
     async def _false() -> bool:
@@ -585,77 +571,3 @@ class AsyncReader:
 def _check_hash(info: FileInfo, crc: int) -> None:
     if info.hash.startswith("crc32c:") and int(info.hash[7:], 16) != crc:
         raise Corrupt("file content fails its end-to-end checksum", path=info.path)
-
-
-class _GroupPlan:
-    """Which group each slice goes to, from the tracker's placements (runs of <= K)."""
-
-    def __init__(self, client: AsyncClient, size_hint: int | None) -> None:
-        self._client = client
-        self._hint = None if size_hint is None else max(1, -(-size_hint // SLICE))
-        self._groups: list[int] = []
-
-    async def group_of(self, index: int) -> int:
-        while index >= len(self._groups):
-            remaining = (self._hint - len(self._groups)) if self._hint else 0
-            want = remaining if remaining > 0 else 64
-            body = await self._client._tracker(
-                "POST", f"{self._client.tracker}/placements", body={"slices": want}
-            )
-            for run in body["runs"]:
-                group = int(run["group"])
-                self._groups += [group] * int(run["count"])
-                if run.get("leader"):
-                    self._client._set_leader(group, run["leader"])
-                nodes = tuple(run.get("replicas") or ())
-                if nodes:
-                    leader, _ = self._client._groups.get(group, (None, ()))
-                    self._client._groups[group] = (leader, nodes)
-        return self._groups[index]
-
-
-def _source_size(src: Source) -> int | None:
-    if isinstance(src, bytes | bytearray | memoryview):
-        return len(src)
-    if isinstance(src, str | os.PathLike):
-        return Path(src).stat().st_size
-    try:
-        return os.fstat(src.fileno()).st_size - src.tell()
-    except (OSError, AttributeError, ValueError):
-        return None
-
-
-async def _chunks(src: Source) -> AsyncIterator[bytes]:
-    """The source cut into slices of exactly SLICE bytes (the last one shorter)."""
-    if isinstance(src, bytes | bytearray | memoryview):
-        view = memoryview(src)
-        for i in range(0, len(view), SLICE):
-            yield bytes(view[i : i + SLICE])
-        return
-    if isinstance(src, str | os.PathLike):
-        path = Path(src)
-        if not path.is_file():
-            raise NotFound("local file does not exist or is not a regular file", local=str(path))
-        with open(path, "rb") as f:
-            async for chunk in _chunks(f):
-                yield chunk
-        return
-    while True:
-        chunk = await asyncio.to_thread(_read_full, src, SLICE)
-        if not chunk:
-            return
-        yield chunk
-        if len(chunk) < SLICE:
-            return
-
-
-def _read_full(f: IO[bytes], n: int) -> bytes:
-    parts = []
-    got = 0
-    while got < n:
-        part = f.read(n - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)

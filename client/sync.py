@@ -12,7 +12,9 @@ import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, BinaryIO, TypeVar
 
-from mydfs.client.aio import AsyncClient, AsyncReader, DirEntry, FileInfo, Progress, Source
+from mydfs.client._transport import RetryPolicy
+from mydfs.client.aio import AsyncClient, AsyncReader, DirEntry, FileInfo, Progress
+from mydfs.client.source import Source
 
 T = TypeVar("T")
 
@@ -20,7 +22,14 @@ T = TypeVar("T")
 class Client:
     """A mydfs client for blocking code. ``with Client("http://127.0.0.1:8100") as c: ...``"""
 
-    def __init__(self, tracker: str, *, window: int = 8, deadline: float = 60.0) -> None:
+    def __init__(
+        self,
+        tracker: str,
+        *,
+        window: int = 8,
+        deadline: float = 60.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="mydfs-client", daemon=True
@@ -28,7 +37,7 @@ class Client:
         self._thread.start()
 
         async def make() -> AsyncClient:
-            return AsyncClient(tracker, window=window, deadline=deadline)
+            return AsyncClient(tracker, window=window, deadline=deadline, retry=retry)
 
         try:
             self._aio = self._run(make())

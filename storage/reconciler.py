@@ -27,7 +27,7 @@ from mydfs.storage.group_commands import Confirm
 from mydfs.storage.group_state import SlotInfo
 from mydfs.storage.peers import PeerClient
 from mydfs.storage.reconcile import Kind, plan
-from mydfs.storage.replica import ReplicaSide
+from mydfs.storage.replica import ReplicaSide, drop_copy
 from mydfs.storage.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class Reconciler:
                 continue
             try:
                 if action.kind == Kind.DROP:
-                    await ctx.disk(volume.mark_deleted, action.slot)
+                    await ctx.disk(drop_copy, volume, action.slot, action.generation)
                 elif action.kind == Kind.MOVE:
                     assert action.target is not None
                     await ctx.disk(volume.mark_moved, action.slot, action.target)

@@ -8,6 +8,7 @@ copy is refused (409), an older local copy is replaced, an empty slot is written
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from enum import Enum
 
@@ -21,10 +22,16 @@ from mydfs.storage.format import SlotState as DiskState
 from mydfs.storage.inflight import Lease
 from mydfs.storage.volume import Volume
 
+#: How many times :func:`store_copy` decides again after the volume refused a racing write.
+STORE_ATTEMPTS = 12
+
 #: Local states that make a copy servable (the slice is durably here).
 HELD = (DiskState.LIVE, DiskState.PENDING)
 #: Seconds a pushed payload waits for room in the memory budget before the push is refused.
 RECEIVE_WAIT = 5.0
+
+#: Local states a drop turns into a 404 marker.
+DROPPABLE = (DiskState.LIVE, DiskState.PENDING, DiskState.MOVED)
 
 
 class Store(Enum):
@@ -49,9 +56,80 @@ def store_decision(current: SlotHeader | None, generation: int, payload_crc: int
         return Store.ALREADY_HERE
     if current.generation > generation:
         return Store.CONFLICT
-    if current.state in (DiskState.LIVE, DiskState.PENDING, DiskState.MOVED):
+    if current.state in DROPPABLE:
         return Store.REPLACE
     return Store.WRITE
+
+
+async def store_copy(
+    ctx: NodeContext,
+    volume: Volume,
+    slot: int,
+    data: bytes,
+    *,
+    generation: int,
+    owner: SliceOwner,
+    next: Location | None,
+) -> Store:
+    """Write ``data`` at ``slot``/``generation`` on this node's disk as :func:`store_decision`
+    says, and return the decision: the one way a copy lands on a disk, for a follower storing a
+    push or a fetch and for the leader's own copy alike. An older copy still in the slot (the
+    group freed and reused it before this node's reconciler dropped it) is dropped first.
+
+    The reconciler may act on the same slot meanwhile (drop the old copy, or write the same
+    slice fetched from a holder): the volume then refuses with :class:`Conflict`, and the
+    decision is taken again on the fresh header, a bounded number of times."""
+    disk = ctx.disk
+    crc = crc32c(data)
+    delay = 0.02
+    for attempt in range(STORE_ATTEMPTS):
+        if slot in volume.quarantined():
+            await disk(volume.reclaim, slot)  # repair: the group has a good copy
+        current = _header(volume, slot)
+        decision = store_decision(current, generation, crc)
+        if decision == Store.ALREADY_HERE:
+            return decision  # a retried push, or the reconciler was quicker
+        if decision == Store.CONFLICT:
+            assert current is not None
+            raise Conflict(
+                f"slot holds newer generation {current.generation} than {generation}", slot=slot
+            )
+        try:
+            if decision == Store.REPLACE:
+                await disk(volume.mark_deleted, slot)
+            await disk(volume.write, slot, data, owner=owner, next=next, generation=generation)
+        except Conflict:
+            if attempt + 1 == STORE_ATTEMPTS:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.2)
+            continue
+        return decision
+    raise AssertionError("unreachable")
+
+
+def drop_copy(volume: Volume, slot: int, up_to: int) -> bool:
+    """Drop (404) this disk's copy in ``slot`` if it is of generation ``up_to`` or older; a
+    newer copy — stored since the drop was planned, the group having reused the slot — stays.
+    For a disk thread. False when there was nothing to drop."""
+    header = _header(volume, slot)
+    if header is None or header.generation > up_to or header.state not in DROPPABLE:
+        return False
+    try:
+        volume.mark_deleted(slot)
+    except Conflict:  # dropped meanwhile (a store replacing the copy got there first)
+        return False
+    return True
+
+
+def _header(volume: Volume | None, slot: int) -> SlotHeader | None:
+    """The on-disk header of ``slot`` in ``volume``, if any (None: free, quarantined, closing)."""
+    if volume is None:
+        return None
+    try:
+        return volume.header(slot)
+    except MydfsError:
+        return None
 
 
 class ReplicaSide:
@@ -98,32 +176,14 @@ class ReplicaSide:
         next: Location | None,
     ) -> None:
         """Write ``data`` at ``slot``/``generation`` on this disk as :func:`store_decision` says."""
-        disk = self._ctx.disk
-        if slot in volume.quarantined():
-            await disk(volume.reclaim, slot)  # repair: the group has a good copy
-        current = self.local_header(slot)
-        decision = store_decision(current, generation, crc32c(data))
-        if decision == Store.ALREADY_HERE:
-            return  # a retried push
-        if decision == Store.CONFLICT:
-            assert current is not None
-            raise Conflict(
-                f"slot holds newer generation {current.generation} than {generation}", slot=slot
-            )
-        if decision == Store.REPLACE:
-            await disk(volume.mark_deleted, slot)
-        await disk(volume.write, slot, data, owner=owner, next=next, generation=generation)
+        await store_copy(
+            self._ctx, volume, slot, data, generation=generation, owner=owner, next=next
+        )
         self._mark_dirty(slot)
 
     def local_header(self, slot: int) -> SlotHeader | None:
         """This node's on-disk header of ``slot`` (from the volume's table), if any."""
-        volume = self._ctx.volume
-        if volume is None:
-            return None
-        try:
-            return volume.header(slot)
-        except MydfsError:  # free, quarantined, or the volume is closing
-            return None
+        return _header(self._ctx.volume, slot)
 
     def holds(self, slot: int, generation: int) -> bool:
         """Does this disk hold ``slot`` at ``generation`` durably (live or pending)?"""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from mydfs.common.errors import MydfsError
+from mydfs.common.errors import Conflict, MydfsError, SliceDeleted
 from mydfs.storage.context import RAFT_TIMEOUT, NodeContext
 from mydfs.storage.group_commands import Abort, Seal
 from mydfs.storage.group_state import GroupState, SlotInfo, SlotState
@@ -119,7 +119,8 @@ class Settler:
                 generation=info.generation,
                 holders=got.holders,
             )
-            await ctx.submit(seal.to_dict())
+            if not await self._commit(seal.to_dict()):
+                return self._outcome(info)
             ctx.metrics.settled.labels("sealed").inc()
             log.info("settled slot %d: live on %s", info.slot, list(got.holders))
             return SlotState.LIVE
@@ -131,8 +132,30 @@ class Settler:
                 got.silent,
             )
             return SlotState.PENDING
+        if info.slot in self._inflight:
+            # The client's retry started writing it while the nodes were asked: let it finish.
+            return SlotState.PENDING
         abort = Abort(slot=info.slot, upload_id=info.upload_id, generation=info.generation)
-        await ctx.submit(abort.to_dict())
+        if not await self._commit(abort.to_dict()):
+            return self._outcome(info)
         ctx.metrics.settled.labels("aborted").inc()
         log.info("settled slot %d: aborted (held by %s)", info.slot, list(got.holders))
         return SlotState.DELETED
+
+    async def _commit(self, command: dict[str, object]) -> bool:
+        """Submit a seal or abort; False when it was refused because the slot was settled
+        meanwhile (the sweep and a client's retry may settle the same slot at once, and the
+        slot may even have been reused since): not an error, the table has the outcome."""
+        try:
+            await self._ctx.submit(command)
+        except (Conflict, SliceDeleted):
+            return False
+        return True
+
+    def _outcome(self, info: SlotInfo) -> SlotState:
+        """What became of ``info``'s upload, from the table: its slot's state while the slot
+        still holds it, else DELETED (aborted, and maybe reused)."""
+        now = self._ctx.info(info.slot)
+        if now is None or (now.upload_id, now.generation) != (info.upload_id, info.generation):
+            return SlotState.DELETED
+        return now.state

@@ -13,8 +13,8 @@ import os
 import time
 import uuid
 from asyncio import FIRST_COMPLETED
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -34,6 +34,7 @@ from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner
 from mydfs.storage.group_commands import Abort, Relink, Reserve, Seal
 from mydfs.storage.group_state import SlotInfo, SlotState
 from mydfs.storage.inflight import Lease
+from mydfs.storage.replica import store_copy
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,10 @@ class Reservation:
         }
 
 
+#: ``reason`` of a :class:`SliceDeleted` that means "your reservation is gone: reserve again".
+STALE = "stale_reservation"
+
+
 class FillStep(Enum):
     DUPLICATE = "duplicate"  # the slice is already live: answer with it
     WRITE = "write"  # write it on 2 of 3 nodes and seal it
@@ -119,7 +124,7 @@ def check_fill(
             "no such reservation (settled, or never made); reserve again",
             slot=slot,
             upload_id=upload_id,
-            reason="stale_reservation",
+            reason=STALE,
         )
     if info.state == SlotState.LIVE:
         return FillStep.DUPLICATE
@@ -161,6 +166,7 @@ class LeaderWriter:
         self._ctx = ctx
         self._settle = settle
         self.inflight = inflight  # slots this leader is uploading right now
+        self._fills: dict[int, asyncio.Future[Stored]] = {}  # slot -> outcome of its fill
 
     async def upload(
         self,
@@ -173,20 +179,27 @@ class LeaderWriter:
     ) -> Stored:
         """Store one slice on the group: durable on 2 of 3 nodes and sealed, or an error."""
         crc = check_payload(data, expect_crc, upload_id)
-        reserved = await self.reserve(
-            upload_id=upload_id, owner=owner, length=len(data), crc=crc, next=next
-        )
-        if reserved.duplicate and reserved.state == SlotState.LIVE:
-            self._ctx.metrics.uploads.labels("duplicate").inc()
-            return self._stored(reserved, len(data), crc, reserved.holders, duplicate=True)
-        return await self.fill(
-            data,
-            upload_id=upload_id,
-            slot=reserved.slot,
-            generation=reserved.generation,
-            next=next,
-            expect_crc=crc,
-        )
+        for _ in range(3):
+            reserved = await self.reserve(
+                upload_id=upload_id, owner=owner, length=len(data), crc=crc, next=next
+            )
+            if reserved.duplicate and reserved.state == SlotState.LIVE:
+                self._ctx.metrics.uploads.labels("duplicate").inc()
+                return self._stored(reserved, len(data), crc, reserved.holders, duplicate=True)
+            try:
+                return await self.fill(
+                    data,
+                    upload_id=upload_id,
+                    slot=reserved.slot,
+                    generation=reserved.generation,
+                    next=next,
+                    expect_crc=crc,
+                )
+            except SliceDeleted as exc:
+                if exc.context.get("reason") != STALE:
+                    raise
+                # Settled away (aborted) while this request ran: the next reserve picks afresh.
+        raise Unavailable("the reservation kept being settled away; retry", upload_id=upload_id)
 
     async def reserve(
         self,
@@ -249,6 +262,7 @@ class LeaderWriter:
             raise ctx.not_leader_error()
         crc = check_payload(data, expect_crc, upload_id)
         info = ctx.info(slot)
+        running = self._fills.get(slot)  # a fill of this slot under way here: join it
         step = check_fill(
             info,
             slot=slot,
@@ -256,8 +270,10 @@ class LeaderWriter:
             generation=generation,
             length=len(data),
             crc=crc,
-            in_progress=slot in self.inflight,
+            in_progress=slot in self.inflight and running is None,
         )
+        if running is not None and step == FillStep.WRITE:
+            return await self._join(running)
         assert info is not None
         reserved = Reservation(slot, generation, info.state, True, info.holders)
         if step == FillStep.DUPLICATE:
@@ -266,49 +282,102 @@ class LeaderWriter:
             len(data), timeout=ctx.config.replica_timeout, what=f"upload of slot {slot}"
         )
         self.inflight.add(slot)
-        _fault("crash_after_reserve")
+        done: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._fills[slot] = done
         try:
-            if info.next != next:
-                relink = Relink(slot=slot, next=next, generation=generation)
-                await ctx.submit(relink.to_dict())
-            owner = SliceOwner(bytes.fromhex(info.file_id), info.slice_index)
-            holders = await self._replicate(
-                slot, generation, data, lease, owner=owner, next=next, crc=crc
-            )
-            if len(holders) < 2:
-                aborted = await self._abort(slot, upload_id, generation)
-                ctx.metrics.uploads.labels("failed").inc()
-                if not aborted:
-                    # Late copies may still complete and a new leader may seal them.
-                    raise OutcomeUnknown(
-                        "too few copies and the abort did not commit; retry with the same "
-                        "upload id",
-                        group=ctx.group_id,
-                        slot=slot,
-                        upload_id=upload_id,
-                    )
-                raise Unavailable(
-                    f"slice durable on {len(holders)} of 3 nodes, need 2; retry",
+            stored = await self._write(data, info, reserved, lease, next=next, crc=crc)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else Unavailable("the write was cut short")
+            done.set_exception(failure)
+            done.exception()  # retrieved: only a joined retry needs it
+            raise
+        else:
+            done.set_result(stored)
+        finally:
+            self.inflight.discard(slot)
+            del self._fills[slot]
+            lease.release()  # pushes still running and the registration entry hold their own
+        return stored
+
+    async def _join(self, running: asyncio.Future[Stored]) -> Stored:
+        """The outcome of a fill of the same reservation already under way here (the client's
+        retry after its request timed out, or after a leader change): wait for it rather than
+        refuse a transient conflict."""
+        stored = await asyncio.shield(running)
+        return replace(stored, duplicate=True)
+
+    async def _write(
+        self,
+        data: bytes,
+        info: SlotInfo,
+        reserved: Reservation,
+        lease: Lease,
+        *,
+        next: Location | None,
+        crc: int,
+    ) -> Stored:
+        """Relink if needed, write on 2 of 3 nodes, seal (the body of a fill)."""
+        ctx = self._ctx
+        slot, generation, upload_id = reserved.slot, reserved.generation, info.upload_id
+        _fault("crash_after_reserve")
+        if info.next != next:
+            relink = Relink(slot=slot, next=next, generation=generation)
+            await self._submit_reserved(relink.to_dict(), slot, upload_id, generation)
+        owner = SliceOwner(bytes.fromhex(info.file_id), info.slice_index)
+        holders = await self._replicate(
+            slot, generation, data, lease, owner=owner, next=next, crc=crc
+        )
+        if len(holders) < 2:
+            aborted = await self._abort(slot, upload_id, generation)
+            ctx.metrics.uploads.labels("failed").inc()
+            if not aborted:
+                # Late copies may still complete and a new leader may seal them.
+                raise OutcomeUnknown(
+                    "too few copies and the abort did not commit; retry with the same upload id",
                     group=ctx.group_id,
                     slot=slot,
                     upload_id=upload_id,
                 )
-            _fault("crash_before_seal")
-            seal = Seal(
+            raise Unavailable(
+                f"slice durable on {len(holders)} of 3 nodes, need 2; retry",
+                group=ctx.group_id,
                 slot=slot,
                 upload_id=upload_id,
-                generation=generation,
-                holders=tuple(sorted(holders)),
             )
-            sealed = await ctx.submit(seal.to_dict())
-        finally:
-            self.inflight.discard(slot)
-            lease.release()  # pushes still running and the registration entry hold their own
+        _fault("crash_before_seal")
+        seal = Seal(
+            slot=slot,
+            upload_id=upload_id,
+            generation=generation,
+            holders=tuple(sorted(holders)),
+        )
+        sealed = await self._submit_reserved(seal.to_dict(), slot, upload_id, generation)
         ctx.metrics.uploads.labels("ok").inc()
         ctx.metrics.bytes_in.inc(len(data))
         return self._stored(
             reserved, len(data), crc, tuple(sealed.get("holders") or ()), duplicate=False
         )
+
+    async def _submit_reserved(
+        self, command: dict[str, Any], slot: int, upload_id: str, generation: int
+    ) -> Mapping[str, Any]:
+        """Submit a command about an upload's own reservation. A refusal because the slot
+        changed hands meanwhile (a new leader's settlement aborted it, and maybe another upload
+        took the slot) is :class:`SliceDeleted` with reason :data:`STALE` — reserve again — not
+        a 409 or a bare 404 the client cannot act on."""
+        try:
+            return await self._ctx.submit(command)
+        except (Conflict, SliceDeleted) as exc:
+            info = self._ctx.info(slot)
+            mine = info is not None and (info.upload_id, info.generation) == (upload_id, generation)
+            if mine and info is not None and info.state in (SlotState.PENDING, SlotState.LIVE):
+                raise
+            raise SliceDeleted(
+                "the reservation was settled away while it was being written; reserve again",
+                slot=slot,
+                upload_id=upload_id,
+                reason=STALE,
+            ) from exc
 
     async def command(self, command: dict[str, Any]) -> Mapping[str, Any]:
         """Submit an edit command (delete, move, relink) on the leader."""
@@ -365,7 +434,8 @@ class LeaderWriter:
         timeout = ctx.config.replica_timeout
 
         async def local() -> str:
-            await ctx.disk(volume.write, slot, data, owner=owner, next=next, generation=generation)
+            # As a follower stores a push: an older copy left in a reused slot is dropped first.
+            await store_copy(ctx, volume, slot, data, generation=generation, owner=owner, next=next)
             return ctx.node_id
 
         async def remote(peer_id: str) -> str:
@@ -392,8 +462,9 @@ class LeaderWriter:
         pushes = [start(p.node_id) for p in ctx.config.peers]
         if not any(pushes):  # every follower lags, but the majority needs one: push anyway
             pushes = [start(p.node_id, force=True) for p in ctx.config.peers]
-        pending: set[asyncio.Future[str]] = {asyncio.ensure_future(local())}
-        pending |= {t for t in pushes if t is not None}
+        attempts: list[asyncio.Future[str]] = [asyncio.ensure_future(local())]
+        attempts += [t for t in pushes if t is not None]
+        pending: set[asyncio.Future[str]] = set(attempts)
         holders: set[str] = set()
         try:
             async with asyncio.timeout(timeout):
@@ -412,8 +483,8 @@ class LeaderWriter:
                             log.warning("replica write of slot %d failed: %s", slot, exc)
         except TimeoutError:
             log.warning("slot %d: only %d replicas within %.1fs", slot, len(holders), timeout)
-        for task in pending:
-            task.add_done_callback(_log_late_failure)
+        finally:
+            _watch_late(attempts)
         return holders
 
 
@@ -426,6 +497,17 @@ def _fault(point: str) -> None:
         log.critical("fault injection: exiting at %s", point)
         logging.shutdown()
         os._exit(137)
+
+
+def _watch_late(attempts: Sequence[asyncio.Future[str]]) -> None:
+    """Leave no attempt's error unretrieved, whichever way ``_replicate`` ended (enough
+    holders, its timeout, or its caller cancelled): one still running is logged when it ends;
+    one already done was either seen by the loop or finished alongside the ones it saw."""
+    for task in attempts:
+        if not task.done():
+            task.add_done_callback(_log_late_failure)
+        elif not task.cancelled():
+            task.exception()
 
 
 def _log_late_failure(task: asyncio.Future[str]) -> None:

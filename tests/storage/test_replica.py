@@ -1,7 +1,10 @@
 """The replica side's rule for a payload arriving at a slot (pure): acknowledge the same copy
-again, refuse an older generation, replace an older copy, write a free slot."""
+again, refuse an older generation, replace an older copy, write a free slot; and the
+reconciler's drop, which never removes a copy newer than the one it planned to drop."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -10,7 +13,8 @@ from hypothesis import strategies as st
 from mydfs.common.location import Location
 from mydfs.storage.format import SliceOwner, SlotHeader
 from mydfs.storage.format import SlotState as Disk
-from mydfs.storage.replica import Store, store_decision
+from mydfs.storage.replica import Store, drop_copy, store_decision
+from mydfs.storage.volume import Volume
 
 CRC = 0xABCD
 
@@ -74,3 +78,15 @@ def test_never_overwrites_a_newer_copy(
         assert got != Store.CONFLICT
     if got == Store.ALREADY_HERE:
         assert local_gen == gen and same_bytes and state in (Disk.LIVE, Disk.PENDING)
+
+
+def test_a_drop_planned_for_an_older_copy_leaves_a_newer_one(tmp_path: Path) -> None:
+    with Volume.open(tmp_path / "v.dat", create=True, max_slots=8) as volume:
+        volume.write(3, b"old", generation=4)
+        assert drop_copy(volume, 3, up_to=4)  # the planned copy: dropped
+        assert volume.header(3).state == Disk.DELETED
+        assert not drop_copy(volume, 3, up_to=4)  # nothing left to drop
+        volume.write(3, b"new", generation=7)  # the group reused the slot meanwhile
+        assert not drop_copy(volume, 3, up_to=4)
+        assert (volume.header(3).state, volume.header(3).generation) == (Disk.LIVE, 7)
+        assert not drop_copy(volume, 5, up_to=9)  # a free slot

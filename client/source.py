@@ -1,0 +1,64 @@
+"""What ``put`` stores, read one slice at a time: bytes, a local path, or a binary file object
+(never loaded whole)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
+
+from mydfs.common.errors import NotFound
+from mydfs.common.slices import PAYLOAD_CAPACITY
+
+SLICE = PAYLOAD_CAPACITY
+Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
+
+
+def source_size(src: Source) -> int | None:
+    """The bytes ``src`` will yield, when known up front."""
+    if isinstance(src, bytes | bytearray | memoryview):
+        return len(src)
+    if isinstance(src, str | os.PathLike):
+        return Path(src).stat().st_size
+    try:
+        return os.fstat(src.fileno()).st_size - src.tell()
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+async def chunks(src: Source) -> AsyncIterator[bytes]:
+    """The source cut into slices of exactly SLICE bytes (the last one shorter)."""
+    if isinstance(src, bytes | bytearray | memoryview):
+        view = memoryview(src)
+        for i in range(0, len(view), SLICE):
+            yield bytes(view[i : i + SLICE])
+        return
+    if isinstance(src, str | os.PathLike):
+        path = Path(src)
+        if not path.is_file():
+            raise NotFound("local file does not exist or is not a regular file", local=str(path))
+        with open(path, "rb") as f:
+            async for chunk in chunks(f):
+                yield chunk
+        return
+    while True:
+        chunk = await asyncio.to_thread(_read_full, src, SLICE)
+        if not chunk:
+            return
+        yield chunk
+        if len(chunk) < SLICE:
+            return
+
+
+def _read_full(f: IO[bytes], n: int) -> bytes:
+    parts = []
+    got = 0
+    while got < n:
+        part = f.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
