@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from e2e_helpers import SLICE, random_bytes, sha256, wait_for
+from e2e_helpers import SLICE, random_bytes, sha256
+from helpers import wait_for
 
 from mydfs.client import Client, MydfsError
 from mydfs.client.local_cluster import LocalCluster
