@@ -52,6 +52,7 @@ from mydfs.common.file_record import FileRecord
 from mydfs.common.location import Location
 from mydfs.common.paths import check_dir_path, check_file_path, url_quote
 from mydfs.common.readpath import ReadPath, ReadTimeouts, SliceLoc
+from mydfs.common.tracing import client_trace_config, traced
 
 Progress = Callable[[int], None]
 
@@ -108,6 +109,7 @@ class AsyncClient:
         self._session = session or aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max(16, 4 * window)),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+            trace_configs=[client_trace_config()],  # X-Request-Id on every call
         )
         # ``deadline`` bounds each operation; ``retry`` sets the per-request deadlines and the
         # backoff (docs/client.md, "Deadlines and retries").
@@ -148,12 +150,14 @@ class AsyncClient:
             path=path,
         )
 
+    @traced
     async def status(self) -> dict[str, Any]:
         """The tracker's view of the cluster: groups, nodes, roles, free space, health."""
         result: dict[str, Any] = await self._tracker("GET", f"{self.tracker}/cluster")
         self._leaders.remember_cluster(result)
         return result
 
+    @traced
     async def stat(self, path: str) -> FileInfo:
         """The file's entry; :class:`NotFound` if there is none."""
         check_file_path(path)
@@ -161,6 +165,7 @@ class AsyncClient:
             await self._tracker("GET", self._meta_url("files", path), path=path)
         )
 
+    @traced
     async def exists(self, path: str) -> bool:
         try:
             await self.stat(path)
@@ -168,6 +173,7 @@ class AsyncClient:
             return False
         return True
 
+    @traced
     async def listdir(self, path: str = "/") -> list[DirEntry]:
         """The entries of a directory, sorted by name."""
         check_dir_path(path)
@@ -178,6 +184,7 @@ class AsyncClient:
             out.append(DirEntry(str(e["name"]), str(e["type"]), info))
         return out
 
+    @traced
     async def delete(self, path: str) -> FileInfo:
         """Remove the file: its entry at once, then its slices (best effort; what is left stays in
         the tracker's trash; no collector reclaims it yet)."""
@@ -226,6 +233,7 @@ class AsyncClient:
 
     # --- put -----------------------------------------------------------------------------------
 
+    @traced
     async def put(
         self,
         path: str,
@@ -480,6 +488,7 @@ class AsyncClient:
             async for piece in s:
                 yield piece
 
+    @traced
     async def get(
         self, path: str, dst: str | os.PathLike[str] | BinaryIO, *, progress: Progress | None = None
     ) -> FileInfo:
@@ -501,12 +510,14 @@ class AsyncClient:
                 out.close()
         return info
 
+    @traced
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes [offset, offset+length) of the file (to its end if ``length`` is None)."""
         info = await self.stat(path)
         parts = [p async for p in self._slices_in_order(info, offset, length)]
         return b"".join(parts)
 
+    @traced
     async def open(self, path: str) -> AsyncReader:
         """A streaming reader of the file: ``await r.read(n)``, ``async for chunk in r``."""
         return AsyncReader(self, await self.stat(path))

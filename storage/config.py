@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
+from mydfs.common.tracing import LOG_FORMATS
 
 OPTIONS: tuple[Option, ...] = (
     Option("node_id", "str", REQUIRED, "this node's id, unique in the cluster", "g1n1"),
@@ -44,6 +45,7 @@ OPTIONS: tuple[Option, ...] = (
         "change-me-0123456789",
     ),
     Option("log_level", "str", "info", "debug, info, warning or error"),
+    Option("log_format", "str", "text", "log lines as text or json (one object a line)"),
     Option(
         "memory_budget_mb",
         "int",
@@ -92,6 +94,7 @@ class StorageConfig:
     registration_ttl: float
     replica_timeout: float
     heartbeat_interval: float
+    log_format: str = "text"
 
     @property
     def members(self) -> tuple[Peer, ...]:
@@ -147,6 +150,8 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         raise ConfigError(
             f"config key log_level: {v['log_level']!r} is not debug/info/warning/error"
         )
+    if v["log_format"] not in LOG_FORMATS:
+        raise ConfigError(f"config key log_format: {v['log_format']!r} is not text or json")
     if v["tracker"]:
         _url(v["tracker"], "tracker")
     for key in ("registration_ttl", "replica_timeout", "heartbeat_interval"):
@@ -180,6 +185,7 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         registration_ttl=v["registration_ttl"],
         replica_timeout=v["replica_timeout"],
         heartbeat_interval=v["heartbeat_interval"],
+        log_format=v["log_format"],
     )
 
 

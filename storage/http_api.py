@@ -39,6 +39,7 @@ from mydfs.common.errors import (
 )
 from mydfs.common.httprange import parse_range
 from mydfs.common.location import MAX_SLOT, Location
+from mydfs.common.tracing import request_id_middleware
 from mydfs.common.web import error_middleware
 from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner
 from mydfs.storage.group_commands import Delete, Relink
@@ -387,7 +388,9 @@ def make_app(node: StorageNode) -> web.Application:
         group_id=node.group_id,
         context={"node": node.node_id},
     )
-    app = web.Application(middlewares=[count_requests, errors], client_max_size=max_body)
+    app = web.Application(
+        middlewares=[request_id_middleware, count_requests, errors], client_max_size=max_body
+    )
     app[NODE_KEY] = node
     app.router.add_put("/slices", upload)
     app.router.add_post("/slices/reserve", reserve)

@@ -14,6 +14,7 @@ import orjson
 
 from mydfs.common.config import add_arguments, render_default
 from mydfs.common.errors import MydfsError
+from mydfs.common.tracing import configure_logging
 from mydfs.storage import allocator
 from mydfs.storage.config import OPTIONS, StorageConfig, from_args
 
@@ -73,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command is None:
             config = from_args(args)
-            logging.basicConfig(
-                level=config.log_level.upper(),
-                stream=sys.stderr,
-                format=f"%(asctime)s %(levelname)s {config.node_id} %(name)s: %(message)s",
-            )
+            configure_logging(config.log_level, config.log_format, config.node_id)
             asyncio.run(serve(config))
             return 0
         if args.command == "selfcheck":

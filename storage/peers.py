@@ -22,6 +22,8 @@ from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, MydfsError, Unavailable, error_from_dict
 from mydfs.common.location import Location
+from mydfs.common.tracing import HEADER as TRACE_HEADER
+from mydfs.common.tracing import REQUEST_ID
 
 #: Bytes of a pushed payload handed to the socket at a time (see :class:`SliceBody`).
 PUSH_CHUNK = 256 * 1024
@@ -70,7 +72,11 @@ class PeerClient:
         self._node_id = node_id
 
     def _headers(self, method: str, path_qs: str) -> dict[str, str]:
-        return {AUTH_HEADER: sign(self._secret, method, path_qs), "X-Mydfs-Node": self._node_id}
+        headers = {AUTH_HEADER: sign(self._secret, method, path_qs), "X-Mydfs-Node": self._node_id}
+        rid = REQUEST_ID.get()
+        if rid is not None:
+            headers[TRACE_HEADER] = rid
+        return headers
 
     async def push(
         self,

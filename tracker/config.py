@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
+from mydfs.common.tracing import LOG_FORMATS
 
 OPTIONS: tuple[Option, ...] = (
     Option("listen", "str", "127.0.0.1:8100", "HTTP listen address host:port"),
@@ -57,6 +58,7 @@ OPTIONS: tuple[Option, ...] = (
         "edits after which a checkpoint is taken early (bounds replay at start-up)",
     ),
     Option("log_level", "str", "info", "debug, info, warning or error"),
+    Option("log_format", "str", "text", "log lines as text or json (one object a line)"),
 )
 
 
@@ -72,6 +74,7 @@ class TrackerConfig:
     checkpoint_interval: float
     checkpoint_edits: int
     log_level: str
+    log_format: str = "text"
 
     @property
     def heartbeat_interval(self) -> float:
@@ -108,6 +111,8 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         raise ConfigError(
             f"config key log_level: {v['log_level']!r} is not debug/info/warning/error"
         )
+    if v["log_format"] not in LOG_FORMATS:
+        raise ConfigError(f"config key log_format: {v['log_format']!r} is not text or json")
     data_dir = v["data_dir"]
     if not str(data_dir):
         raise ConfigError("config key data_dir: must not be empty")
@@ -122,6 +127,7 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         checkpoint_interval=v["checkpoint_interval"],
         checkpoint_edits=v["checkpoint_edits"],
         log_level=level,
+        log_format=v["log_format"],
     )
 
 

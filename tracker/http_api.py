@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from mydfs.common.auth import AUTH_HEADER, verify
 from mydfs.common.errors import InvalidArgument, Unauthorized
 from mydfs.common.paths import from_url
+from mydfs.common.tracing import request_id_middleware
 from mydfs.common.web import error_middleware, json_response
 from mydfs.tracker.records import check_file_id
 from mydfs.tracker.service import Tracker
@@ -198,7 +199,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def make_app(tracker: Tracker) -> web.Application:
     errors = error_middleware(tracker.metrics.requests, tracker.metrics.latency, max_body=MAX_BODY)
-    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[request_id_middleware, errors], client_max_size=MAX_BODY)
     app[TRACKER_KEY] = tracker
     r = app.router
     r.add_post("/heartbeat", heartbeat)

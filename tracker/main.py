@@ -15,6 +15,7 @@ import sys
 
 from mydfs.common.config import add_arguments, render_default
 from mydfs.common.errors import MydfsError
+from mydfs.common.tracing import configure_logging
 from mydfs.tracker.config import OPTIONS, TrackerConfig, from_args
 
 log = logging.getLogger("mydfs.tracker")
@@ -98,11 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = from_args(args)
-        logging.basicConfig(
-            level=config.log_level.upper(),
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s tracker %(name)s: %(message)s",
-        )
+        configure_logging(config.log_level, config.log_format, "tracker")
         return asyncio.run(serve(config))
     except MydfsError as exc:
         print(f"mydfs-tracker: {exc}", file=sys.stderr)
