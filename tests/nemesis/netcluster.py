@@ -1,0 +1,217 @@
+"""The package's launcher (:class:`~mydfs.client.local_cluster.LocalCluster`) with every
+process in its own network namespace of a :class:`~netns.TestNet`.
+
+Each process binds and advertises its own 10.77.0.x address (``Process.host``) and is started
+through ``ip netns exec`` (``Process.wrap``); ports are the launcher's. Every status poll runs
+from the client namespace (:class:`~netns.NetnsExecutor`), never from the root namespace.
+One node's data folder can sit on a small tmpfs (the disk-full fault). :meth:`close` ends every
+process and unmounts; the net itself is destroyed by its owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from netns import NetnsExecutor, TestNet
+
+from mydfs.client.local_cluster import LocalCluster
+from mydfs.client.process import Process, StorageProcess, entry_point
+from mydfs.common.errors import Timeout, Unavailable
+
+CLIENT = "client"
+
+
+def hosts_for(groups: int) -> dict[str, int]:
+    """Host name → last octet: the tracker .2, node i of group g .(10g + i), the clients .100."""
+    hosts = {"tracker": 2}
+    for g in range(1, groups + 1):
+        for i in (1, 2, 3):
+            hosts[f"g{g}n{i}"] = 10 * g + i
+    hosts[CLIENT] = 100
+    return hosts
+
+
+class NetCluster(LocalCluster):
+    """A tracker and ``groups`` groups of 3 nodes, each process in its own namespace."""
+
+    def __init__(
+        self,
+        root: Path,
+        net: TestNet,
+        *,
+        groups: int = 2,
+        small_disk: tuple[str, str] | None = None,
+        storage_args: tuple[str, ...] = (),
+        tracker_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.net = net
+        super().__init__(
+            root,
+            groups=groups,
+            secret="nemesis-" + os.urandom(12).hex(),
+            storage_args=storage_args,
+            log_dir=root / "logs",
+            die_with_parent=True,
+        )
+        for proc in self.processes():
+            proc.host = net.ip(proc.name)
+            proc.wrap = net.wrap(proc.name)
+        if self.tracker_process is not None:
+            self.tracker_process.options.update(tracker_options or {})
+        self.ctl = NetnsExecutor(net.ns(CLIENT))
+        self.mounts: list[Path] = []
+        self.small_disk: StorageProcess | None = None
+        if small_disk is not None:
+            node_id, size = small_disk
+            self.small_disk = self.node(node_id)
+            self.mount_tmpfs(self.small_disk.data_dir, size)
+        self.unexpected_exits: list[str] = []
+
+    @property
+    def tracker_url(self) -> str:
+        return f"http://{self.net.ip('tracker')}:{self.base_port}"
+
+    def host_of(self, proc: Process) -> str:
+        return proc.name
+
+    # -- life cycle (processes start from the calling thread; waits run in the client ns) ------
+
+    def start_all(self, timeout: float = 90.0) -> None:
+        procs = [p for p in self.processes() if not p.running]
+        for proc in procs:
+            proc.start()
+        end = time.monotonic() + timeout
+        problem = self.ctl.call(self.wait_answering, procs, timeout, timeout=timeout + 10)
+        if problem is not None:
+            raise Unavailable(problem)
+        self.ctl.call(self.wait_ready, procs, end, timeout=timeout + 10)
+
+    def revive(self) -> list[str]:
+        """Start every process that is down (killed, or exited on its own), SIGCONT the paused
+        ones; the names of those that had exited on their own."""
+        exited = []
+        for proc in self.processes():
+            if proc.paused:
+                proc.resume()
+            if not proc.running:
+                if proc.proc is not None and proc.returncode not in (None, -9):
+                    exited.append(f"{proc.name} (exit {proc.returncode})")
+                proc.start()
+        self.unexpected_exits += exited
+        return exited
+
+    def leader_of(self, group_id: int) -> StorageProcess | None:
+        """The group's established leader right now, or None (asked from the client ns)."""
+        try:
+            return self.ctl.call(self.leader_now, group_id, timeout=15)
+        except Exception:
+            return None
+
+    def status_of(self, proc: Process) -> dict[str, Any] | None:
+        try:
+            return self.ctl.call(self.node_status, proc, 2.0, timeout=15)
+        except Exception:
+            return None
+
+    def converged(self, group_id: int) -> str | None:
+        """None once every member answers with the same group table statistics and applied
+        index, and its volume holds every live slice; else what still differs."""
+        answers = {n.node_id: self.status_of(n) for n in self.nodes(group_id)}
+        missing = [k for k, v in answers.items() if v is None]
+        if missing:
+            return f"no /status from {missing}"
+        tables = {k: v["group"] for k, v in answers.items() if v is not None}
+        applied = {k: (v.get("raft") or {}).get("last_applied") for k, v in answers.items() if v}
+        if len({repr(sorted(t.items())) for t in tables.values()}) != 1:
+            return f"group tables differ: {tables}"
+        if len(set(applied.values())) != 1:
+            return f"applied indexes differ: {applied}"
+        for k, v in answers.items():
+            if v is None:
+                continue
+            held, live = (v.get("volume") or {}).get("live"), v["group"].get("live")
+            if held != live:
+                return f"{k}'s volume holds {held} live slices of {live}"
+        return None
+
+    def wait_converged(self, timeout: float) -> dict[int, str | None]:
+        """Wait (bounded) until every group converged; group → what still differs (None)."""
+        end = time.monotonic() + timeout
+        result: dict[int, str | None] = {}
+        for g in range(1, self.groups + 1):
+            while True:
+                result[g] = self.converged(g)
+                if result[g] is None or time.monotonic() >= end:
+                    break
+                time.sleep(0.5)
+        return result
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Every process answers, every group has a leader, the tracker sees them writable."""
+        procs = self.processes()
+        end = time.monotonic() + timeout
+        problem = self.ctl.call(self.wait_answering, procs, timeout, timeout=timeout + 10)
+        if problem is not None:
+            raise Timeout(problem)
+        self.ctl.call(self.wait_ready, procs, end, timeout=timeout + 10)
+
+    # -- disks -------------------------------------------------------------------------------
+
+    def mount_tmpfs(self, path: Path, size: str) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=20,
+        )
+        self.mounts.append(path)
+
+    def verify_volume(self, node: StorageProcess) -> subprocess.CompletedProcess[str]:
+        """``mydfs-storage verify`` of a stopped node's volume."""
+        return subprocess.run(
+            [entry_point("mydfs-storage"), "verify", str(node.volume_file)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def live_slices(self, node: StorageProcess) -> dict[int, tuple[int, int, int]]:
+        """Offline: slot → (generation, length, CRC32C) of every LIVE slice header."""
+        from mydfs.storage.format import SlotState
+        from mydfs.storage.volume import Volume
+
+        with Volume.open(node.volume_file) as volume:
+            return {
+                h.slot: (h.generation, h.length, h.payload_crc)
+                for h in volume.scan()
+                if h.state == SlotState.LIVE
+            }
+
+    def close(self) -> list[str]:
+        """SIGCONT + SIGKILL every process, unmount; the problems met (idempotent)."""
+        problems = []
+        for proc in self.processes():
+            try:
+                proc.kill()
+            except Exception as exc:
+                problems.append(f"{proc.name}: {exc!r}")
+        self.ctl.close()
+        for mount in reversed(self.mounts):
+            done = subprocess.run(["umount", str(mount)], capture_output=True, text=True)
+            if done.returncode != 0:
+                lazy = subprocess.run(["umount", "-l", str(mount)], capture_output=True, text=True)
+                if lazy.returncode != 0:
+                    problems.append(f"umount {mount}: {lazy.stderr.strip()}")
+        self.mounts.clear()
+        return problems
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.root)
