@@ -152,6 +152,54 @@ class NetCluster(LocalCluster):
                 time.sleep(0.5)
         return result
 
+    def table_of(self, node: StorageProcess) -> dict[int, Any]:
+        """``node``'s group table, slot by slot (``GET /slices/{slot}/meta`` for every slot
+        below the table's end, without what only this node knows), asked from the client ns."""
+
+        def fetch() -> dict[int, Any]:
+            _, st = node.get_json("/status", 5.0) or (0, None)
+            end = int(((st or {}).get("group") or {}).get("end", 0))
+            table: dict[int, Any] = {}
+            for slot in range(end):
+                got = node.get_json(f"/slices/{slot}/meta", 5.0)
+                body = got[1] if got is not None else None
+                if isinstance(body, dict):
+                    body.pop("held_here", None)
+                table[slot] = body if got is None or got[0] == 200 else got[0]
+            return table
+
+        return self.ctl.call(fetch, timeout=600)
+
+    def tables_differ(self) -> list[str]:
+        """Where the members' group tables differ (each compared with the group's first)."""
+        differ = []
+        for g in range(1, self.groups + 1):
+            members = self.nodes(g)
+            tables = {n.name: self.table_of(n) for n in members}
+            first = members[0].name
+            for name, table in tables.items():
+                slots = sorted(
+                    s
+                    for s in set(table) | set(tables[first])
+                    if table.get(s) != tables[first].get(s)
+                )
+                if slots:
+                    s = slots[0]
+                    differ.append(
+                        f"{name} vs {first}: {len(slots)} slots differ, e.g. {s}: "
+                        f"{table.get(s)} vs {tables[first].get(s)}"
+                    )
+        return differ
+
+    def log_lines(self, needle: str) -> dict[str, int]:
+        """How many lines of each process's log contain ``needle``."""
+        counts = {}
+        for proc in self.processes():
+            n = sum(1 for line in proc.log_text().splitlines() if needle in line)
+            if n:
+                counts[proc.name] = n
+        return counts
+
     def wait_healthy(self, timeout: float) -> None:
         """Every process answers, every group has a leader, the tracker sees them writable."""
         procs = self.processes()

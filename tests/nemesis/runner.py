@@ -41,8 +41,8 @@ class Config:
     clients: int = 4
     paths: int = 6
     seed: str = "1"
-    large_share: float = 0.05
-    small_disk: str = "160m"
+    large_share: float = 0.1
+    small_disk: str = "256m"
     op_deadline: float = 10.0
 
     @property
@@ -114,6 +114,7 @@ def run_nemesis(root: Path, cfg: Config) -> dict[str, Any]:
         cluster.wait_healthy(timeout=120)
         convergence = cluster.wait_converged(timeout=120)
         healed = time.monotonic() - t_heal
+        tables_differ = cluster.tables_differ()
         fin = _workload(net, cluster, cfg, "final", final_path, root / "workload.log",
                         ["--history", str(history)])  # fmt: skip
         procs.append(fin)
@@ -131,6 +132,9 @@ def run_nemesis(root: Path, cfg: Config) -> dict[str, Any]:
             **result.figures,
             **checker.availability(windows, acks),
             "convergence": {str(g): v for g, v in convergence.items()},
+            "tables_differ": tables_differ,
+            "raft_diverged_warnings": cluster.log_lines("state machine may have diverged"),
+            "log_tracebacks": cluster.log_lines("Traceback"),
             "offline": offline,
             "unexpected_exits": cluster.unexpected_exits + exited,
             "problems": problems,
@@ -206,6 +210,9 @@ def summary(report: dict[str, Any]) -> str:
             "start_seconds", "heal_seconds", "unexpected_exits", "problems")  # fmt: skip
     lines = [f"{k}: {report.get(k)}" for k in keys]
     lines.append(f"convergence: {report['convergence']}")
+    lines.append(f"tables_differ: {report['tables_differ']}")
+    lines.append(f"raft_diverged_warnings: {report['raft_diverged_warnings']}")
+    lines.append(f"log_tracebacks: {report['log_tracebacks']}")
     off = report["offline"]
     lines.append(
         f"verify_failed: {off['verify_failed']}; replicas_differ: {off['replicas_differ']}"

@@ -6,12 +6,13 @@ One run (module-scoped) feeds every test below. The short run (about 2 minutes, 
 kind once) is the default; ``MYDFS_NEMESIS_LONG=1`` runs the long one (40 faults, about 11
 minutes); ``MYDFS_NEMESIS_FAULTS=N`` and ``MYDFS_NEMESIS_SEED=S`` change the number of faults
 and the random choices. The figures are printed and written to ``report.json`` in the run's
-temporary folder.
+folder: a temporary one, or ``MYDFS_NEMESIS_DIR`` (kept, with the history and every log).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"nemesis needs network namespaces and iptables: {reason}")
-    result = run_nemesis(tmp_path_factory.mktemp("nemesis"), config_from_env())
+    where = os.environ.get("MYDFS_NEMESIS_DIR")
+    root = Path(where) if where else tmp_path_factory.mktemp("nemesis")
+    result = run_nemesis(root, config_from_env())
     print("\n" + summary(result))
     return result
 
@@ -60,6 +63,7 @@ def test_no_acknowledged_write_is_lost(report: dict[str, Any]) -> None:
 
 def test_groups_converge_and_volumes_verify(report: dict[str, Any]) -> None:
     assert all(v is None for v in report["convergence"].values()), report["convergence"]
+    assert report["tables_differ"] == []
     assert report["offline"]["verify_failed"] == [], report["offline"]["verify"]
     assert report["offline"]["replicas_differ"] == []
 
