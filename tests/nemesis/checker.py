@@ -190,6 +190,10 @@ def _figures(ops: Sequence[dict[str, Any]], violations: Sequence[Violation]) -> 
     count: dict[str, int] = defaultdict(int)
     for op in ops:
         count[f"{op['op']}_{op['result']}"] += 1
+    errors: dict[str, int] = defaultdict(int)
+    for op in ops:
+        if op["result"] == "error":
+            errors[f"{op['op']}: {str(op.get('error', '')).split(':')[0]}"] += 1
     kinds: dict[str, int] = defaultdict(int)
     for v in violations:
         kinds[v.kind] += 1
@@ -205,6 +209,7 @@ def _figures(ops: Sequence[dict[str, Any]], violations: Sequence[Violation]) -> 
         "lost": kinds.get("lost", 0),
         "wrong_reads": sum(kinds.get(k, 0) for k in WRONG_READ_KINDS),
         "violations_by_kind": dict(sorted(kinds.items())),
+        "errors": dict(sorted(errors.items())),
     }
 
 

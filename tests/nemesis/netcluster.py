@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster import umount  # the integration tests' harness
 from netns import NetnsExecutor, TestNet
 
 from mydfs.client.local_cluster import LocalCluster
@@ -252,11 +253,10 @@ class NetCluster(LocalCluster):
                 problems.append(f"{proc.name}: {exc!r}")
         self.ctl.close()
         for mount in reversed(self.mounts):
-            done = subprocess.run(["umount", str(mount)], capture_output=True, text=True)
-            if done.returncode != 0:
-                lazy = subprocess.run(["umount", "-l", str(mount)], capture_output=True, text=True)
-                if lazy.returncode != 0:
-                    problems.append(f"umount {mount}: {lazy.stderr.strip()}")
+            try:
+                umount(mount)
+            except Exception as exc:
+                problems.append(f"umount {mount}: {exc!r}")
         self.mounts.clear()
         return problems
 
