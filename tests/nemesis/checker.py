@@ -34,6 +34,8 @@ from typing import Any
 MAGIC = b"NEM1"
 #: The kinds of violations: wrong reads first, then lost writes and final-state problems.
 WRONG_READ_KINDS = ("other_path", "mixed", "garbage", "stale", "phantom", "missing")
+#: Violations of the final listing: entries without a file, files without an entry.
+LISTING_KINDS = ("phantom_entry", "dangling", "unlisted")
 ABSENT = "absent"
 
 
@@ -178,12 +180,39 @@ def check(history: Iterable[dict[str, Any]]) -> Result:
         if op["op"] in ("read", "final")
         and (v := _check_read(op, writes[op["path"]], put_paths)) is not None
     ]
+    violations += _check_listings(ops, writes)
     finals = {op["path"] for op in ops if op["op"] == "final"}
     for path, ws in writes.items():
         acked = [w for w in ws if _acked(w)]
         if path not in finals and acked and acked[-1]["op"] == "put":
             violations.append(Violation("lost", path, "a written path was not read at the end"))
     return Result(violations, _figures(ops, violations))
+
+
+def _check_listings(
+    ops: Sequence[dict[str, Any]], writes: dict[str, list[dict[str, Any]]]
+) -> list[Violation]:
+    """At the end, a folder lists exactly the files whose final read found them: a listed
+    file that was never put, or that reads NotFound, is a half-made entry; a file that reads
+    but is not listed is missing from its folder."""
+    found = {o["path"]: o["result"] for o in ops if o["op"] == "final"}
+    out = []
+    for op in ops:
+        if op["op"] != "list" or op["result"] != "ok":
+            continue
+        listed = {f"{op['path']}/{name}" for name in op["names"]}
+        for path in sorted(listed):
+            if not any(w["op"] == "put" for w in writes.get(path, [])):
+                out.append(Violation("phantom_entry", path, "listed, but never written", op))
+            elif found.get(path) == "not_found":
+                out.append(Violation("dangling", path, "listed, but reads NotFound", op))
+        for path, result in sorted(found.items()):
+            in_folder = path.rsplit("/", 1)[0] == op["path"]
+            if in_folder and result == "ok" and path not in listed:
+                out.append(
+                    Violation("unlisted", path, "reads, but its folder does not list it", op)
+                )
+    return out
 
 
 def _figures(ops: Sequence[dict[str, Any]], violations: Sequence[Violation]) -> dict[str, Any]:
@@ -197,7 +226,7 @@ def _figures(ops: Sequence[dict[str, Any]], violations: Sequence[Violation]) -> 
     kinds: dict[str, int] = defaultdict(int)
     for v in violations:
         kinds[v.kind] += 1
-    workload = [o for o in ops if o["op"] != "final"]
+    workload = [o for o in ops if o["op"] not in ("final", "list")]
     return {
         "ops": len(workload),
         "by_result": dict(sorted(count.items())),
@@ -208,6 +237,7 @@ def _figures(ops: Sequence[dict[str, Any]], violations: Sequence[Violation]) -> 
         "reads_ok": sum(1 for o in workload if o["op"] == "read" and o["result"] == "ok"),
         "lost": kinds.get("lost", 0),
         "wrong_reads": sum(kinds.get(k, 0) for k in WRONG_READ_KINDS),
+        "listing_violations": sum(kinds.get(k, 0) for k in LISTING_KINDS),
         "violations_by_kind": dict(sorted(kinds.items())),
         "errors": dict(sorted(errors.items())),
     }
@@ -222,6 +252,7 @@ def availability(
     times = sorted(acks)
     covered_total = length_total = 0.0
     longest: dict[str, float] = defaultdict(float)
+    kind_time: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     per_window = []
     for w in windows:
         start, end = float(w["start"]), float(w["end"])
@@ -240,11 +271,14 @@ def availability(
         longest[w["kind"]] = max(longest[w["kind"]], gap)
         covered_total += covered
         length_total += end - start
+        kind_time[w["kind"]][0] += covered
+        kind_time[w["kind"]][1] += end - start
         per_window.append(
             {**w, "availability": round(covered / (end - start), 3), "longest_gap": round(gap, 2)}
         )
     return {
         "availability": round(covered_total / length_total, 3) if length_total else None,
+        "availability_by_kind": {k: round(c / n, 3) for k, (c, n) in sorted(kind_time.items())},
         "longest_gap_by_kind": {k: round(v, 2) for k, v in sorted(longest.items())},
         "windows": per_window,
     }

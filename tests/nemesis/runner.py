@@ -206,8 +206,9 @@ def _offline_checks(cluster: NetCluster) -> dict[str, Any]:
 def summary(report: dict[str, Any]) -> str:
     """The figures in a few lines."""
     keys = ("faults", "ops", "acknowledged_writes", "reads_ok", "lost", "wrong_reads",
-            "violations_by_kind", "errors", "availability", "longest_gap_by_kind", "by_result",
-            "start_seconds", "heal_seconds", "unexpected_exits", "problems")  # fmt: skip
+            "violations_by_kind", "listing_violations", "errors", "availability",
+            "availability_by_kind", "longest_gap_by_kind", "by_result", "start_seconds",
+            "heal_seconds", "unexpected_exits", "problems")  # fmt: skip
     lines = [f"{k}: {report.get(k)}" for k in keys]
     lines.append(f"convergence: {report['convergence']}")
     lines.append(f"tables_differ: {report['tables_differ']}")

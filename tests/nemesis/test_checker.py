@@ -116,6 +116,21 @@ def test_deletes() -> None:
     assert kinds(history) == ["lost"]
 
 
+def listing(folder: str, names: list[str]) -> dict[str, Any]:
+    return {"op": "list", "client": -1, "seq": 0, "path": folder, "start": 20, "end": 21,
+            "result": "ok", "names": names}  # fmt: skip
+
+
+def test_the_final_listing_matches_the_final_reads() -> None:
+    base = [put(0, 1, A, 0, 1), read(A, 10, 11, V1, op="final")]
+    assert kinds([*base, listing("/nem/c0", ["f0"])]) == []
+    assert kinds([*base, listing("/nem/c0", [])]) == ["unlisted"]
+    assert kinds([*base, listing("/nem/c0", ["f0", "f9"])]) == ["phantom_entry"]
+    gone = [put(0, 1, A, 0, 1), delete(0, 2, A, 2, 3), read(A, 10, 11, None, op="final")]
+    assert kinds([*gone, listing("/nem/c0", ["f0"])]) == ["dangling"]
+    assert check([*gone, listing("/nem/c0", ["f0"])]).figures["listing_violations"] == 1
+
+
 def test_availability_over_fault_windows() -> None:
     windows = [{"kind": "kill_node", "start": 10.0, "end": 20.0}]
     acks = [9.5, 11.0, 12.0, 18.0]
@@ -123,4 +138,5 @@ def test_availability_over_fault_windows() -> None:
     # Covered: [10, 10.5] from 9.5, [11, 13] from 11 and 12, [18, 19] from 18: 3.5 of 10 s.
     assert got["availability"] == 0.35
     assert got["longest_gap_by_kind"] == {"kill_node": 6.0}
+    assert got["availability_by_kind"] == {"kill_node": 0.35}
     assert availability([], acks)["availability"] is None

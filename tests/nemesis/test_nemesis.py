@@ -61,6 +61,12 @@ def test_no_acknowledged_write_is_lost(report: dict[str, Any]) -> None:
     assert report["lost"] == 0, _violations(report, "lost")
 
 
+def test_folders_list_exactly_the_files_that_read(report: dict[str, Any]) -> None:
+    assert report["listing_violations"] == 0, _violations(
+        report, "phantom_entry", "dangling", "unlisted"
+    )
+
+
 def test_groups_converge_and_volumes_verify(report: dict[str, Any]) -> None:
     assert all(v is None for v in report["convergence"].values()), report["convergence"]
     assert report["tables_differ"] == []

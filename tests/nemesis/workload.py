@@ -6,7 +6,7 @@ Run as a program inside the client namespace (``ip netns exec NS python workload
 
 * ``run``: ``--clients`` clients for ``--seconds``; client c owns paths ``/nem/c<c>/f<k>``
   (it is their only writer, one operation at a time) and reads any client's paths;
-* ``final``: read every path of the history once, with a long deadline (the final state).
+* ``final``: read every path of the history once, then list their folders (the final state).
 
 Contents come from :func:`checker.content`, so every read maps back to the write that made it.
 """
@@ -104,6 +104,17 @@ async def final(args: argparse.Namespace, rec: Recorder) -> None:
     async with AsyncClient(args.tracker, deadline=args.op_deadline) as sdk:
         for path in paths:
             await _timed(rec, {"op": "final", "client": -1, "seq": 0, "path": path}, sdk.read(path))
+        for folder in sorted({path.rsplit("/", 1)[0] for path in paths}):
+            op = {"op": "list", "client": -1, "seq": 0, "path": folder, "start": time.monotonic()}
+            try:
+                entries = await sdk.listdir(folder)
+                op.update(result="ok", names=sorted(e.name for e in entries))
+            except NotFound:
+                op.update(result="ok", names=[])
+            except Exception as exc:
+                op.update(result="error", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            op["end"] = time.monotonic()
+            rec.record(op)
 
 
 def main(argv: list[str] | None = None) -> int:
