@@ -26,9 +26,18 @@ from checker import classify, content
 
 from mydfs.client import AsyncClient, NotFound
 
-#: Sizes of the files written: mostly small (one slice), some of two slices.
+#: Sizes of the files written: mostly small (one slice), some of two slices. Half of each
+#: kind have one fixed size, so a read answered from another file's chain or slot cannot be
+#: told apart by its length alone (only by its bytes, which the checker compares).
 SMALL = (200, 64 * 1024)
 LARGE = (4_300_000, 6_000_000)
+SMALL_FIXED, LARGE_FIXED = 4096, 5_000_000
+
+
+def size_of(rng: random.Random, large: bool) -> int:
+    if rng.random() < 0.5:
+        return LARGE_FIXED if large else SMALL_FIXED
+    return rng.randint(*(LARGE if large else SMALL))
 
 
 def path_of(client: int, k: int) -> str:
@@ -74,8 +83,7 @@ async def client_loop(
             op: dict[str, Any] = {"client": c, "seq": seq}
             if roll < args.put_share:
                 path = path_of(c, rng.randrange(args.paths))
-                large = rng.random() < args.large_share
-                size = rng.randint(*(LARGE if large else SMALL))
+                size = size_of(rng, rng.random() < args.large_share)
                 op.update(op="put", path=path, size=size)
                 await _timed(rec, op, sdk.put(path, content(c, seq, path, size), overwrite=True))
             elif roll < args.put_share + args.delete_share:
