@@ -10,9 +10,7 @@ process and unmounts; the net itself is destroyed by its owner.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -77,9 +75,6 @@ class NetCluster(LocalCluster):
     @property
     def tracker_url(self) -> str:
         return f"http://{self.net.ip('tracker')}:{self.base_port}"
-
-    def host_of(self, proc: Process) -> str:
-        return proc.name
 
     # -- life cycle (processes start from the calling thread; waits run in the client ns) ------
 
@@ -259,7 +254,3 @@ class NetCluster(LocalCluster):
                 problems.append(f"umount {mount}: {exc!r}")
         self.mounts.clear()
         return problems
-
-    def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self.root)

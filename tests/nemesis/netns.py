@@ -29,6 +29,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 SUBNET = "10.77.0.0/16"
+#: Namespace names start with this and the pid of the process that made them.
+PREFIX = "nm"
 GUARD = ["unreachable", SUBNET]
 _CLONE_NEWNET = 0x40000000
 
@@ -61,13 +63,41 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def kill_inside(ns: str) -> None:
+    """SIGCONT + SIGKILL every process in namespace ``ns``."""
+    for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGCONT)
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def sweep_leftovers() -> int:
+    """Delete the namespaces of test nets whose maker is dead (a run killed hard); the number
+    of live runs' nets left alone."""
+    live = set()
+    for line in run("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        owner = name[len(PREFIX) :].split("-", 1)[0]
+        if not (name.startswith(PREFIX) and "-" in name and owner.isdigit()):
+            continue
+        try:
+            os.kill(int(owner), 0)
+            live.add(owner)
+        except ProcessLookupError:
+            kill_inside(name)
+            run("ip", "netns", "del", name, check=False)
+        except PermissionError:
+            live.add(owner)
+    return len(live)
+
+
 class TestNet:
     """A hub bridge and one namespace per host; ``hosts`` maps a host name to its last octet."""
 
     __test__ = False  # not a pytest class
 
     def __init__(self, hosts: dict[str, int], prefix: str | None = None) -> None:
-        self.prefix = prefix or f"nm{os.getpid() % 100000}"
+        self.prefix = prefix or f"{PREFIX}{os.getpid()}"
         self.hub = f"{self.prefix}-hub"
         self.hosts = dict(hosts)
         self.made: list[str] = []
@@ -87,8 +117,11 @@ class TestNet:
     def create(self) -> None:
         """Make the guard route, the hub and every host; on failure undo what was made."""
         try:
+            others = sweep_leftovers()
             if not run("ip", "route", "show", *GUARD[1:], check=False).stdout.strip():
                 run("ip", "route", "add", *GUARD)
+                self.guard_added = True
+            elif not others:  # a leftover of a killed run: ours to remove at the end
                 self.guard_added = True
             self._add_ns(self.hub)
             run("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
@@ -125,11 +158,7 @@ class TestNet:
         """Kill what runs inside, delete the namespaces, remove the guard; the problems met."""
         problems: list[str] = []
         for ns in reversed(self.made):
-            pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGCONT)
-                    os.kill(int(pid), signal.SIGKILL)
+            kill_inside(ns)
             done = run("ip", "netns", "del", ns, check=False)
             if done.returncode != 0:
                 problems.append(f"ip netns del {ns}: {done.stderr.strip()}")
