@@ -13,7 +13,7 @@ namespace (flushed by ``stop``); nothing outside the test's namespaces is touche
 | ``one_way`` | the leader drops what one follower sends it (it still sends) | flush |
 | ``follower_split`` | the two followers drop each other's traffic | flush |
 | ``loss`` | a node drops 30 % of the packets it receives (``statistic``) | flush |
-| ``disk_full`` | the small-disk node's tmpfs is filled up | the filler is removed |
+| ``disk_full`` | a small-disk node's tmpfs is filled up | the filler is removed |
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ class Nemesis:
         return Fault("loss", node.name, self._flush(node.name))
 
     def disk_full(self) -> Fault:
-        node = self.c.small_disk
-        assert node is not None, "the cluster has no small-disk node"
+        assert self.c.small_disks, "the cluster has no small-disk node"
+        node = self.rng.choice(self.c.small_disks)
         filler = node.data_dir / "filler.bin"
         fill_up(filler)
         return Fault("disk_full", node.name, lambda: filler.unlink(missing_ok=True))

@@ -4,7 +4,7 @@ process in its own network namespace of a :class:`~netns.TestNet`.
 Each process binds and advertises its own 10.77.0.x address (``Process.host``) and is started
 through ``ip netns exec`` (``Process.wrap``); ports are the launcher's. Every status poll runs
 from the client namespace (:class:`~netns.NetnsExecutor`), never from the root namespace.
-One node's data folder can sit on a small tmpfs (the disk-full fault). :meth:`close` ends every
+Some nodes' data folders can sit on a small tmpfs (the disk-full fault). :meth:`close` ends every
 process and unmounts; the net itself is destroyed by its owner.
 """
 
@@ -45,7 +45,7 @@ class NetCluster(LocalCluster):
         net: TestNet,
         *,
         groups: int = 2,
-        small_disk: tuple[str, str] | None = None,
+        small_disks: tuple[tuple[str, ...], str] = ((), "256m"),
         storage_args: tuple[str, ...] = (),
         tracker_options: dict[str, Any] | None = None,
     ) -> None:
@@ -65,11 +65,10 @@ class NetCluster(LocalCluster):
             self.tracker_process.options.update(tracker_options or {})
         self.ctl = NetnsExecutor(net.ns(CLIENT))
         self.mounts: list[Path] = []
-        self.small_disk: StorageProcess | None = None
-        if small_disk is not None:
-            node_id, size = small_disk
-            self.small_disk = self.node(node_id)
-            self.mount_tmpfs(self.small_disk.data_dir, size)
+        names, size = small_disks
+        self.small_disks: list[StorageProcess] = [self.node(name) for name in names]
+        for node in self.small_disks:
+            self.mount_tmpfs(node.data_dir, size)
         self.unexpected_exits: list[str] = []
 
     @property

@@ -1,13 +1,14 @@
 """One nemesis run: network, cluster, workload, faults, healing, final checks, report.
 
 :func:`run_nemesis` builds a :class:`~netns.TestNet` (one namespace per process plus one for
-the clients), starts a tracker and two groups of three nodes in it (one node's data folder on a
-small tmpfs, for the disk-full fault), runs the workload (:mod:`workload`) in the client
-namespace while the nemesis (:mod:`faults`) starts and stops one fault at a time, then heals
-everything, waits for the groups to converge (same table, every live slice on every member),
-reads every path once more, stops the nodes, verifies every volume offline and compares the
-replicas' live slices, and hands the history to the checker (:mod:`checker`). Everything it
-made (processes, mounts, namespaces, the guard route) is removed in ``finally``.
+the clients), starts a tracker and two groups of three nodes in it (one node of each group
+with its data folder on a small tmpfs, for the disk-full fault), runs the workload
+(:mod:`workload`) in the client namespace while the nemesis (:mod:`faults`) starts and stops
+one fault at a time, then heals everything, waits for the groups to converge (same table,
+every live slice on every member), reads every path once more, stops the nodes, verifies
+every volume offline and compares the replicas' live slices, and hands the history to the
+checker (:mod:`checker`). Everything it made (processes, mounts, namespaces, the guard route)
+is removed in ``finally``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ def run_nemesis(root: Path, cfg: Config) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     problems: list[str] = []
     try:
-        cluster = NetCluster(root / "cluster", net, small_disk=("g2n3", cfg.small_disk))
+        # One node of each group on a small disk: the tracker places by free space, so a
+        # single small group would get (almost) no files.
+        small = (("g1n3", "g2n3"), cfg.small_disk)
+        cluster = NetCluster(root / "cluster", net, small_disks=small)
         t0 = time.monotonic()
         cluster.start_all(timeout=120)
         started = time.monotonic() - t0
