@@ -186,7 +186,10 @@ class Process:
     """One server process: command line, environment, log file, signals.
 
     With ``die_with_parent`` a process started from the main thread gets
-    ``PR_SET_PDEATHSIG`` = SIGKILL, so even a hard-killed parent leaves it not behind."""
+    ``PR_SET_PDEATHSIG`` = SIGKILL, so even a hard-killed parent leaves it not behind.
+    ``host`` is the address it listens on and is reached at; ``wrap`` is put in front of its
+    command line (e.g. ``["ip", "netns", "exec", "NS"]``; it must exec the command, so the
+    pid and the signals stay the server's)."""
 
     name: str
     http_port: int
@@ -197,10 +200,12 @@ class Process:
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
     starts: int = 0
+    host: str = "127.0.0.1"
+    wrap: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def node_id(self) -> str:
@@ -241,7 +246,7 @@ class Process:
             log.flush()
             main = threading.current_thread() is threading.main_thread()
             self.proc = subprocess.Popen(
-                self.command(),
+                [*self.wrap, *self.command()],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -330,7 +335,7 @@ class StorageProcess(Process):
 
     @property
     def raft_address(self) -> str:
-        return f"127.0.0.1:{self.raft_port}"
+        return f"{self.host}:{self.raft_port}"
 
     @property
     def volume_file(self) -> Path:
@@ -342,7 +347,7 @@ class StorageProcess(Process):
             "--node-id", self.node_id,
             "--group-id", str(self.group_id),
             "--data-dir", str(self.data_dir),
-            "--listen", f"127.0.0.1:{self.http_port}",
+            "--listen", f"{self.host}:{self.http_port}",
             "--raft", self.raft_address,
             "--secret", self.secret,
         ]  # fmt: skip
@@ -371,7 +376,7 @@ class TrackerProcess(Process):
     def command(self) -> list[str]:
         args = [
             entry_point("mydfs-tracker"),
-            "--listen", f"127.0.0.1:{self.http_port}",
+            "--listen", f"{self.host}:{self.http_port}",
             "--data-dir", str(self.data_dir),
             "--secret", self.secret,
         ]  # fmt: skip
