@@ -287,20 +287,14 @@ class FsyncFileJournal(Journal):  # type: ignore[misc]
             offsets.append(pos)
             pos += len(record)
         tmp = self._path + ".rewrite.tmp"
+        fd = -1
         try:
             write_file_synced(tmp, _header(pos) + b"".join(records))
             fd = os.open(tmp, os.O_RDWR)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if not is_disk_full(exc):
-                raise
-            self._warn("raft journal %s: no space to compact it; keeping it whole", self._path)
-            return
-        try:
             reserved = reserve_space(fd, 0, pos + RESERVE)
         except OSError as exc:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             if not is_disk_full(exc):
