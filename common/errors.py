@@ -11,7 +11,11 @@ flag, and a ``context`` dict naming what failed (``path``, ``group``, ``slot``, 
         LengthRequired           411  a body sent without its Content-Length
         SlotOutOfRange           400  a slot number outside the volume's address range
         InvalidPath              400  a path with '..', NUL, or not absolute
-      Unauthorized               401  missing or wrong cluster secret
+        RequestTimeout           408  the request (headers or body) came too slowly
+      Unauthorized               401  no credential, or one that does not verify
+      Forbidden                  403  a valid credential that does not allow this (role, object,
+                                      expiry)
+      TooManyRequests            429  a bound on pending work was reached; retry later
       NotFound                   404  no such file, slice or slot
         SliceDeleted             404  the slot carries a 404 marker (deleted / rolled back)
       SliceMoved                 301  the slot carries a 301 redirect; ``target`` says where
@@ -88,9 +92,25 @@ class InvalidPath(InvalidArgument):
     code = "invalid_path"
 
 
+class RequestTimeout(InvalidArgument):
+    code = "request_timeout"
+    status = 408
+
+
 class Unauthorized(MydfsError):
     code = "unauthorized"
     status = 401
+
+
+class Forbidden(MydfsError):
+    code = "forbidden"
+    status = 403
+
+
+class TooManyRequests(MydfsError):
+    code = "too_many_requests"
+    status = 429
+    retryable = True
 
 
 class NotFound(MydfsError):
