@@ -20,9 +20,8 @@ def test_golden_token() -> None:
     assert token == (
         "v1.eyJvcCI6IndyaXRlIiwiZmlsZSI6ImFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiYWJhYmFiIiwicGF0aCI6"
         "IiIsImdyb3VwcyI6WzEsMl0sIm4iOjMsImV4cCI6MTkwMDAwMDAwMH0."
-        + token.rsplit(".", 1)[1]
+        "M9Pd_TI2uu6JA_BmcOV-05AYomITaJSQG7bLdLCmJCM"  # 32-byte MAC, base64url without padding
     )
-    assert len(token.rsplit(".", 1)[1]) == 43  # 32-byte MAC, base64url without padding
     assert decode(SECRET, token) == Grant("write", 1_900_000_000, FILE, "", (1, 2), 3)
 
 
@@ -60,7 +59,7 @@ def test_wrong_secret_and_tampering_are_401() -> None:
     token = issue_for(SECRET, "read", 60, file_id=FILE)
     with pytest.raises(Unauthorized, match="does not verify"):
         check("another-secret-of-16+", token, op="read")
-    version, body, mac = token.split(".")
+    version, _body, mac = token.split(".")
     forged = issue_for(SECRET, "read", 60, file_id=OTHER).split(".")[1]
     with pytest.raises(Unauthorized, match="does not verify"):
         check(SECRET, f"{version}.{forged}.{mac}", op="read")
