@@ -251,6 +251,8 @@ class LocalCluster:
 
     def wait_tracker(self, timeout: float = 30.0) -> None:
         """Wait until the tracker sees every group writable."""
+        if self.token is None:
+            self.load_token()
 
         def all_writable() -> bool:
             try:
