@@ -1,7 +1,8 @@
 """The client's credentials file: which token (and CA) to use for which tracker.
 
 Where: ``$MYDFS_CREDENTIALS``, else ``${XDG_CONFIG_HOME:-~/.config}/mydfs/credentials.json``.
-The file is mode 0600 in a folder of mode 0700, and is replaced atomically on every save::
+The file is mode 0600 in a folder of mode 0700, and is replaced atomically on every save (under
+an ``flock`` of ``credentials.json.lock`` beside it, so concurrent savers merge)::
 
     {"default": "<tracker url>",
      "trackers": {"<tracker url>": {"token": "mydfs-...", "ca": null}}}
@@ -13,6 +14,7 @@ from an explicit value, else ``$MYDFS_TOKEN``, else this file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -85,6 +87,18 @@ def save(
     """Merge ``tracker``'s token (and CA) into the file, atomically; returns the file's path."""
     target = file or path()
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_fd = os.open(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # concurrent savers merge instead of losing entries
+        _merge(target, tracker, token, ca, make_default)
+    finally:
+        os.close(lock_fd)
+    return target
+
+
+def _merge(
+    target: Path, tracker: str, token: str | None, ca: str | None, make_default: bool
+) -> None:
     data = load(target)
     record = dict(data["trackers"].get(_key(tracker)) or {})
     if token is not None:
@@ -105,4 +119,3 @@ def save(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target

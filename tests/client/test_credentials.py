@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,19 @@ def test_save_merge_and_lookup(tmp_path: Path) -> None:
     assert stat.S_IMODE(file.stat().st_mode) == 0o600
     assert stat.S_IMODE(file.parent.stat().st_mode) == 0o700
     assert sorted(json.loads(file.read_text())["trackers"]) == ["http://a:1", "http://b:2"]
-    assert [p.name for p in file.parent.iterdir()] == ["credentials.json"]  # no temp file left
+    left = sorted(p.name for p in file.parent.iterdir())
+    assert left == ["credentials.json", "credentials.json.lock"]  # no temp file left
+
+
+def test_concurrent_saves_keep_every_entry(tmp_path: Path) -> None:
+    file = tmp_path / "c.json"
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: credentials.save(f"http://h:{i}", token=f"t{i}", file=file), range(40)
+            )
+        )
+    assert len(credentials.load(file)["trackers"]) == 40
 
 
 def test_token_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
