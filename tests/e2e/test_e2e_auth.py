@@ -5,6 +5,7 @@ three nodes, the tracker with ``public_prefixes = ["/pub"]``), through raw HTTP,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -228,3 +229,20 @@ def test_share_url_refusals(cluster: LocalCluster) -> None:
 def test_environment_token_wins_over_the_file(cluster: LocalCluster) -> None:
     done = run_cli("ls", "/priv", tracker=cluster.tracker_url, env={"MYDFS_TOKEN": "mydfs-nope"})
     assert done.returncode == 1 and b"unknown" in done.stderr
+
+
+def test_a_client_token_in_the_environment_stays_out_of_servers(scratch: Path) -> None:
+    from mydfs.client.process import TrackerProcess
+
+    proc = TrackerProcess(
+        name="t", http_port=1, log_path=scratch / "t.log", env={"MYDFS_API_SECRET": "s3cr3t-value"}
+    )
+    os.environ["MYDFS_TOKEN"] = "mydfs-client-key"
+    try:
+        proc.command = lambda: ["true"]  # type: ignore[method-assign]
+        proc.start()
+        assert proc.proc is not None and proc.proc.wait(timeout=30) == 0
+    finally:
+        os.environ.pop("MYDFS_TOKEN", None)
+    text = proc.log_text()
+    assert "mydfs-client-key" not in text and "s3cr3t-value" not in text
