@@ -1,7 +1,9 @@
 """The mydfs client SDK.
 
 ``AsyncClient`` (asyncio, aiohttp) and ``Client`` (blocking) have the same methods: ``put``,
-``get``, ``open``, ``read``, ``stat``, ``listdir``, ``exists``, ``delete``, ``status``. Errors
+``get``, ``open``, ``read``, ``stat``, ``listdir``, ``exists``, ``delete``, ``status``, and
+``share``, ``create_key``, ``list_keys``, ``delete_key``; both take ``token=`` (else
+``$MYDFS_TOKEN``, else the credentials file, :mod:`mydfs.client.credentials`). Errors
 are the typed mydfs errors re-exported here; each carries ``context`` naming the path and what
 failed.
 """
@@ -13,11 +15,13 @@ from mydfs.common.errors import (
     AlreadyExists,
     Conflict,
     Corrupt,
+    Forbidden,
     InvalidArgument,
     InvalidPath,
     MydfsError,
     NotFound,
     Timeout,
+    Unauthorized,
     Unavailable,
 )
 
@@ -30,6 +34,7 @@ __all__ = [
     "Corrupt",
     "DirEntry",
     "FileInfo",
+    "Forbidden",
     "InvalidArgument",
     "InvalidPath",
     "MydfsError",
@@ -37,5 +42,6 @@ __all__ = [
     "Reader",
     "RetryPolicy",
     "Timeout",
+    "Unauthorized",
     "Unavailable",
 ]

@@ -73,10 +73,16 @@ class Transport:
         session: aiohttp.ClientSession,
         policy: RetryPolicy,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        tracker: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.session = session
         self.policy = policy
         self._clock = clock
+        # The API key goes to the tracker only (never to storage nodes).
+        self._auth_origin = origin(tracker) if tracker and token else None
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._suspects: dict[str, float] = {}  # node origin -> suspected until (clock)
         self._probes: dict[str, asyncio.Future[bool]] = {}  # node origin -> probe in flight
         # Probes and leader searches get connections of their own: never queued behind the
@@ -209,7 +215,9 @@ class Transport:
         whole call on top of the policy's per-request deadlines; ``control`` sends it on the
         control session (a leader search, which must not queue behind data requests)."""
         data = None if body is None else orjson.dumps(body)
-        headers = {"Content-Type": "application/json"} if data is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self._auth_origin is not None and origin(url) == self._auth_origin:
+            headers.update(self._auth)
         session = self.control_session() if control else self.session
 
         async def call() -> Any:

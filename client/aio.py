@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
+from mydfs.client import credentials
 from mydfs.client._transport import RetryPolicy, Transport
 from mydfs.client.routing import GroupPlan, Leaders
 from mydfs.client.source import SLICE, Source, chunks, source_size
@@ -98,6 +99,7 @@ class AsyncClient:
         deadline: float = 60.0,
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
+        token: str | None = None,
     ) -> None:
         if not tracker.startswith(("http://", "https://")):
             raise InvalidArgument(f"tracker URL {tracker!r} must start with http:// or https://")
@@ -113,7 +115,14 @@ class AsyncClient:
         )
         # ``deadline`` bounds each operation; ``retry`` sets the per-request deadlines and the
         # backoff (docs/client.md, "Deadlines and retries").
-        self._t = Transport(self._session, replace(retry or RetryPolicy(), deadline=deadline))
+        # The API key: ``token``, else $MYDFS_TOKEN, else the credentials file's for this tracker.
+        self.token = credentials.token_for(self.tracker, token)
+        self._t = Transport(
+            self._session,
+            replace(retry or RetryPolicy(), deadline=deadline),
+            tracker=self.tracker,
+            token=self.token,
+        )
         self._read = ReadPath(
             self._session,
             self._nodes_of,
@@ -210,6 +219,36 @@ class AsyncClient:
                 raise Unavailable("leader moved") from exc
 
         await self._t.retry("slice delete", attempt, group=loc.group, slot=loc.slot)
+
+    # --- access: share URLs and API keys ------------------------------------------------------
+
+    @traced
+    async def share(self, path: str, ttl: float = 3600) -> str:
+        """A URL anyone can download ``path`` from (curl, wget, a browser) for ``ttl`` seconds."""
+        check_file_path(path)
+        body = await self._tracker(
+            "POST", f"{self.tracker}/share", body={"path": path, "ttl": ttl}, path=path
+        )
+        return f"{self.tracker}{body['path_qs']}"
+
+    @traced
+    async def create_key(self, name: str, role: str) -> str:
+        """A new API key (admin only); returns its token, which is shown only this once."""
+        body = await self._t.json(
+            "POST", f"{self.tracker}/admin/keys", body={"name": name, "role": role}
+        )
+        return str(body["token"])
+
+    @traced
+    async def list_keys(self) -> list[dict[str, Any]]:
+        """The tracker's API keys: name, role, created (admin only; never the tokens)."""
+        body = await self._tracker("GET", f"{self.tracker}/admin/keys")
+        return list(body["keys"])
+
+    @traced
+    async def delete_key(self, name: str) -> None:
+        """Revoke the API key ``name`` (admin only)."""
+        await self._t.json("DELETE", f"{self.tracker}/admin/keys/{url_quote('/' + name)[1:]}")
 
     # --- group leaders -------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """``mydfs``: the command line for users of a mydfs cluster.
 
 Exit codes: 0 success, 1 an operation failed (one line on stderr says why), 2 bad usage.
-The tracker comes from ``--tracker URL``, else ``$MYDFS_TRACKER``, else the embedded default
-``http://127.0.0.1:8100`` that ``mydfs cluster up`` starts.
+The tracker comes from ``--tracker URL``, else ``$MYDFS_TRACKER``, else the credentials file's
+``default``, else the embedded default ``http://127.0.0.1:8100`` that ``mydfs cluster up``
+starts. The API key: ``--token``, else ``$MYDFS_TOKEN``, else the credentials file
+(:mod:`mydfs.client.credentials`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 
 import orjson
 
+from mydfs.client import credentials
 from mydfs.common import __version__
-from mydfs.common.errors import MydfsError
+from mydfs.common.errors import InvalidArgument, MydfsError
 
 DEFAULT_TRACKER = "http://127.0.0.1:8100"
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -30,10 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mydfs",
         description="Store and fetch files in a mydfs cluster.",
-        epilog="The tracker: --tracker URL, else $MYDFS_TRACKER, else " + DEFAULT_TRACKER,
+        epilog="The tracker: --tracker URL, else $MYDFS_TRACKER, else the credentials file's "
+        "default, else " + DEFAULT_TRACKER + ". The API key: --token, else $MYDFS_TOKEN, else "
+        "the credentials file ($MYDFS_CREDENTIALS or ~/.config/mydfs/credentials.json).",
     )
     parser.add_argument("--version", action="version", version=f"mydfs {__version__}")
     parser.add_argument("--tracker", help="tracker URL (default: $MYDFS_TRACKER or %(default)s)")
+    parser.add_argument(
+        "--token", help="API key (default: $MYDFS_TOKEN, else the credentials file's)"
+    )
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="give up retrying after this many seconds"
     )
@@ -68,6 +76,22 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("top", help="live view of the cluster: nodes, ops/s, hot slices, events")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     p.add_argument("--interval", type=float, default=1.5, help="seconds between frames")
+
+    p = sub.add_parser("share", help="print a URL that downloads a file without a key, for a while")
+    p.add_argument("remote")
+    p.add_argument("--ttl", default="1h", help="how long it works: 90s, 30m, 1h, 2d (%(default)s)")
+
+    sub.add_parser("token", help="print the API key this command line uses")
+    sub.add_parser("ui", help="print the dashboard's URL, with the API key in its fragment")
+
+    p = sub.add_parser("keys", help="manage API keys (admin): keys create|ls|rm")
+    ksub = p.add_subparsers(dest="keys_command", metavar="ACTION")
+    kp = ksub.add_parser("create", help="make a key and print its token (shown only once)")
+    kp.add_argument("name")
+    kp.add_argument("--role", required=True, choices=("read", "write", "admin"))
+    ksub.add_parser("ls", help="list the keys: name, role, created")
+    kp = ksub.add_parser("rm", help="revoke a key")
+    kp.add_argument("name")
 
     p = sub.add_parser("cluster", help="run a local cluster: cluster up")
     csub = p.add_subparsers(dest="cluster_command", metavar="ACTION")
@@ -111,12 +135,31 @@ def main(argv: list[str] | None = None) -> int:
                 parser.parse_args(["cluster", "--help"])
                 return 2
             return cluster_up(args.data, args.groups, args.port)
-        tracker = args.tracker or os.environ.get("MYDFS_TRACKER") or DEFAULT_TRACKER
+        tracker = (
+            args.tracker
+            or os.environ.get("MYDFS_TRACKER")
+            or credentials.default_tracker()
+            or DEFAULT_TRACKER
+        ).rstrip("/")
+        token = credentials.token_for(tracker, args.token)
+        if args.command == "keys" and args.keys_command is None:
+            parser.parse_args(["keys", "--help"])
+            return 2
+        if args.command in ("token", "ui"):
+            if token is None:
+                print(
+                    f"mydfs: no API key for {tracker} (--token, $MYDFS_TOKEN, or "
+                    f"{credentials.path()})",
+                    file=sys.stderr,
+                )
+                return 1
+            print(token if args.command == "token" else f"{tracker}/ui#token={token}")
+            return 0
         if args.command == "top":
             from mydfs.client.top import run as top
 
-            return top(tracker, once=args.once, interval=args.interval)
-        return _run(args, tracker)
+            return top(tracker, once=args.once, interval=args.interval, token=token)
+        return _run(args, tracker, token)
     except MydfsError as exc:
         print(f"mydfs: {exc}", file=sys.stderr)
         return 1
@@ -131,11 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, tracker: str) -> int:
+def _run(args: argparse.Namespace, tracker: str, token: str | None) -> int:
     from mydfs.client.sync import Client
 
-    with Client(tracker, deadline=args.timeout) as client:
+    with Client(tracker, deadline=args.timeout, token=token) as client:
         cmd = args.command
+        if cmd == "share":
+            print(client.share(args.remote, parse_ttl(args.ttl)))
+            return 0
+        if cmd == "keys":
+            return _keys(client, args)
         if cmd == "put":
             return _put(client, args.local, args.remote, args.overwrite)
         if cmd in ("get", "cat"):
@@ -177,6 +225,28 @@ def _run(args: argparse.Namespace, tracker: str) -> int:
                 _print_status(status)
             return 0
     raise AssertionError(args.command)
+
+
+def parse_ttl(text: str) -> int:
+    """``90s``, ``30m``, ``1h``, ``2d`` or plain seconds → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    scale = units.get(value[-1:])
+    digits = value[:-1] if scale is not None else value
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 9 or int(digits) < 1:
+        raise InvalidArgument(f"bad --ttl {text!r}: use e.g. 90s, 30m, 1h or 2d", ttl=text)
+    return int(digits) * (scale or 1)
+
+
+def _keys(client: Any, args: argparse.Namespace) -> int:
+    if args.keys_command == "create":
+        print(client.create_key(args.name, args.role))
+    elif args.keys_command == "ls":
+        for key in client.list_keys():
+            print(f"{key['name']:<24} {key['role']:<6} {_time(float(key['created']))}")
+    elif args.keys_command == "rm":
+        client.delete_key(args.name)
+    return 0
 
 
 def _put(client: Any, local: str, remote: str, overwrite: bool) -> int:
@@ -294,9 +364,11 @@ def cluster_up(data: Path, groups: int, port: int | None) -> int:
         cluster.start()
         print(f"tracker {cluster.tracker_url}", flush=True)
         print(
-            f"  export MYDFS_TRACKER={cluster.tracker_url}\n"
+            f"admin API key saved in {cluster.credentials_path} (mydfs token prints it)\n"
             f"  mydfs put ./some.file /some.file && mydfs ls / && mydfs get /some.file ./copy\n"
-            f"  curl -LO {cluster.tracker_url}/files/some.file\n"
+            f'  curl -LO -H "Authorization: Bearer $(mydfs token)" '
+            f"{cluster.tracker_url}/files/some.file\n"
+            f'  curl -LO "$(mydfs share /some.file --ttl 1h)"\n'
             f"logs in {data}/*.log; Ctrl-C stops the cluster",
             flush=True,
         )

@@ -9,6 +9,11 @@ brings back the same cluster with every file.
 Ports, from a base B: the tracker listens on B; node i (1..3) of group g listens for HTTP on
 B + 10g + i and for Raft on B + 10g + 3 + i.
 
+The tracker makes an admin API key the first time it starts (``tracker/admin.token``); once the
+tracker answers, the cluster keeps that token as :attr:`LocalCluster.token` and saves it in the
+user's credentials file (:mod:`mydfs.client.credentials`) for its URL, also as the default
+tracker, so the SDK and the CLI find it with no flag.
+
 A node counts as up only once it answers a call signed with the cluster's secret under its own
 node id, so a stranger on a reused port is never taken for it; a group's leader is the one node
 that says it leads with a quorum and is ready, named by every other node that answers.
@@ -24,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mydfs.client import credentials
 from mydfs.client.process import (
     Process,
     StorageProcess,
@@ -81,6 +87,8 @@ class LocalCluster:
         self._env = dict(env or {})
         self._die_with_parent = die_with_parent
         self.tracker_process: TrackerProcess | None = None
+        #: The tracker's admin API key, once the tracker has answered (None without a tracker).
+        self.token: str | None = None
         if tracker:
             self.tracker_process = TrackerProcess(
                 name="tracker",
@@ -98,6 +106,29 @@ class LocalCluster:
     @property
     def tracker_url(self) -> str:
         return f"http://127.0.0.1:{self.base_port}"
+
+    @property
+    def credentials_path(self) -> Path:
+        """The credentials file the admin key is saved in."""
+        return credentials.path()
+
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization: Bearer <admin token>`` for raw calls to the tracker."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def load_token(self) -> str | None:
+        """Read the tracker's admin key (``tracker/admin.token``, else the credentials file's
+        for this tracker), keep it as :attr:`token` and save it in the credentials file."""
+        if self.tracker_process is None:
+            return None
+        try:
+            token: str | None = (self.tracker_process.data_dir / "admin.token").read_text().strip()
+        except OSError:
+            token = credentials.lookup(self.tracker_url).get("token")
+        if token:
+            self.token = token
+            credentials.save(self.tracker_url, token=token, make_default=True)
+        return self.token
 
     def _group(self, g: int, storage_args: list[str]) -> list[StorageProcess]:
         members = []
@@ -165,6 +196,8 @@ class LocalCluster:
         problem = self.wait_answering(chosen, deadline - time.monotonic())
         if problem is not None:
             raise Unavailable(problem)
+        if self.tracker_process is not None and self.tracker_process.running:
+            self.load_token()
         if wait_leader:
             self.wait_ready(chosen, deadline)
 
@@ -218,10 +251,14 @@ class LocalCluster:
 
     def wait_tracker(self, timeout: float = 30.0) -> None:
         """Wait until the tracker sees every group writable."""
+        if self.token is None:
+            self.load_token()
 
         def all_writable() -> bool:
             try:
-                status, cluster = http_json(self.tracker_url + "/cluster", timeout=2.0)
+                status, cluster = http_json(
+                    self.tracker_url + "/cluster", timeout=2.0, headers=self.auth_headers()
+                )
             except OSError:
                 return False
             if status != 200 or not isinstance(cluster, dict):

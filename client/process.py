@@ -231,16 +231,21 @@ class Process:
 
     def start(self, env: Mapping[str, str] | None = None) -> None:
         """Start the process (no waiting). ``env`` adds to this start's environment; a
-        ``MYDFS_FAULTS`` of the parent's environment is not passed on."""
+        ``MYDFS_FAULTS`` or ``MYDFS_TOKEN`` of the parent's environment is not passed on."""
         if self.running:
             raise Unavailable(f"{self.name} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         run_env = dict(os.environ, PYTHONUNBUFFERED="1")
         run_env.pop("MYDFS_FAULTS", None)
+        run_env.pop("MYDFS_TOKEN", None)  # a client's API key: no server needs it
         run_env.update(self.env)
         run_env.update(env or {})
         self.starts += 1
-        extra = {k: v for k, v in run_env.items() if k.startswith("MYDFS_")}
+        extra = {
+            k: "***" if "TOKEN" in k or "SECRET" in k else v  # never a secret in a log
+            for k, v in run_env.items()
+            if k.startswith("MYDFS_")
+        }
         with open(self.log_path, "ab") as log:
             log.write(f"=== start #{self.starts} of {self.name} {extra} ===\n".encode())
             log.flush()

@@ -29,6 +29,7 @@ class Client:
         window: int = 8,
         deadline: float = 60.0,
         retry: RetryPolicy | None = None,
+        token: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -37,7 +38,7 @@ class Client:
         self._thread.start()
 
         async def make() -> AsyncClient:
-            return AsyncClient(tracker, window=window, deadline=deadline, retry=retry)
+            return AsyncClient(tracker, window=window, deadline=deadline, retry=retry, token=token)
 
         try:
             self._aio = self._run(make())
@@ -68,6 +69,22 @@ class Client:
     @property
     def tracker(self) -> str:
         return self._aio.tracker
+
+    @property
+    def token(self) -> str | None:
+        return self._aio.token
+
+    def share(self, path: str, ttl: float = 3600) -> str:
+        return self._run(self._aio.share(path, ttl))
+
+    def create_key(self, name: str, role: str) -> str:
+        return self._run(self._aio.create_key(name, role))
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return self._run(self._aio.list_keys())
+
+    def delete_key(self, name: str) -> None:
+        self._run(self._aio.delete_key(name))
 
     def put(
         self, path: str, src: Source, *, overwrite: bool = False, progress: Progress | None = None

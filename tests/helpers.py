@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from mydfs.client import credentials
 from mydfs.client.process import (
     Deadline,
     entry_point,
@@ -36,6 +37,7 @@ from mydfs.client.process import (
 
 __all__ = [
     "ClusterUp",
+    "auth_headers",
     "child_pids",
     "entry_point",
     "failed",
@@ -43,6 +45,7 @@ __all__ = [
     "free_ports",
     "http_json",
     "pid_gone",
+    "tracker_token",
     "wait_for",
     "wait_until",
 ]
@@ -68,6 +71,17 @@ async def wait_until(
 async def _value_of(predicate: Callable[[], Any]) -> Any:
     value = predicate()
     return (await value) if inspect.isawaitable(value) else value
+
+
+def tracker_token(tracker: str) -> str | None:
+    """The API key saved for ``tracker`` in the session's credentials file (a started
+    ``LocalCluster`` saves its admin key there)."""
+    return credentials.token_for(tracker)
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """``{"Authorization": "Bearer <token>"}`` (empty without a token) for raw tracker calls."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def failed(request: pytest.FixtureRequest) -> bool:

@@ -9,6 +9,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
+from mydfs.common.errors import InvalidArgument
+from mydfs.common.paths import check_dir_path
 from mydfs.common.tracing import LOG_FORMATS
 
 OPTIONS: tuple[Option, ...] = (
@@ -57,6 +59,13 @@ OPTIONS: tuple[Option, ...] = (
         100_000,
         "edits after which a checkpoint is taken early (bounds replay at start-up)",
     ),
+    Option(
+        "public_prefixes",
+        "list",
+        [],
+        "folders anyone may read without a key (GET /files, /meta/files, /meta/list under them)",
+        ["/public"],
+    ),
     Option("log_level", "str", "info", "debug, info, warning or error"),
     Option("log_format", "str", "text", "log lines as text or json (one object a line)"),
 )
@@ -75,6 +84,7 @@ class TrackerConfig:
     checkpoint_edits: int
     log_level: str
     log_format: str = "text"
+    public_prefixes: tuple[str, ...] = ()
 
     @property
     def heartbeat_interval(self) -> float:
@@ -116,6 +126,13 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
     data_dir = v["data_dir"]
     if not str(data_dir):
         raise ConfigError("config key data_dir: must not be empty")
+    prefixes = []
+    for prefix in v.get("public_prefixes") or []:
+        try:
+            check_dir_path(prefix)
+        except InvalidArgument as exc:
+            raise ConfigError(f"config key public_prefixes: {exc}") from None
+        prefixes.append(prefix)
     return TrackerConfig(
         listen_host=host,
         listen_port=port,
@@ -128,6 +145,7 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         checkpoint_edits=v["checkpoint_edits"],
         log_level=level,
         log_format=v["log_format"],
+        public_prefixes=tuple(prefixes),
     )
 
 

@@ -10,6 +10,10 @@ Namespace: PUT|GET|DELETE /meta/files/{path}
 Reads:     GET|HEAD /files/{path}          307 to a storage node of the head's group
 Ops:       GET  /health, /metrics
 Monitor:   GET  /cluster/view, /ui             live cluster view, dashboard (tracker/ui.py)
+Access:    GET|POST /admin/keys, DELETE /admin/keys/{name}, POST /share     (tracker/auth.py)
+
+Every route but /health, /metrics, /ui and /heartbeat needs an API key with a role
+(``Authorization: Bearer``); the table is :data:`mydfs.tracker.auth.ROUTES`.
 
 Paths in URLs are percent-quoted per component (:func:`mydfs.common.paths.url_quote`); the tracker
 decodes the raw URL itself, so nothing is normalised on the way and a bad path gets a 400.
@@ -30,6 +34,9 @@ from mydfs.common.errors import InvalidArgument, Unauthorized
 from mydfs.common.paths import from_url
 from mydfs.common.tracing import request_id_middleware
 from mydfs.common.web import error_middleware, json_response
+from mydfs.tracker.auth import auth_middleware
+from mydfs.tracker.auth import install as install_auth
+from mydfs.tracker.keys import KeyStore
 from mydfs.tracker.records import check_file_id
 from mydfs.tracker.service import Tracker
 from mydfs.tracker.ui import install as install_monitoring
@@ -197,10 +204,13 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def make_app(tracker: Tracker) -> web.Application:
+def make_app(tracker: Tracker, keys: KeyStore) -> web.Application:
     errors = error_middleware(tracker.metrics.requests, tracker.metrics.latency, max_body=MAX_BODY)
-    app = web.Application(middlewares=[request_id_middleware, errors], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[request_id_middleware, errors, auth_middleware], client_max_size=MAX_BODY
+    )
     app[TRACKER_KEY] = tracker
+    install_auth(app, keys, tracker.config.secret, tracker.config.public_prefixes)
     r = app.router
     r.add_post("/heartbeat", heartbeat)
     r.add_get("/cluster", cluster)

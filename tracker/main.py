@@ -36,6 +36,7 @@ async def serve(config: TrackerConfig) -> int:
     from aiohttp import web
 
     from mydfs.tracker.http_api import make_app
+    from mydfs.tracker.keys import open_store
     from mydfs.tracker.metrics import TrackerMetrics
     from mydfs.tracker.service import Tracker
     from mydfs.tracker.store import MetaStore
@@ -57,7 +58,12 @@ async def serve(config: TrackerConfig) -> int:
         on_flush=metrics.log_batch.observe,
     )
     tracker = Tracker(config, store, metrics)
-    runner = web.AppRunner(make_app(tracker), access_log=None, handle_signals=False)
+    keys, bootstrap = open_store(config.data_dir)
+    if bootstrap is not None:
+        log.info("no API keys yet: created key 'admin'; its token is in %s", bootstrap)
+    else:
+        log.info("%d API keys in %s", len(keys.keys), keys.path)
+    runner = web.AppRunner(make_app(tracker, keys), access_log=None, handle_signals=False)
     ticker: asyncio.Task[None] | None = None
     try:
         await runner.setup()

@@ -3,7 +3,9 @@
 (``tracker/static/``: plain HTML, JS and CSS, no CDN, so it works offline), and the per-group and
 per-node Prometheus gauges of the cluster (:class:`ClusterCollector`).
 
-Open like the rest of the tracker's read API: there are no access keys yet.
+The page and its static files are open (they hold no data); ``/cluster/view`` needs a read key
+(``tracker/auth.py``): the page takes it from the URL's fragment (``mydfs ui`` prints
+``/ui#token=...``).
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 subprocesses, plain-HTTP probes of the tracker and the storage nodes (ports, bounded waits and
 ``http_json`` are in ``tests/helpers.py``).
 
+``curl`` and ``http_request`` send the tracker's API key (``Authorization: Bearer``, the one a
+started cluster saved in the session's credentials file) to any URL whose origin has one,
+unless ``auth=False`` or the arguments already carry an ``Authorization`` header.
+
 Everything here talks to real processes on 127.0.0.1 only. Waits are polls with deadlines;
 nothing depends on a fixed sleep.
 """
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from helpers import entry_point, free_base, http_json
+from helpers import auth_headers, entry_point, free_base, http_json, tracker_token
 
 T = TypeVar("T")
 
@@ -108,12 +112,32 @@ def cli_ok(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
     return done
 
 
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def bearer_args(args: Iterable[str]) -> list[str]:
+    """``-H "Authorization: Bearer <token>"`` for the first URL in ``args`` whose origin has a
+    saved API key (nothing if none has, or if an Authorization header is already given)."""
+    args = list(args)
+    if any(a.lower().startswith("authorization:") for a in args):
+        return []
+    for arg in args:
+        if arg.startswith(("http://", "https://")):
+            token = tracker_token(origin_of(arg))
+            if token:
+                return ["-H", f"Authorization: Bearer {token}"]
+    return []
+
+
 def curl(
-    *args: str, timeout: float = 180.0, cwd: Path | None = None
+    *args: str, timeout: float = 180.0, cwd: Path | None = None, auth: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
-    """``curl -sS ARGS`` (never raises on failure)."""
+    """``curl -sS ARGS`` (never raises on failure); with ``auth``, the tracker's API key."""
+    extra = bearer_args(args) if auth else []
     return subprocess.run(
-        ["curl", "-sS", "--max-time", str(int(timeout)), *args],
+        ["curl", "-sS", "--max-time", str(int(timeout)), *extra, *args],
         capture_output=True,
         timeout=timeout + 10,
         check=False,
@@ -121,10 +145,12 @@ def curl(
     )
 
 
-def curl_ok(*args: str, timeout: float = 180.0, cwd: Path | None = None) -> bytes:
+def curl_ok(
+    *args: str, timeout: float = 180.0, cwd: Path | None = None, auth: bool = True
+) -> bytes:
     """``curl -sS --fail-with-body ARGS``; the body (stdout), or a test failure naming curl's
     error and the start of the error body."""
-    done = curl("--fail-with-body", *args, timeout=timeout, cwd=cwd)
+    done = curl("--fail-with-body", *args, timeout=timeout, cwd=cwd, auth=auth)
     if done.returncode != 0:
         body = done.stdout
         if "-o" in args:
@@ -154,11 +180,17 @@ def curl_head(url: str, *extra: str) -> tuple[int, dict[str, str]]:
 
 
 def http_request(
-    url: str, method: str = "GET", headers: dict[str, str] | None = None, timeout: float = 10.0
+    url: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+    auth: bool = True,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request, no redirects followed: (status, headers with lower-case names, body).
     The URL's path is sent exactly as written (nothing is normalised)."""
     parts = urlsplit(url)
+    if auth:
+        headers = {**auth_headers(tracker_token(origin_of(url))), **(headers or {})}
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -172,13 +204,13 @@ def http_request(
 
 def group_nodes(tracker: str) -> dict[int, list[str]]:
     """The storage node URLs of every group, as the tracker lists them (down ones too)."""
-    status, body = http_json(f"{tracker}/cluster")
+    status, body = http_json(f"{tracker}/cluster", headers=auth_headers(tracker_token(tracker)))
     assert status == 200, body
     return {int(g["group_id"]): [n["url"] for n in g["nodes"]] for g in body["groups"]}
 
 
 def up_nodes(tracker: str) -> dict[int, set[str]]:
-    status, body = http_json(f"{tracker}/cluster")
+    status, body = http_json(f"{tracker}/cluster", headers=auth_headers(tracker_token(tracker)))
     assert status == 200, body
     return {int(g["group_id"]): {n["url"] for n in g["nodes"] if n["up"]} for g in body["groups"]}
 

@@ -2,16 +2,18 @@
 
 Shows: ``mydfs cluster up --data DIR --groups 2 --port BASE`` started as a subprocess prints
 ``tracker http://127.0.0.1:BASE`` once the cluster is writable; following the lines it prints
-(``export MYDFS_TRACKER=...``, ``mydfs put``/``ls``/``get``, ``curl -LO``) stores and fetches a
-file; SIGTERM stops it and every process it started (checked by pid); ``cluster up`` again on
+(where the admin API key was saved, ``mydfs put``/``ls``/``get``, ``curl -LO`` with the key and
+with a share URL) stores and fetches a file with no key handling; SIGTERM stops it and every
+process it started (checked by pid); ``cluster up`` again on
 the same folder, without ``--port``, comes back on the same port with every file
 (sha256).
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +21,12 @@ import pytest
 from e2e_helpers import (
     SLICE,
     cli_ok,
-    curl_ok,
     sha256_file,
     write_random,
 )
-from helpers import ClusterUp, child_pids, free_base
+from helpers import ClusterUp, child_pids, entry_point, free_base
 
-from mydfs.client import Client
+from mydfs.client import Client, credentials
 
 TRACKER_LINE = re.compile(r"^tracker (http://127\.0\.0\.1:(\d+))$")
 
@@ -65,11 +66,13 @@ def test_cluster_up_store_stop_and_come_back_with_every_file(
     first_hint = len(up.seen)
     up.wait_line(re.compile(r"^logs in "), timeout=30)  # the last line of the hints
     hints = up.seen[first_hint:]
-    exports = [h.strip() for h in hints if h.strip().startswith("export MYDFS_TRACKER=")]
-    assert exports == [f"export MYDFS_TRACKER={tracker}"], hints
+    saved = [h for h in hints if h.startswith("admin API key saved in ")]
+    assert saved and str(credentials.path()) in saved[0], hints
+    assert credentials.default_tracker() == tracker
 
-    # The newcomer's steps, as printed: export the tracker, put, ls, get, curl.
-    env = {"MYDFS_TRACKER": exports[0].split("=", 1)[1]}
+    # The newcomer's steps, as printed: put, ls, get, curl; the tracker and its key come from
+    # the credentials file.
+    env: dict[str, str] = {}
     files = {
         "some.file": write_random(work / "some.file", 2 * SLICE + 12345, seed=1),
         "empty.file": write_random(work / "empty.file", 0, seed=2),
@@ -81,11 +84,16 @@ def test_cluster_up_store_stop_and_come_back_with_every_file(
     assert all(name in listed for name in files), listed
     cli_ok("get", "/some.file", "./copy", env=env, cwd=work)
     assert sha256_file(work / "copy") == files["some.file"]
-    curl_hint = next(h.strip() for h in hints if h.strip().startswith("curl "))
-    download = scratch / "download"
-    download.mkdir()
-    curl_ok(*shlex.split(curl_hint)[1:], cwd=download)  # as printed: curl -LO URL
-    assert sha256_file(download / "some.file") == files["some.file"]
+    curl_hints = [h.strip() for h in hints if h.strip().startswith("curl ")]
+    assert len(curl_hints) == 2, hints  # with the key, and with a share URL
+    shell_env = dict(os.environ, PATH=f"{Path(entry_point('mydfs')).parent}:{os.environ['PATH']}")
+    for i, hint in enumerate(curl_hints):
+        download = scratch / f"download{i}"
+        download.mkdir()
+        # as printed, through a shell: curl -LO -H "...$(mydfs token)" URL / "$(mydfs share ...)"
+        subprocess.run(["bash", "-c", hint], cwd=download, env=shell_env, check=True, timeout=120)
+        assert [p.name for p in download.iterdir()] == ["some.file"], hint
+        assert sha256_file(download / "some.file") == files["some.file"], hint
 
     # SIGTERM stops the cluster and everything it started.
     assert up.terminate() == 0

@@ -63,7 +63,7 @@ def test_dashboard_shows_nodes_failures_and_hot_slices(make_cluster: Any, tmp_pa
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(cluster.tracker_url + "/ui")
+            page.goto(f"{cluster.tracker_url}/ui#token={cluster.token}")
             page.wait_for_function(
                 "n => document.querySelectorAll('#map tr[data-up=\"1\"]').length === n",
                 arg=len(names),

@@ -15,7 +15,7 @@ import urllib.request
 from typing import Any
 
 from e2e_helpers import cli_ok, random_bytes, run_cli
-from helpers import http_json, wait_for
+from helpers import auth_headers, http_json, tracker_token, wait_for
 
 from mydfs.client import Client
 from mydfs.client.local_cluster import LocalCluster
@@ -23,7 +23,9 @@ from mydfs.storage.monitoring import TOTALS_FILE
 
 
 def _view(tracker: str) -> dict[str, Any]:
-    status, body = http_json(tracker + "/cluster/view")
+    status, body = http_json(
+        tracker + "/cluster/view", headers=auth_headers(tracker_token(tracker))
+    )
     assert status == 200, body
     assert isinstance(body, dict)
     return body

@@ -218,9 +218,10 @@ async def test_bad_input_gets_400_with_a_clear_message(
     assert status == 400 and err["context"]["field"] == "file_id"
     status, err, _ = await call(session, "PUT", t + "/meta/files/ok", {"file_id": f"{1:032x}"})
     assert status == 400 and err["message"] == "missing field 'size'"
-    async with session.put(t + "/meta/files/ok", data=b"{not json") as resp:
+    auth = tracker.auth()
+    async with session.put(t + "/meta/files/ok", data=b"{not json", headers=auth) as resp:
         assert resp.status == 400 and "not valid JSON" in (await resp.json())["message"]
-    async with session.put(t + "/meta/files/ok", data=b"x" * (2 << 20)) as resp:
+    async with session.put(t + "/meta/files/ok", data=b"x" * (2 << 20), headers=auth) as resp:
         assert resp.status == 413
     status, err, _ = await call(session, "PUT", t + "/meta/files/ok?overwrite=maybe", body(1))
     assert status == 400 and err["context"]["field"] == "overwrite"
@@ -240,7 +241,7 @@ async def test_reads_redirect_to_a_node_of_the_head_group(
     seen = set()
     for method in ("GET", "HEAD", "GET", "GET", "GET", "GET"):
         async with session.request(
-            method, t + "/files/v/a%20b%3F.bin", allow_redirects=False
+            method, t + "/files/v/a%20b%3F.bin", allow_redirects=False, headers=tracker.auth()
         ) as resp:
             assert resp.status == 307
             location = urlsplit(resp.headers["Location"])
@@ -258,7 +259,9 @@ async def test_reads_redirect_to_a_node_of_the_head_group(
             "version": "1",
         }
     assert seen <= {f"http://127.0.0.1:{9020 + i}" for i in (1, 2, 3)}
-    async with session.get(t + "/files/v/empty", allow_redirects=False) as resp:
+    async with session.get(
+        t + "/files/v/empty", allow_redirects=False, headers=tracker.auth()
+    ) as resp:
         assert resp.status == 200 and resp.headers["Content-Length"] == "0"
         assert await resp.read() == b""
     status, err, _ = await call(session, "GET", t + "/files/v/missing", allow_redirects=False)
@@ -311,6 +314,7 @@ async def test_kill9_during_a_burst_loses_no_acknowledged_registration(
                 async with session.put(
                     t + "/meta/files" + path,
                     data=f'{{"file_id":"{fid}","size":1,"slices":1,"head":[1,{i}]}}',
+                    headers=tracker.auth(),
                 ) as resp:
                     if resp.status == 201:
                         acked[path] = fid

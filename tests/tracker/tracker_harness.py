@@ -1,5 +1,8 @@
 """Helpers for tests that run a real ``mydfs-tracker`` process on a free loopback port: the
-launcher's :class:`~mydfs.client.process.TrackerProcess` with test defaults, and signed calls."""
+launcher's :class:`~mydfs.client.process.TrackerProcess` with test defaults, and calls: signed
+with the cluster secret (``signed=True``), and carrying the tracker's admin API key (read from
+its ``admin.token`` once it answers) unless ``anonymous=True`` or an ``Authorization`` header is
+given."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.errors import Unavailable
 
 SECRET = "tracker-test-secret-0123456789"
+#: Tracker URL → its admin API key (set when a :class:`TrackerProc` has started).
+TOKENS: dict[str, str] = {}
 
 
 class TrackerProc(TrackerProcess):
@@ -53,6 +58,11 @@ class TrackerProc(TrackerProcess):
                 return False
 
         await wait_until(healthy, timeout=timeout, what="the tracker to answer /health")
+        self.token = (self.data_dir / "admin.token").read_text().strip()
+        TOKENS[self.url] = self.token
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     def kill9(self) -> None:
         self.kill()
@@ -72,10 +82,14 @@ async def call(
     *,
     signed: bool = False,
     secret: str = SECRET,
+    anonymous: bool = False,
     **kw: Any,
 ) -> tuple[int, Any, aiohttp.ClientResponse]:
     """One request; returns (status, decoded JSON or None, response)."""
     headers = dict(kw.pop("headers", {}))
+    origin = "/".join(str(url).split("/", 3)[:3])
+    if not anonymous and "Authorization" not in headers and origin in TOKENS:
+        headers["Authorization"] = f"Bearer {TOKENS[origin]}"
     if signed:
         path_qs = url.split("://", 1)[1]
         path_qs = path_qs[path_qs.index("/") :]

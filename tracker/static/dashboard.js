@@ -143,10 +143,25 @@ function renderSummary(view) {
     `${c.inflight} in flight · ${fmtBytes(c.used_slots * SLOT)} used`;
 }
 
+// The API key comes in the URL's fragment (`mydfs ui` prints /ui#token=...): a fragment never
+// leaves the browser, so the key is in no request line, log or Referer. Kept for this tab only.
+function apiToken() {
+  const m = /(?:^|[#&])token=([^&]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem("mydfs-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("mydfs-token");
+}
+const TOKEN = apiToken();
+
 async function refresh() {
   const status = document.getElementById("status");
   try {
-    const resp = await fetch("/cluster/view", { cache: "no-store" });
+    const headers = TOKEN ? { Authorization: "Bearer " + TOKEN } : {};
+    const resp = await fetch("/cluster/view", { cache: "no-store", headers });
+    if (resp.status === 401 || resp.status === 403)
+      throw new Error("HTTP " + resp.status + ": open the URL `mydfs ui` prints (it carries an API key)");
     if (!resp.ok) throw new Error("HTTP " + resp.status);
     const view = await resp.json();
     record(view);

@@ -1,0 +1,231 @@
+"""Who may call which tracker route: API keys with roles, share URLs, public folders.
+
+One table (:data:`ROUTES`) says what each route needs: ``None`` (open: health, metrics, the
+dashboard's static files, and ``/heartbeat``, which its handler checks against the cluster
+secret), or a role, ``read < write < admin`` (:mod:`mydfs.tracker.keys`). A caller names its
+key with ``Authorization: Bearer <token>``; no token or an unknown one is a 401
+(:class:`Unauthorized`), a key whose role is too low a 403 (:class:`Forbidden`). A route missing
+from the table needs ``admin``, so a new route is closed until it is listed.
+
+Two ways to read without a key:
+
+* ``GET|HEAD /files/<path>?grant=<token>``: a share URL (``POST /share``, ``mydfs share``), a
+  read grant for that path (:mod:`mydfs.common.grants`) signed with the cluster secret. A grant
+  that does not verify, is expired or names another path is a 403.
+* ``public_prefixes`` (config): anonymous ``GET`` of ``/files/…``, ``/meta/files/…`` and
+  ``/meta/list/…`` at or under one of those folders.
+
+This module also holds the routes that manage keys (``/admin/keys``) and ``POST /share``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from mydfs.common import grants
+from mydfs.common.errors import (
+    Forbidden,
+    InvalidArgument,
+    MydfsError,
+    Unauthorized,
+)
+from mydfs.common.paths import check_file_path, from_url, url_quote
+from mydfs.common.web import json_response
+from mydfs.tracker.keys import Key, KeyStore, allows
+
+log = logging.getLogger("mydfs.tracker.auth")
+
+KEYS_KEY = web.AppKey("keys", KeyStore)
+SECRET_KEY = web.AppKey("secret", str)
+PUBLIC_KEY = web.AppKey("public_prefixes", tuple)
+#: The key that made the request (absent for open routes, grants and public reads).
+CALLER = "mydfs_key"
+
+#: Longest lifetime of a share URL (seconds): 7 days.
+MAX_SHARE_TTL = 7 * 24 * 3600
+
+OPEN = None
+#: (method, route) → the role it needs, or None for an open route. HEAD is checked as GET.
+ROUTES: dict[tuple[str, str], str | None] = {
+    ("POST", "/heartbeat"): OPEN,  # signed with the cluster secret (X-Mydfs-Auth)
+    ("GET", "/health"): OPEN,
+    ("GET", "/metrics"): OPEN,
+    ("GET", "/ui"): OPEN,
+    ("GET", "/ui/{name}"): OPEN,
+    ("GET", "/cluster"): "read",
+    ("GET", "/cluster/view"): "read",
+    ("GET", "/meta/files/{path}"): "read",
+    ("GET", "/meta/list"): "read",
+    ("GET", "/meta/list/{path}"): "read",
+    ("GET", "/files/{path}"): "read",
+    ("POST", "/share"): "read",
+    ("POST", "/placements"): "write",
+    ("PUT", "/meta/files/{path}"): "write",
+    ("DELETE", "/meta/files/{path}"): "write",
+    ("POST", "/meta/intents"): "write",
+    ("DELETE", "/meta/intents/{file_id}"): "write",
+    ("GET", "/meta/intents"): "admin",
+    ("GET", "/meta/trash"): "admin",
+    ("DELETE", "/meta/trash/{file_id}"): "admin",
+    ("GET", "/admin/keys"): "admin",
+    ("POST", "/admin/keys"): "admin",
+    ("DELETE", "/admin/keys/{name}"): "admin",
+}
+#: Routes a public prefix opens to anonymous GETs: route → the URL prefix before the path.
+PUBLIC_ROUTES = {
+    "/files/{path}": "/files/",
+    "/meta/files/{path}": "/meta/files/",
+    "/meta/list": "/meta/list",
+    "/meta/list/{path}": "/meta/list/",
+}
+
+
+def required_role(method: str, route: str) -> str | None:
+    """What ``method route`` needs (``admin`` for a route not in the table)."""
+    return ROUTES.get(("GET" if method == "HEAD" else method, route), "admin")
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def under(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Is ``path`` one of ``prefixes`` or inside one of them?"""
+    for prefix in prefixes:
+        if prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def _request_path(request: web.Request, route: str) -> str | None:
+    """The file or folder path a public route names; None if it is not a valid path."""
+    prefix = PUBLIC_ROUTES[route]
+    raw = request.raw_path.split("?", 1)[0]
+    tail = raw[len(prefix) :] if raw.startswith(prefix) else ""
+    try:
+        if route.startswith("/meta/list"):
+            tail = tail.lstrip("/")
+            return "/" if not tail else from_url(tail, directory=True)
+        return from_url(tail)
+    except MydfsError:
+        return None
+
+
+def _check_share(request: web.Request, token: str) -> None:
+    """A ``grant`` query parameter on ``/files``: a read grant for exactly this path."""
+    path = _request_path(request, "/files/{path}")
+    if path is None:
+        raise InvalidArgument("bad file path in a share URL")
+    try:
+        grants.check(request.app[SECRET_KEY], token, op="read", path=path)
+    except Unauthorized as exc:
+        # A link that does not verify is refused like one for another path: the caller
+        # presented something, and it does not open this file.
+        raise Forbidden(f"share URL refused: {exc.message}", path=path) from None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resource = request.match_info.route.resource
+    if resource is None:  # no such route: let the router answer 404 / 405
+        return await handler(request)
+    route = resource.canonical
+    need = required_role(request.method, route)
+    if need is None:
+        return await handler(request)
+    token = bearer(request)
+    if token is None and request.method in ("GET", "HEAD") and route in PUBLIC_ROUTES:
+        if route == "/files/{path}" and grants.GRANT_PARAM in request.query:
+            _check_share(request, request.query[grants.GRANT_PARAM])
+            return await handler(request)
+        path = _request_path(request, route)
+        if path is not None and under(path, request.app[PUBLIC_KEY]):
+            return await handler(request)
+    if token is None:
+        raise Unauthorized(
+            "this request needs an API key: send 'Authorization: Bearer <token>' "
+            "(mydfs token prints yours)",
+            route=route,
+        )
+    key = request.app[KEYS_KEY].lookup(token)
+    if key is None:
+        raise Unauthorized("unknown or revoked API key", route=route)
+    if not allows(key.role, need):
+        raise Forbidden(
+            f"key {key.name!r} has role {key.role}; {request.method} {route} needs {need}",
+            key=key.name,
+            role=key.role,
+            required=need,
+        )
+    request[CALLER] = key
+    return await handler(request)
+
+
+# --- /admin/keys and /share ----------------------------------------------------------------------
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    data = await request.read()
+    try:
+        body = orjson.loads(data) if data else None
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("the body must be a JSON object")
+    return body
+
+
+async def create_key(request: web.Request) -> web.Response:
+    body = await _body(request)
+    key, token = request.app[KEYS_KEY].create(body.get("name"), body.get("role"))
+    log.info("key %r (role %s) created by %s", key.name, key.role, _who(request))
+    return json_response({"name": key.name, "role": key.role, "token": token}, status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    return json_response({"keys": [k.public() for k in request.app[KEYS_KEY].keys.names()]})
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    key = request.app[KEYS_KEY].remove(request.match_info["name"])
+    log.info("key %r (role %s) removed by %s", key.name, key.role, _who(request))
+    return json_response({"removed": key.public()})
+
+
+async def share(request: web.Request) -> web.Response:
+    """``POST /share {"path", "ttl"}`` → a signed ``/files`` URL (path and query) for that file."""
+    body = await _body(request)
+    given: Any = body.get("path")
+    path = check_file_path(given)
+    ttl = body.get("ttl", 3600)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl <= MAX_SHARE_TTL:
+        raise InvalidArgument(f"ttl must be 1..{MAX_SHARE_TTL} seconds", field="ttl")
+    token = grants.issue_for(request.app[SECRET_KEY], "read", ttl, path=path)
+    expires = grants.decode(request.app[SECRET_KEY], token).expires
+    path_qs = f"/files{url_quote(path)}?{grants.GRANT_PARAM}={token}"
+    return json_response({"path": path, "path_qs": path_qs, "expires": expires})
+
+
+def _who(request: web.Request) -> str:
+    key: Key | None = request.get(CALLER)
+    return f"key {key.name!r}" if key is not None else "?"
+
+
+def install(app: web.Application, keys: KeyStore, secret: str, public: tuple[str, ...]) -> None:
+    """Add the key-management and share routes and what the middleware reads."""
+    app[KEYS_KEY] = keys
+    app[SECRET_KEY] = secret
+    app[PUBLIC_KEY] = tuple(public)
+    app.router.add_get("/admin/keys", list_keys)
+    app.router.add_post("/admin/keys", create_key)
+    app.router.add_delete("/admin/keys/{name}", delete_key)
+    app.router.add_post("/share", share)
