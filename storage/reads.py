@@ -59,20 +59,23 @@ class ReadResolver:
         self._mark_dirty = mark_dirty
 
     async def resolve(
-        self, slot: int, generation: int | None = None, owner: tuple[str, int] | None = None
+        self,
+        slot: int,
+        generation: int | None = None,
+        owner: tuple[str, int | None] | None = None,
     ) -> SlotInfo:
         """The record of a live slice this node can serve (of ``owner``, file id and slice
-        index, when given); raises Redirect when another node must answer, SliceMoved (301),
-        SliceDeleted/NotFound (404)."""
+        index — None: any index of that file — when given); raises Redirect when another node
+        must answer, SliceMoved (301), SliceDeleted/NotFound (404)."""
         ctx = self._ctx
         ctx.require()
         info = await self._known(slot, generation)
-        if owner is not None and (info.file_id, info.slice_index) != owner:
+        if owner is not None and not _owned_by(info, owner):
             held = f"{info.file_id}#{info.slice_index}"
             why = f"slot {slot} holds {held}, not {owner[0]}#{owner[1]}"
             await self.confirm_current(why, slot=slot)
             info = await self._known(slot, generation)
-            if (info.file_id, info.slice_index) != owner:
+            if not _owned_by(info, owner):
                 raise NotFound(
                     f"the slot holds another file now ({why})",
                     group=ctx.group_id,
@@ -193,3 +196,9 @@ class ReadResolver:
             ctx.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.changed.wait(), timeout=0.05)
+
+
+def _owned_by(info: SlotInfo, owner: tuple[str, int | None]) -> bool:
+    """Does the slot's record name ``owner`` (file id, slice index or None for any)?"""
+    file_id, index = owner
+    return info.file_id == file_id and (index is None or info.slice_index == index)
