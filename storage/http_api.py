@@ -265,7 +265,7 @@ async def chain(request: web.Request) -> web.Response:
     file_id, first = _read_owner(request)
     slot = _slot(request)
     limit = _int_arg(request, "max") or 1_000_000
-    entries, nxt = await node.reads.walk(slot, limit, (file_id, first or 0))
+    entries, nxt = await node.reads.walk(slot, limit, (file_id, first))
     return json_response(
         {
             "entries": [e.to_dict(node.urls) for e in entries],

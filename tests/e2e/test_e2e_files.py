@@ -160,7 +160,7 @@ def test_seven_slice_file_is_placed_3_3_1_across_both_groups(
     assert {e["file_id"] for e in entries} == {info.file_id}
     assert sum(e["length"] for e in entries) == size
     # The SDK's own walk agrees with the public one.
-    sdk_chain = client._run(client._aio._chain(info))
+    sdk_chain = client._run(client._aio._chain(client.stat(info.path)))  # with its read grant
     assert [(s.group, s.slot) for s in sdk_chain] == [(e["group"], e["slot"]) for e in entries]
 
     # Acknowledged on 2 of 3 nodes; the third copy follows in the background, then every
@@ -328,13 +328,17 @@ def test_sources_destinations_and_quoted_names(
     assert curl_ok("-L", file_url(cluster, odd)) == b"odd name"
 
 
-def test_stale_one_slice_entry_never_reads_another_files_bytes(client: Client) -> None:
+def test_stale_one_slice_entry_never_reads_another_files_bytes(
+    client: Client, cluster: LocalCluster
+) -> None:
     """A one-slice file is read straight from its head slot (no chain walk). An entry whose
     slot now holds another file (freed and reused since) must read NotFound, never the other
     file's bytes: the replica's owner header tells. Simulated deterministically by an entry
     naming another file's head slot."""
     other = client.put("/stale/b.bin", random_bytes(5000, seed=72))
-    stale = dataclasses.replace(other, path="/stale/a.bin", file_id="0" * 32)
+    stale = dataclasses.replace(
+        other, path="/stale/a.bin", file_id="0" * 32, grant=read_grant(cluster, "0" * 32)
+    )
 
     async def read_stale() -> bytes:
         aio = client._aio

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 from e2e_helpers import SLICE, curl, http_request, random_bytes
-from helpers import signed_headers, wait_for
+from helpers import http_json, signed_headers, wait_for
 
 from mydfs.client import AsyncClient
 from mydfs.client.local_cluster import LocalCluster
@@ -177,6 +177,12 @@ def stale_scenario(c: LocalCluster) -> Scenario:
     )
     delete(t, "/stale/a")
     delete(t, "/stale/a1")
+    # The tracker's reclaimer frees their slots (through the leader) and forgets them.
+    wait_for(
+        lambda: http_json(t + "/meta/trash")[1]["trash"] == [],
+        timeout=60,
+        what="the reclaimer to free A's and A1's slices",
+    )
     b, b1 = put(t, "/stale/b", new2), put(t, "/stale/b1", new1)
     # B and B1 reuse the slots of A and A1, with the same sizes and slice counts.
     assert b["head"] == a["head"] and b1["head"] == a1["head"], (a, a1, b, b1)
