@@ -45,6 +45,7 @@ from mydfs.common import grants
 from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.errors import (
     Conflict,
+    Corrupt,
     MydfsError,
     NotFound,
     Unavailable,
@@ -86,10 +87,13 @@ class Delete(enum.Enum):
 
 
 def walk_outcome(error: MydfsError) -> Walk:
-    """A failed walk step: retryable errors (no leader, a node down, a timeout) are tried again
-    later; anything definitive (a deleted or unknown slot, another owner, a 4xx) ends the walk
-    there: the slot is not the file's next slice, so nothing from it on is the file's to free."""
-    return Walk.RETRY if error.retryable else Walk.STOP
+    """A failed walk step. The table's definitive word that the slot is not the file's next
+    slice — deleted or never written (``Corrupt`` from a chain walk, ``NotFound``), another
+    owner (``NotFound``, reason ``another_owner``), a state that does not fit (``Conflict``) —
+    ends the walk there: nothing from it on is the file's to free. Anything else (no leader, a
+    node down, a timeout, a refused grant, an unexpected error) is tried again on a later
+    pass: a record is never dropped on a doubtful answer."""
+    return Walk.STOP if isinstance(error, NotFound | Corrupt | Conflict) else Walk.RETRY
 
 
 def delete_outcome(status: int, error: MydfsError | None) -> Delete:
@@ -170,6 +174,7 @@ class Reclaimer:
         self._wall = wall
         self._session: aiohttp.ClientSession | None = None
         self.freed = 0  # slices deleted since start (for logs and tests)
+        self._postponed: set[str] = set()  # records already logged as postponed
 
     async def run(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT))
@@ -192,8 +197,17 @@ class Reclaimer:
             try:
                 freed = await self.reclaim(record)
             except (MydfsError, aiohttp.ClientError, TimeoutError) as exc:
-                log.info("reclaim of %s (%s) postponed: %s", record.file_id, record.path, exc)
+                first = record.file_id not in self._postponed
+                self._postponed.add(record.file_id)
+                log.log(
+                    logging.INFO if first else logging.DEBUG,
+                    "reclaim of %s (%s) postponed: %s",
+                    record.file_id,
+                    record.path,
+                    exc,
+                )
                 continue
+            self._postponed.discard(record.file_id)
             with contextlib.suppress(NotFound):  # dropped meanwhile (DELETE /meta/trash)
                 await self._c.drop(record.file_id)
             log.info(

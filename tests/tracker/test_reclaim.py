@@ -15,6 +15,7 @@ from mydfs.common.errors import (
     Conflict,
     Corrupt,
     Forbidden,
+    MydfsError,
     NotFound,
     SliceDeleted,
     Timeout,
@@ -40,9 +41,9 @@ OTHER = "bb" * 16
 
 
 def test_walk_stops_at_anything_definitive_and_retries_the_rest() -> None:
-    for err in (NotFound("x"), SliceDeleted("x"), Corrupt("x"), Conflict("x"), Forbidden("x")):
+    for err in (NotFound("x"), SliceDeleted("x"), Corrupt("x"), Conflict("x")):
         assert walk_outcome(err) is Walk.STOP, err
-    for err in (Unavailable("x"), Timeout("x")):
+    for err in (Unavailable("x"), Timeout("x"), Forbidden("x"), MydfsError("HTTP 500")):
         assert walk_outcome(err) is Walk.RETRY, err
 
 
