@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import orjson
 
 from mydfs.bench.limits import disk_dsync_write, loopback_tcp
 from mydfs.client.local_cluster import LocalCluster
+from mydfs.common import grants
 from mydfs.storage.format import PAYLOAD_CAPACITY
 
 
@@ -148,7 +150,13 @@ async def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         cluster.start()
         timeout = aiohttp.ClientTimeout(total=120)
         connector = aiohttp.TCPConnector(limit=64)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        # Every slice of the run belongs to one made-up file: one write grant covers them all
+        # (a write grant allows reads of its file too).
+        grant = grants.issue_for(cluster.secret, "write", 86400, file_id=uuid.uuid4().hex)
+        headers = {grants.GRANT_HEADER: grant}
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=connector, headers=headers
+        ) as session:
             url = await _leader_url(session, cluster)
             await writes(session, url, data, 4, 1)  # warm-up
             for run_no in range(args.runs):

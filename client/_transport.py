@@ -209,13 +209,17 @@ class Transport:
         ok: tuple[int, ...] = (200, 201),
         timeout: float | None = None,
         control: bool = False,
+        headers: dict[str, str] | None = None,
         **context: Any,
     ) -> Any:
         """One JSON call (no retry): the decoded body, or the typed error. ``timeout`` caps the
         whole call on top of the policy's per-request deadlines; ``control`` sends it on the
-        control session (a leader search, which must not queue behind data requests)."""
+        control session (a leader search, which must not queue behind data requests);
+        ``headers`` are sent as well (a grant)."""
         data = None if body is None else orjson.dumps(body)
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers = dict(headers or {})
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         if self._auth_origin is not None and origin(url) == self._auth_origin:
             headers.update(self._auth)
         session = self.control_session() if control else self.session

@@ -11,6 +11,12 @@ How a file is stored (``put``), see ``docs/client.md``:
    Until then nothing is visible; a failed upload leaves no entry (its slices are recorded as an
    intent at the tracker; no collector reclaims them yet).
 
+Grants: the tracker's answer to the upload's intent carries a write grant for the new file id,
+sent with every slice write (``X-Mydfs-Grant``); its ``GET /meta/files`` answer carries a read
+grant, sent with every chain walk and slice read. The SDK never deletes a slice: removing or
+replacing a file puts its entry in the tracker's trash, and the tracker's reclaimer frees the
+slices (``tracker/reclaim.py``).
+
 Every call runs under the transport's deadlines and retries (``client/_transport.py``); writes
 find each group's leader through ``client/routing.py``, which skips a leader that went silent.
 
@@ -43,13 +49,13 @@ from mydfs.common.errors import (
     AlreadyExists,
     Corrupt,
     InvalidArgument,
-    MydfsError,
     NotFound,
     NotLeader,
     SliceDeleted,
     Unavailable,
 )
 from mydfs.common.file_record import FileRecord
+from mydfs.common.grants import GRANT_HEADER
 from mydfs.common.location import Location
 from mydfs.common.paths import check_dir_path, check_file_path, url_quote
 from mydfs.common.readpath import ReadPath, ReadTimeouts, SliceLoc
@@ -78,6 +84,7 @@ class _Pending:
     crc: int
     group: int
     upload_id: str
+    grant: str = ""  # the upload's write grant
     slot: int = -1
     generation: int = 0
     sealed_next: Location | str | None = "unsealed"
@@ -86,6 +93,10 @@ class _Pending:
     @property
     def location(self) -> Location:
         return Location(self.group, self.slot)
+
+    @property
+    def grant_headers(self) -> dict[str, str]:
+        return {GRANT_HEADER: self.grant} if self.grant else {}
 
 
 class AsyncClient:
@@ -195,30 +206,11 @@ class AsyncClient:
 
     @traced
     async def delete(self, path: str) -> FileInfo:
-        """Remove the file: its entry at once, then its slices (best effort; what is left stays in
-        the tracker's trash; no collector reclaims it yet)."""
+        """Remove the file: its entry at once; the tracker's reclaimer frees its slices soon
+        after (the entry waits in the tracker's trash until then)."""
         check_file_path(path)
         body = await self._tracker("DELETE", self._meta_url("files", path), path=path)
-        info = FileInfo.from_dict(body.get("deleted", body))
-        try:
-            locs = await self._chain(info, exact=True)
-        except MydfsError:
-            return info
-        await asyncio.gather(*(self._delete_slice(loc) for loc in locs), return_exceptions=True)
-        return info
-
-    async def _delete_slice(self, loc: SliceLoc) -> None:
-        async def attempt() -> Any:
-            leader = await self._leaders.leader(loc.group)
-            try:
-                return await self._t.json(
-                    "DELETE", f"{leader}/slices/{loc.slot}?gen={loc.generation}"
-                )
-            except NotLeader as exc:
-                self._leaders.set(loc.group, exc.leader)
-                raise Unavailable("leader moved") from exc
-
-        await self._t.retry("slice delete", attempt, group=loc.group, slot=loc.slot)
+        return FileInfo.from_dict(body.get("deleted", body))
 
     # --- access: share URLs and API keys ------------------------------------------------------
 
@@ -305,6 +297,7 @@ class AsyncClient:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        grant = str(results[0].get("grant") or "") if isinstance(results[0], dict) else ""
         if results[1] is True:
             raise AlreadyExists("a file already exists at this path", path=path)
         single = size_hint is not None and 0 < size_hint <= SLICE
@@ -325,6 +318,7 @@ class AsyncClient:
                     crc=crc32c(data),
                     group=await groups.group_of(index),
                     upload_id=f"{file_id}.{index}",
+                    grant=grant,
                 )
                 total_crc = crc32c(data, total_crc)
                 size += len(data)
@@ -358,17 +352,8 @@ class AsyncClient:
             "hash": f"crc32c:{total_crc:08x}",
         }
         url = self._meta_url("files", path) + ("?overwrite=1" if overwrite else "")
+        # A replaced file's entry goes to the tracker's trash; its reclaimer frees the slices.
         body = await self._tracker("PUT", url, body=entry, path=path)
-        replaced = body.get("replaced") if isinstance(body, dict) else None
-        if replaced:
-            old = FileInfo.from_dict(replaced)
-            try:
-                locs = await self._chain(old, exact=True)
-                await asyncio.gather(
-                    *(self._delete_slice(loc) for loc in locs), return_exceptions=True
-                )
-            except MydfsError:
-                pass  # the old slices stay in the tracker's trash (no collector yet)
         return FileInfo.from_dict(body.get("entry", body) if "entry" in body else body)
 
     async def _place(self, slices: int) -> dict[str, Any]:
@@ -390,6 +375,7 @@ class AsyncClient:
         """A one-slice file: ``PUT /slices`` reserves and writes in one request (idempotent by
         upload id, so a retry after a leader change never stores it twice)."""
         headers = {"X-Mydfs-File": file_id, "X-Mydfs-Index": "0", "X-Mydfs-Crc32c": str(s.crc)}
+        headers.update(s.grant_headers)
 
         async def call(leader: str) -> Any:
             url = f"{leader}/slices?upload={s.upload_id}"
@@ -412,7 +398,13 @@ class AsyncClient:
         }
 
         async def call(leader: str) -> Any:
-            return await self._t.json("POST", f"{leader}/slices/reserve", body=body, slice=s.index)
+            return await self._t.json(
+                "POST",
+                f"{leader}/slices/reserve",
+                body=body,
+                headers=s.grant_headers,
+                slice=s.index,
+            )
 
         got = await self._on_leader(s.group, call, "reserve", slice=s.index)
         s.slot, s.generation = int(got["slot"]), int(got["generation"])
@@ -434,9 +426,8 @@ class AsyncClient:
                         f"{leader}/slices/{s.slot}?upload={s.upload_id}"
                         f"&gen={s.generation}&next={next_text}"
                     )
-                    return await self._t.put_bytes(
-                        url, s.data, headers={"X-Mydfs-Crc32c": str(s.crc)}, slice=s.index
-                    )
+                    headers = {"X-Mydfs-Crc32c": str(s.crc), **s.grant_headers}
+                    return await self._t.put_bytes(url, s.data, headers=headers, slice=s.index)
 
                 try:
                     await self._on_leader(s.group, call, "slice write", slice=s.index)
@@ -463,7 +454,9 @@ class AsyncClient:
 
                 async def call(leader: str, s: _Pending = s, text: str = text) -> Any:
                     return await self._t.json(
-                        "POST", f"{leader}/slices/{s.slot}/relink?gen={s.generation}&next={text}"
+                        "POST",
+                        f"{leader}/slices/{s.slot}/relink?gen={s.generation}&next={text}",
+                        headers=s.grant_headers,
                     )
 
                 await self._on_leader(s.group, call, "relink", slice=s.index)
@@ -477,18 +470,13 @@ class AsyncClient:
             await self.status()
         return self._groups.get(group, (None, ()))[1]
 
-    async def _chain(
-        self, info: FileInfo, *, refresh: bool = False, exact: bool = False
-    ) -> list[SliceLoc]:
-        """Every slice location of the file: one ``/chain`` walk per group run (cached).
-
-        ``exact`` forces the walk for a one-slice file too, for the generations a delete needs.
-        """
+    async def _chain(self, info: FileInfo, *, refresh: bool = False) -> list[SliceLoc]:
+        """Every slice location of the file: one ``/chain`` walk per group run (cached)."""
         key = (info.file_id, info.version)
         if not refresh and key in self._chains:
             return self._chains[key]
         one_slice = info.slices == 1 and info.head is not None
-        if one_slice and not exact and info.hash.startswith("crc32c:"):
+        if one_slice and info.hash.startswith("crc32c:"):
             assert info.head is not None
             # One slice: the entry says all there is (where, how long, its CRC), so skip the
             # chain walk; the replica's owner headers (this file id, slice 0) prove the slot
@@ -505,7 +493,12 @@ class AsyncClient:
             )
             return [one]
         locs = await self._read.chain(
-            info.head, info.slices, info.size, file_id=info.file_id, path=info.path
+            info.head,
+            info.slices,
+            info.size,
+            file_id=info.file_id,
+            grant=info.grant,
+            path=info.path,
         )
         self._chains[key] = locs
         return locs
@@ -523,7 +516,8 @@ class AsyncClient:
         if end <= offset:
             return
         locs = await self._chain(info)
-        async with contextlib.aclosing(self._read.stream(locs, offset, end, path=info.path)) as s:
+        stream = self._read.stream(locs, offset, end, grant=info.grant, path=info.path)
+        async with contextlib.aclosing(stream) as s:
             async for piece in s:
                 yield piece
 

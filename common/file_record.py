@@ -7,7 +7,7 @@ packed form (``tracker/records.py``) and converts to this one at its edge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mydfs.common.location import Location
@@ -18,7 +18,10 @@ class FileRecord:
     """A file of the namespace: where its chain starts and what the client said about it.
 
     ``hash`` is the client's content hash (``crc32c:1a2b3c4d``), ``""`` when none was given
-    (``null`` on the wire); ``version`` is 1 at creation, +1 per overwrite.
+    (``null`` on the wire); ``version`` is 1 at creation, +1 per overwrite. ``grant`` is the
+    read grant the tracker's ``GET /meta/files`` answer carries for it (``""`` elsewhere): the
+    SDK forwards it to the storage nodes it reads from. It is not part of ``to_dict``, its
+    equality or its repr (a credential stays out of logs and printed records).
     """
 
     path: str
@@ -30,6 +33,7 @@ class FileRecord:
     ctime: float
     mtime: float
     version: int
+    grant: str = field(default="", compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FileRecord:
@@ -44,6 +48,7 @@ class FileRecord:
             ctime=float(d.get("ctime") or 0),
             mtime=float(d.get("mtime") or 0),
             version=int(d.get("version") or 1),
+            grant=str(d.get("grant") or ""),
         )
 
     def to_dict(self) -> dict[str, Any]:

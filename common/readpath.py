@@ -30,6 +30,10 @@ index) and the generation the chain gave (:func:`foreign_owner`, :func:`stale_ge
 The reader sends what it expects (``X-Mydfs-File``, ``X-Mydfs-Index`` request headers) so that
 a node whose table disagrees proves itself current or sends the reader to its leader; a
 mismatch that still arrives is a stale answer, tried on another node, never data.
+
+**Grants**: a storage node serves ``/chain`` and ``/slices`` only to a reader that shows a read
+grant for the file (``X-Mydfs-Grant``, signed by the tracker; ``common/grants.py``). Every
+step here takes the ``grant`` the reader got with the file's entry and sends it along.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import aiohttp
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, MydfsError, NotFound, Unavailable
+from mydfs.common.grants import GRANT_HEADER
 from mydfs.common.http_errors import error_of
 from mydfs.common.location import Location
 
@@ -198,9 +203,13 @@ def stale_generation(
     )
 
 
-def expect_headers(file_id: str, index: int) -> dict[str, str]:
-    """The request headers telling a node which owner the reader expects (none if unknown)."""
-    return {"X-Mydfs-File": file_id, "X-Mydfs-Index": str(index)} if file_id else {}
+def expect_headers(file_id: str, index: int, grant: str = "") -> dict[str, str]:
+    """The request headers telling a node which owner the reader expects (none if unknown),
+    and the reader's grant (none if it has none)."""
+    headers = {"X-Mydfs-File": file_id, "X-Mydfs-Index": str(index)} if file_id else {}
+    if grant:
+        headers[GRANT_HEADER] = grant
+    return headers
 
 
 def cut_range(locs: Sequence[SliceLoc], offset: int, end: int) -> list[Piece]:
@@ -250,6 +259,7 @@ async def fetch_chain_run(
     timeout: float,
     file_id: str = "",
     first: int = 0,
+    grant: str = "",
     **context: Any,
 ) -> ChainRun:
     """One group's run from ``start`` (at most ``limit`` slices), asked of ``urls`` in turn.
@@ -270,7 +280,7 @@ async def fetch_chain_run(
         try:
             async with session.get(
                 f"{url}/chain/{start.slot}?max={limit}",
-                headers=expect_headers(file_id, first),
+                headers=expect_headers(file_id, first, grant),
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 if resp.status != 200:
@@ -306,6 +316,7 @@ async def fetch_slice(
     length: int | None = None,
     *,
     timeout: float,
+    grant: str = "",
     **context: Any,
 ) -> bytes:
     """Bytes ``[offset, offset + length)`` of a slice (to its end if ``length`` is None) from
@@ -323,7 +334,7 @@ async def fetch_slice(
     """
     want = loc.length - offset if length is None else length
     whole = offset == 0 and want == loc.length
-    headers = expect_headers(loc.file_id, loc.index)
+    headers = expect_headers(loc.file_id, loc.index, grant)
     if not whole:
         headers["Range"] = f"bytes={offset}-{offset + want - 1}"
     query = f"?gen={loc.generation}" if loc.generation else ""
@@ -420,22 +431,38 @@ class ReadPath:
         self.local_slice = local_slice
 
     async def chain(
-        self, head: Location | None, slices: int, size: int, *, file_id: str = "", **context: Any
+        self,
+        head: Location | None,
+        slices: int,
+        size: int,
+        *,
+        file_id: str = "",
+        grant: str = "",
+        **context: Any,
     ) -> list[SliceLoc]:
         """Every slice of the file whose entry says ``head``, ``slices``, ``size`` and
         ``file_id``, checked against those: each run must be the file's (its id, the next slice
         indexes), the whole chain its count and size. Every reader that has the entry passes
-        its file id; an empty one checks no owner."""
+        its file id; an empty one checks no owner. ``grant``: the reader's read grant."""
 
         async def run(start: Location, limit: int, first: int) -> ChainRun:
-            return await self.run(start, limit, file_id=file_id, first=first, **context)
+            return await self.run(
+                start, limit, file_id=file_id, first=first, grant=grant, **context
+            )
 
         locs = await walk_chain(head, slices, run, **context)
         check_chain(locs, slices, size, **context)
         return locs
 
     async def run(
-        self, start: Location, limit: int, *, file_id: str = "", first: int = 0, **context: Any
+        self,
+        start: Location,
+        limit: int,
+        *,
+        file_id: str = "",
+        first: int = 0,
+        grant: str = "",
+        **context: Any,
     ) -> ChainRun:
         """One group's run of the chain from ``start``: the local hook's when it is the file's
         (``file_id`` from slice ``first`` on), else a random node's of that group (others tried
@@ -456,13 +483,20 @@ class ReadPath:
                 timeout=self.timeouts.chain,
                 file_id=file_id,
                 first=first,
+                grant=grant,
                 **context,
             )
 
         return await self.retry("chain walk", attempt, **{**context, "group": start.group})
 
     async def slice(
-        self, loc: SliceLoc, offset: int = 0, length: int | None = None, **context: Any
+        self,
+        loc: SliceLoc,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        grant: str = "",
+        **context: Any,
     ) -> bytes:
         """Bytes of one slice (or a range of it): the local hook's, else from a replica chosen
         at random (others tried on failure), checked."""
@@ -476,7 +510,14 @@ class ReadPath:
             urls = list(loc.replicas) or list(await self.nodes_of(loc.group))
             random.shuffle(urls)
             return await fetch_slice(
-                self.session, urls, loc, offset, want, timeout=self.timeouts.slice, **context
+                self.session,
+                urls,
+                loc,
+                offset,
+                want,
+                timeout=self.timeouts.slice,
+                grant=grant,
+                **context,
             )
 
         return await self.retry(
@@ -484,11 +525,11 @@ class ReadPath:
         )
 
     def stream(
-        self, locs: Sequence[SliceLoc], offset: int, end: int, **context: Any
+        self, locs: Sequence[SliceLoc], offset: int, end: int, *, grant: str = "", **context: Any
     ) -> AsyncGenerator[bytes, None]:
         """The file's bytes [offset, end) as pieces in order, ``window`` fetches ahead."""
 
         def fetch(piece: Piece) -> Awaitable[bytes]:
-            return self.slice(piece.loc, piece.offset, piece.length, **context)
+            return self.slice(piece.loc, piece.offset, piece.length, grant=grant, **context)
 
         return stream_pieces(cut_range(locs, offset, end), fetch, self.window)

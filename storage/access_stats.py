@@ -33,8 +33,13 @@ TOTALS_VERSION = 1
 
 def op_kind(method: str, path: str) -> str:
     """The kind of a storage node request, from its method and path alone."""
+    if path.startswith("/internal/slices/"):
+        if method == "PUT":
+            return "replicate"
+        if method == "DELETE":
+            return "edit"  # the tracker's reclaimer freeing a slice
     if path.startswith("/internal/"):
-        return "replicate" if method == "PUT" and path.startswith("/internal/slices/") else "other"
+        return "other"
     if path.startswith(("/slices", "/files/", "/chain/")):
         if method in ("GET", "HEAD"):
             return "other" if path.endswith("/meta") else "read"

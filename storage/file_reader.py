@@ -49,16 +49,24 @@ class FileReader:
         )
 
     async def chain(
-        self, head: Location | None, slices: int, size: int, *, file_id: str, **context: Any
+        self,
+        head: Location | None,
+        slices: int,
+        size: int,
+        *,
+        file_id: str,
+        grant: str = "",
+        **context: Any,
     ) -> list[SliceLoc]:
-        """Every slice of the file ``file_id``, checked against its entry's count and size."""
-        return await self._path.chain(head, slices, size, file_id=file_id, **context)
+        """Every slice of the file ``file_id``, checked against its entry's count and size;
+        ``grant`` (the reader's read grant) goes along to the other nodes asked."""
+        return await self._path.chain(head, slices, size, file_id=file_id, grant=grant, **context)
 
     def stream(
-        self, locs: list[SliceLoc], offset: int, end: int, **context: Any
+        self, locs: list[SliceLoc], offset: int, end: int, *, grant: str = "", **context: Any
     ) -> AsyncGenerator[bytes, None]:
         """The file's bytes [offset, end) in order, one slice ahead."""
-        return self._path.stream(locs, offset, end, **context)
+        return self._path.stream(locs, offset, end, grant=grant, **context)
 
     async def _urls_of(self, group: int) -> list[str]:
         node = self._node

@@ -1,20 +1,21 @@
 """The HTTP face of a storage node (aiohttp). Routes, status codes and headers are in
 ``docs/replication.md``; the work is done by :class:`~mydfs.storage.node.StorageNode`.
 
-Public:   PUT /slices?upload=ID          upload one slice (leader; followers answer 307)
-          POST /slices/reserve           step 1 of a linked upload: pick the slot (leader)
-          PUT /slices/{slot}?upload&gen&next  step 2: write the reserved slice and seal it
-          GET /chain/{slot}?max=N        walk a file's chain through this group's table
+Public (each needs a grant for the file, ``storage/http_grants.py``; W = write, R = read):
+          PUT /slices?upload=ID          upload one slice (leader; followers answer 307)     W
+          POST /slices/reserve           step 1 of a linked upload: pick the slot (leader)   W
+          PUT /slices/{slot}?upload&gen&next  step 2: write the reserved slice and seal it   W
+          POST /slices/{slot}/relink?gen&next  change a slice's next pointer (leader)       W
+          GET /chain/{slot}?max=N        walk a file's chain through this group's table     R
                                          (X-Mydfs-File/-Index: the owner the reader expects)
-          GET|HEAD /files/{path}?head=G:S&size&slices&file&mtime&version  stream a whole file
-          GET|HEAD /slices/{slot}[?gen=G] read a slice, whole or one Range
-          GET /slices/{slot}/meta        the slot's record in the group table
-          DELETE /slices/{slot}          leave a 404 (leader)
-          POST /slices/{slot}/relink?gen&next  change a slice's next pointer (leader)
+          GET|HEAD /files/{path}?head=G:S&size&slices&file&mtime&version&grant  a whole file R
+          GET|HEAD /slices/{slot}[?gen=G] read a slice, whole or one Range                   R
+          GET /slices/{slot}/meta        the slot's record (signed, or R for its owner)
           GET /health, /status, /metrics
 Internal: PUT /internal/slices/{slot}    a payload pushed by the leader      (signed)
           GET /internal/slices/{slot}    a payload fetched by a peer          (signed)
           GET /internal/holds/{slot}     does this node hold it durably?      (signed)
+          DELETE /internal/slices/{slot}?gen&file  leave a 404 if file owns it (signed, leader)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from mydfs.common.errors import (
     SlotOutOfRange,
     Unauthorized,
 )
+from mydfs.common.grants import Grant
 from mydfs.common.httprange import parse_range
 from mydfs.common.location import MAX_SLOT, Location
 from mydfs.common.tracing import request_id_middleware
@@ -46,6 +48,7 @@ from mydfs.storage.group_commands import Delete, Relink
 from mydfs.storage.group_state import SlotInfo
 from mydfs.storage.http_common import NODE_KEY, json_response
 from mydfs.storage.http_files import add_file_routes
+from mydfs.storage.http_grants import check_slot_owner, delete_verdict, require, token_of
 from mydfs.storage.node import StorageNode
 from mydfs.storage.peers import location_text
 from mydfs.storage.writer import new_upload_id
@@ -129,6 +132,13 @@ def _check_auth(request: web.Request) -> None:
         raise Unauthorized("internal call without a valid cluster signature")
 
 
+def _grant(request: web.Request, op: str, file_id: str | None = None) -> Grant:
+    """The request's grant for ``op`` on ``file_id`` (None: its own file), in this group."""
+    node = request.app[NODE_KEY]
+    group = node.group_id if op == "write" else None
+    return require(node.config.secret, token_of(request), op, file_id=file_id, group=group)
+
+
 def _slice_headers(node: StorageNode, info: SlotInfo) -> dict[str, str]:
     return {
         "X-Mydfs-Group": str(node.group_id),
@@ -149,11 +159,12 @@ def _slice_headers(node: StorageNode, info: SlotInfo) -> dict[str, str]:
 
 async def upload(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    h = request.headers
+    grant = _grant(request, "write", h.get("X-Mydfs-File"))
     if not node.is_leader():
         raise node.not_leader_error()
     upload_id = request.query.get("upload") or new_upload_id()
-    h = request.headers
-    owner = _owner(h.get("X-Mydfs-File"), _header_int(h.get("X-Mydfs-Index"), "X-Mydfs-Index"))
+    owner = _owner(grant.file_id, _header_int(h.get("X-Mydfs-Index"), "X-Mydfs-Index"))
     nxt = _location(h.get("X-Mydfs-Next"), "X-Mydfs-Next")
     expect = _header_int(h.get("X-Mydfs-Crc32c"), "X-Mydfs-Crc32c")
     data = await _body(request)
@@ -167,6 +178,7 @@ async def upload(request: web.Request) -> web.Response:
 
 async def reserve(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    _grant(request, "write")  # before the body is read; its file is checked below
     if not node.is_leader():
         raise node.not_leader_error()
     try:
@@ -189,7 +201,10 @@ async def reserve(request: web.Request) -> web.Response:
     if isinstance(nxt, list) and len(nxt) == 2:
         nxt = f"{nxt[0]}:{nxt[1]}"
     next_loc = None if nxt is None else _location(str(nxt), "next")
-    owner = _owner(body.get("file_id"), index)
+    file_id = body.get("file_id")
+    if file_id is not None and not isinstance(file_id, str):
+        raise InvalidArgument(f"file_id must be a string, got {file_id!r}")
+    owner = _owner(_grant(request, "write", file_id).file_id, index)
     got = await node.writer.reserve(
         upload_id=upload_id, owner=owner, length=length, crc=crc, next=next_loc
     )
@@ -198,9 +213,11 @@ async def reserve(request: web.Request) -> web.Response:
 
 async def fill(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    grant = _grant(request, "write")
     if not node.is_leader():
         raise node.not_leader_error()
     slot = _slot(request)
+    check_slot_owner(node.info(slot), grant, slot)
     upload_id = request.query.get("upload")
     if not upload_id:
         raise InvalidArgument("query parameter upload is required")
@@ -219,7 +236,14 @@ async def fill(request: web.Request) -> web.Response:
 
 async def relink(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    grant = _grant(request, "write")
+    if not node.is_leader():
+        raise node.not_leader_error()
     slot = _slot(request)
+    info = node.info(slot)
+    if info is None:
+        raise NotFound("no such slice", slot=slot)
+    check_slot_owner(info, grant, slot)
     command = Relink(
         slot=slot,
         next=_location(request.query.get("next"), "next"),
@@ -228,20 +252,20 @@ async def relink(request: web.Request) -> web.Response:
     return json_response(dict(await node.writer.command(command.to_dict())))
 
 
-def _expected_owner(request: web.Request) -> tuple[str, int] | None:
-    """The owner a reader expects (``X-Mydfs-File``, ``X-Mydfs-Index``), if it says."""
+def _read_owner(request: web.Request) -> tuple[str, int | None]:
+    """The owner a reader may read: the file of its read grant (which ``X-Mydfs-File``, when
+    sent, must name) and the slice index it expects (``X-Mydfs-Index``; None: any)."""
     h = request.headers
-    file_id = h.get("X-Mydfs-File")
-    if file_id is None:
-        return None
-    return file_id, _header_int(h.get("X-Mydfs-Index"), "X-Mydfs-Index") or 0
+    grant = _grant(request, "read", h.get("X-Mydfs-File"))
+    return grant.file_id, _header_int(h.get("X-Mydfs-Index"), "X-Mydfs-Index")
 
 
 async def chain(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    file_id, first = _read_owner(request)
     slot = _slot(request)
     limit = _int_arg(request, "max") or 1_000_000
-    entries, nxt = await node.reads.walk(slot, limit, _expected_owner(request))
+    entries, nxt = await node.reads.walk(slot, limit, (file_id, first))
     return json_response(
         {
             "entries": [e.to_dict(node.urls) for e in entries],
@@ -260,12 +284,15 @@ def _header_int(text: str | None, name: str) -> int | None:
 
 async def read_slice(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    owner = _read_owner(request)
     slot = _slot(request)
     generation = _int_arg(request, "gen")
-    info = await node.reads.resolve(slot, generation, _expected_owner(request))
+    info = await node.reads.resolve(slot, generation, owner)
     rng = parse_range(request.headers.get("Range"), info.length)
     offset, length = rng if rng is not None else (0, None)
     got = await node.reads.read_local(info, offset, length)
+    if got.header.owner.file_id.hex() != owner[0]:
+        raise NotFound("the slot holds another file now", slot=slot, reason="another_owner")
     headers = _slice_headers(node, info)
     # The owner and generation of the bytes served, as their own header on disk says.
     headers["X-Mydfs-File"] = got.header.owner.file_id.hex()
@@ -282,8 +309,14 @@ async def read_slice(request: web.Request) -> web.Response:
 
 async def slice_meta(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    signed = verify(
+        node.config.secret, request.method, request.path_qs, request.headers.get(AUTH_HEADER)
+    )
+    grant = None if signed else _grant(request, "read")
     slot = _slot(request)
     info = node.info(slot)
+    if grant is not None:
+        check_slot_owner(info, grant, slot)
     if info is None:
         if not node.is_leader() and node.leader_url():
             raise Redirect(node.leader_url() or "")
@@ -295,11 +328,23 @@ async def slice_meta(request: web.Request) -> web.Response:
 
 
 async def delete_slice(request: web.Request) -> web.Response:
+    """``DELETE /internal/slices/{slot}?gen=G&file=F`` (signed; the tracker's reclaimer): leave
+    a 404 in the slot if it holds file F at generation G; 409 (nothing deleted) otherwise."""
+    _check_auth(request)
     node = request.app[NODE_KEY]
     slot = _slot(request)
-    result = await node.writer.command(
-        Delete(slot=slot, generation=_int_arg(request, "gen")).to_dict()
-    )
+    generation = _int_arg(request, "gen", required=True)
+    assert generation is not None
+    file_text = request.query.get("file")
+    if not file_text:
+        raise InvalidArgument("query parameter file is required (the owner the slot must have)")
+    file_id = _owner(file_text, 0).file_id.hex()
+    if not node.is_leader():
+        raise node.not_leader_error()
+    if not delete_verdict(node.info(slot), slot, generation, file_id):
+        return json_response({"slot": slot, "generation": generation, "duplicate": True})
+    # The command carries the generation: a slot reused meanwhile refuses it in the log.
+    result = await node.writer.command(Delete(slot=slot, generation=generation).to_dict())
     return json_response(dict(result))
 
 
@@ -400,10 +445,10 @@ def make_app(node: StorageNode) -> web.Application:
     add_file_routes(app)
     app.router.add_get("/slices/{slot}", read_slice)
     app.router.add_get("/slices/{slot}/meta", slice_meta)
-    app.router.add_delete("/slices/{slot}", delete_slice)
     app.router.add_put("/internal/slices/{slot}", accept_replica)
     app.router.add_get("/internal/slices/{slot}", fetch_replica)
     app.router.add_get("/internal/holds/{slot}", holds)
+    app.router.add_delete("/internal/slices/{slot}", delete_slice)
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)

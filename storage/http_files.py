@@ -7,7 +7,9 @@ The node reads through the shared read path (``storage/file_reader.py`` around
 other groups) and streams the slices in order, reading its own from disk and the others from
 their groups' replicas, one slice ahead. ``file`` (the file id) is required for a non-empty
 file: every run of the chain and every slice served must name it as owner (the reader's rule
-in ``docs/client.md``), so a stale table never streams another file's bytes. Content-Length,
+in ``docs/client.md``), so a stale table never streams another file's bytes. The request must
+carry a read grant for that file (the ``grant`` query parameter the tracker's 307 adds, or the
+``X-Mydfs-Grant`` header); the node forwards it to the other nodes it reads from. Content-Length,
 ETag, Last-Modified, HEAD and one Range work, so curl, ``wget -c`` and multi-connection
 downloaders do.
 """
@@ -24,6 +26,7 @@ from mydfs.common.httprange import parse_range
 from mydfs.common.location import Location
 from mydfs.common.readpath import SliceLoc
 from mydfs.storage.http_common import NODE_KEY
+from mydfs.storage.http_grants import require, token_of
 
 
 def _file_id(request: web.Request) -> str:
@@ -42,6 +45,8 @@ def _query_int(request: web.Request, name: str) -> int:
 
 async def stream_file(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
+    token = token_of(request)
+    grant = require(node.config.secret, token, "read", file_id=request.query.get("file") or None)
     size = _query_int(request, "size")
     slices = _query_int(request, "slices")
     version = request.query.get("version", "1")
@@ -69,7 +74,11 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
         if head is None:
             raise InvalidArgument("a non-empty file needs head=GROUP:SLOT")
         file_id = _file_id(request)
-        locs = await reader.chain(head, slices, size, file_id=file_id, file=file_id)
+        if file_id != grant.file_id:
+            raise InvalidArgument("query parameter file must name the grant's file")
+        locs = await reader.chain(
+            head, slices, size, file_id=file_id, grant=token or "", file=file_id
+        )
     response = web.StreamResponse(status=206 if rng else 200, headers=headers)
     response.content_length = length
     if rng is not None:
@@ -78,7 +87,8 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD" or length == 0:
         await response.write_eof()
         return response
-    async with contextlib.aclosing(reader.stream(locs, offset, offset + length)) as pieces:
+    stream = reader.stream(locs, offset, offset + length, grant=token or "")
+    async with contextlib.aclosing(stream) as pieces:
         async for data in pieces:
             await response.write(data)
     await response.write_eof()

@@ -59,20 +59,23 @@ class ReadResolver:
         self._mark_dirty = mark_dirty
 
     async def resolve(
-        self, slot: int, generation: int | None = None, owner: tuple[str, int] | None = None
+        self,
+        slot: int,
+        generation: int | None = None,
+        owner: tuple[str, int | None] | None = None,
     ) -> SlotInfo:
         """The record of a live slice this node can serve (of ``owner``, file id and slice
-        index, when given); raises Redirect when another node must answer, SliceMoved (301),
-        SliceDeleted/NotFound (404)."""
+        index — None: any index of that file — when given); raises Redirect when another node
+        must answer, SliceMoved (301), SliceDeleted/NotFound (404)."""
         ctx = self._ctx
         ctx.require()
         info = await self._known(slot, generation)
-        if owner is not None and (info.file_id, info.slice_index) != owner:
+        if owner is not None and not _owned_by(info, owner):
             held = f"{info.file_id}#{info.slice_index}"
             why = f"slot {slot} holds {held}, not {owner[0]}#{owner[1]}"
             await self.confirm_current(why, slot=slot)
             info = await self._known(slot, generation)
-            if (info.file_id, info.slice_index) != owner:
+            if not _owned_by(info, owner):
                 raise NotFound(
                     f"the slot holds another file now ({why})",
                     group=ctx.group_id,
@@ -89,25 +92,26 @@ class ReadResolver:
         return info
 
     async def walk(
-        self, start: int, limit: int, owner: tuple[str, int] | None = None
+        self, start: int, limit: int, owner: tuple[str, int | None] | None = None
     ) -> tuple[list[ChainEntry], Location | None]:
         """This group's run of a chain from ``start`` (``storage/chain.py``), answered only
         when this node can stand by it: when the walk fails (a deleted or unknown slice inside
-        the chain) or names another owner than ``owner`` (file id, index of the first slice),
+        the chain) or names another owner than ``owner`` (file id, index of the first slice or
+        None: every entry of that file, whatever its index),
         this node must first be proven current (:meth:`confirm_current`); then a chain that
         still names another owner is :class:`NotFound`."""
         ctx = self._ctx
         ctx.require()
         try:
             entries, nxt = ctx.group.read(lambda g: walk(g, start, limit))
-            why = None if owner is None else owner_mismatch(entries, *owner)
+            why = _run_mismatch(entries, owner)
         except Corrupt as exc:
             why = exc.message
         if why is None:
             return entries, nxt
         await self.confirm_current(why, slot=start)
         entries, nxt = ctx.group.read(lambda g: walk(g, start, limit))
-        why = None if owner is None else owner_mismatch(entries, *owner)
+        why = _run_mismatch(entries, owner)
         if why is not None:
             raise NotFound(why, group=ctx.group_id, slot=start, reason="another_owner")
         return entries, nxt
@@ -193,3 +197,22 @@ class ReadResolver:
             ctx.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.changed.wait(), timeout=0.05)
+
+
+def _run_mismatch(entries: list[ChainEntry], owner: tuple[str, int | None] | None) -> str | None:
+    """Why a run is not ``owner``'s (None when it is, or when no owner is expected)."""
+    if owner is None:
+        return None
+    file_id, first = owner
+    if first is not None:
+        return owner_mismatch(entries, file_id, first)
+    for entry in entries:
+        if entry.file_id != file_id:
+            return f"the chain names slice {entry.file_id}#{entry.index}, not of {file_id}"
+    return None
+
+
+def _owned_by(info: SlotInfo, owner: tuple[str, int | None]) -> bool:
+    """Does the slot's record name ``owner`` (file id, slice index or None for any)?"""
+    file_id, index = owner
+    return info.file_id == file_id and (index is None or info.slice_index == index)

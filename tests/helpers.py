@@ -43,12 +43,38 @@ __all__ = [
     "failed",
     "free_base",
     "free_ports",
+    "grant_headers",
     "http_json",
     "pid_gone",
+    "signed_headers",
     "tracker_token",
     "wait_for",
     "wait_until",
 ]
+
+
+def grant_headers(
+    secret: str,
+    op: str,
+    file_id: str,
+    *,
+    ttl: float = 3600.0,
+    groups: tuple[int, ...] = (),
+    now: float | None = None,
+) -> dict[str, str]:
+    """The ``X-Mydfs-Grant`` header of a grant for ``op`` ("read" or "write") on ``file_id``,
+    minted with the cluster secret as the tracker would (tests calling storage routes raw)."""
+    from mydfs.common import grants
+
+    token = grants.issue_for(secret, op, ttl, file_id=file_id, groups=groups, now=now)
+    return {grants.GRANT_HEADER: token}
+
+
+def signed_headers(secret: str, method: str, path_qs: str) -> dict[str, str]:
+    """The ``X-Mydfs-Auth`` header of an internal call (``/internal/...``, ``/slices/N/meta``)."""
+    from mydfs.common.auth import AUTH_HEADER, sign
+
+    return {AUTH_HEADER: sign(secret, method, path_qs)}
 
 
 async def wait_until(

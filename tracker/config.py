@@ -65,6 +65,22 @@ OPTIONS: tuple[Option, ...] = (
         [],
         "folders anyone may read without a key (GET /files, /meta/files, /meta/list under them)",
         ["/public"],
+        "grant_ttl",
+        "float",
+        3600.0,
+        "seconds a read or write grant the tracker hands out stays valid (storage nodes check it)",
+    ),
+    Option(
+        "reclaim_rate",
+        "float",
+        200.0,
+        "at most this many slices per second are deleted for removed and replaced files",
+    ),
+    Option(
+        "reclaim_interval",
+        "float",
+        1.0,
+        "seconds between passes of the reclaimer over the trash (and after a failed pass)",
     ),
     Option("log_level", "str", "info", "debug, info, warning or error"),
     Option("log_format", "str", "text", "log lines as text or json (one object a line)"),
@@ -85,6 +101,9 @@ class TrackerConfig:
     log_level: str
     log_format: str = "text"
     public_prefixes: tuple[str, ...] = ()
+    grant_ttl: float = 3600.0
+    reclaim_rate: float = 200.0
+    reclaim_interval: float = 1.0
 
     @property
     def heartbeat_interval(self) -> float:
@@ -116,6 +135,12 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         raise ConfigError("config key checkpoint_interval: must be > 0")
     if v["checkpoint_edits"] < 1:
         raise ConfigError("config key checkpoint_edits: must be >= 1")
+    if not 1 <= v["grant_ttl"] <= 7 * 86400:
+        raise ConfigError("config key grant_ttl: must be between 1 and 604800 seconds")
+    if not 0.1 <= v["reclaim_rate"] <= 1_000_000:
+        raise ConfigError("config key reclaim_rate: must be between 0.1 and 1000000 slices/s")
+    if not 0.01 <= v["reclaim_interval"] <= 3600:
+        raise ConfigError("config key reclaim_interval: must be between 0.01 and 3600 seconds")
     level = v["log_level"].lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(
@@ -146,6 +171,9 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         log_level=level,
         log_format=v["log_format"],
         public_prefixes=tuple(prefixes),
+        grant_ttl=v["grant_ttl"],
+        reclaim_rate=v["reclaim_rate"],
+        reclaim_interval=v["reclaim_interval"],
     )
 
 

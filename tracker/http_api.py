@@ -111,8 +111,10 @@ async def put_file(request: web.Request) -> web.Response:
 
 async def get_file(request: web.Request) -> web.Response:
     path = _file_path(request, "/meta/files/")
-    entry = await request.app[TRACKER_KEY].stat(path)
-    return json_response(entry.to_dict(path))
+    tracker = request.app[TRACKER_KEY]
+    entry = await tracker.stat(path)
+    # The read grant storage nodes ask for before serving a slice of this file.
+    return json_response(dict(entry.to_dict(path), grant=tracker.grant("read", entry.file_id)))
 
 
 async def delete_file(request: web.Request) -> web.Response:

@@ -38,6 +38,7 @@ async def serve(config: TrackerConfig) -> int:
     from mydfs.tracker.http_api import make_app
     from mydfs.tracker.keys import open_store
     from mydfs.tracker.metrics import TrackerMetrics
+    from mydfs.tracker.reclaim import Cluster, Reclaimer
     from mydfs.tracker.service import Tracker
     from mydfs.tracker.store import MetaStore
 
@@ -65,6 +66,7 @@ async def serve(config: TrackerConfig) -> int:
         log.info("%d API keys in %s", len(keys.keys), keys.path)
     runner = web.AppRunner(make_app(tracker, keys), access_log=None, handle_signals=False)
     ticker: asyncio.Task[None] | None = None
+    reclaiming: asyncio.Task[None] | None = None
     try:
         await runner.setup()
         site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
@@ -86,13 +88,20 @@ async def serve(config: TrackerConfig) -> int:
                 tracker.tick()
 
         ticker = loop.create_task(tick(), name="liveness")
+        reclaimer = Reclaimer(
+            Cluster(config.secret, tracker.group_urls, tracker.trash_records, tracker.drop_trash),
+            rate=config.reclaim_rate,
+            interval=config.reclaim_interval,
+        )
+        reclaiming = loop.create_task(reclaimer.run(), name="reclaim")
         await stop.wait()
         log.info("stopping" if not fatal else "stopping after a fatal edit-log error")
     finally:
-        if ticker is not None:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+        for task in (ticker, reclaiming):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await runner.cleanup()
         await store.close(final_checkpoint=not fatal)
     return 1 if fatal else 0

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from mydfs.common.errors import InvalidArgument, MydfsError, Unavailable
+from mydfs.common import grants
+from mydfs.common.errors import Forbidden, InvalidArgument, MydfsError, Unavailable
 from mydfs.common.paths import url_quote
 from mydfs.tracker.config import TrackerConfig
 from mydfs.tracker.metrics import TrackerMetrics
 from mydfs.tracker.namespace import Registration
-from mydfs.tracker.records import Edit, FileEntry
+from mydfs.tracker.records import Edit, FileEntry, TrashRecord
 from mydfs.tracker.registry import Heartbeat, Registry
 from mydfs.tracker.scheduler import plan_runs
 from mydfs.tracker.store import MetaStore
@@ -55,6 +56,16 @@ class Tracker:
         self._clock = clock
         self._wall = wall
         self._rng = rng or random.Random()
+
+    # --- grants ----------------------------------------------------------------------------------
+
+    def grant(self, op: str, file_id: str) -> str:
+        """A grant for ``op`` ("read" or "write") on the file ``file_id`` (any group), valid for
+        ``grant_ttl`` seconds: what a storage node asks for before it serves or changes a slice
+        of that file (``docs/replication.md``, Grants)."""
+        return grants.issue_for(
+            self.config.secret, op, self.config.grant_ttl, file_id=file_id, now=self._wall()
+        )
 
     # --- cluster ---------------------------------------------------------------------------------
 
@@ -105,6 +116,17 @@ class Tracker:
             self.metrics.placements.labels(str(g)).inc(count)
         return {"runs": out}
 
+    def group_urls(self, group: int) -> list[str]:
+        """The URLs of a group's up nodes, its leader first (empty when none is up)."""
+        view = self.registry.group(group, self._clock())
+        if view is None:
+            return []
+        urls = [n.hb.url for n in view.up]
+        if view.leader is not None and view.leader.hb.url in urls:
+            urls.remove(view.leader.hb.url)
+            urls.insert(0, view.leader.hb.url)
+        return urls
+
     # --- namespace changes -----------------------------------------------------------------------
 
     async def _commit(self, edit: Edit, op: str) -> FileEntry | None:
@@ -120,6 +142,14 @@ class Tracker:
         reg = Registration.from_dict(body)
         try:
             edit = self.store.ns.plan_put(path, reg, now=self._wall(), overwrite=overwrite)
+            if edit is not None and self.store.ns.find_intent(reg.file_id) is None:
+                # Only a file id the tracker handed a write grant for (POST /meta/intents) may
+                # be registered: an entry for a made-up id would name slices nobody wrote.
+                raise Forbidden(
+                    "no upload intent for this file id (POST /meta/intents first)",
+                    path=path,
+                    file_id=reg.file_id,
+                )
         except MydfsError:
             await self.store.barrier()  # a refusal may rest on state that is not durable yet
             raise
@@ -149,7 +179,7 @@ class Tracker:
             raise InvalidArgument('the body must be {"file_id": ..., "path": ...}')
         edit = self.store.ns.plan_intent(body.get("file_id"), body.get("path"), now=self._wall())
         await self._commit(edit, "intent")
-        return edit.intent.to_dict()
+        return dict(edit.intent.to_dict(), grant=self.grant("write", edit.intent.file_id))
 
     async def drop_intent(self, file_id: str) -> dict[str, Any]:
         try:
@@ -200,6 +230,13 @@ class Tracker:
         await self.store.barrier()
         return {"trash": [r.to_dict() for r in self.store.ns.trash()]}
 
+    async def trash_records(self) -> list[TrashRecord]:
+        """The trash, once every edit it rests on is durable (the reclaimer's view: a slice is
+        never freed for a removal a crash could still undo)."""
+        records = self.store.ns.trash()  # taken before the barrier: all durable after it
+        await self.store.barrier()
+        return records
+
     async def intents(self) -> dict[str, Any]:
         await self.store.barrier()
         return {"intents": [i.to_dict() for i in self.store.ns.intents()]}
@@ -228,6 +265,7 @@ class Tracker:
                 "file": entry.file_id,
                 "mtime": repr(entry.mtime),
                 "version": entry.version,
+                grants.GRANT_PARAM: self.grant("read", entry.file_id),
             },
             safe=":",
         )

@@ -25,6 +25,9 @@ from urllib.parse import urlsplit
 
 from helpers import auth_headers, entry_point, free_base, http_json, tracker_token
 
+from mydfs.client.local_cluster import LocalCluster
+from mydfs.common import grants
+
 T = TypeVar("T")
 
 #: Payload bytes of one slice (a 4 MiB slot minus its 4 KiB header area).
@@ -215,11 +218,21 @@ def up_nodes(tracker: str) -> dict[int, set[str]]:
     return {int(g["group_id"]): {n["url"] for n in g["nodes"] if n["up"]} for g in body["groups"]}
 
 
-def walk_chain(tracker: str, head: Iterable[int] | None, slices: int) -> list[dict[str, Any]]:
+def read_grant(cluster: LocalCluster, file_id: str) -> str:
+    """A read grant for ``file_id`` minted with the cluster's secret (what the tracker's
+    ``GET /meta/files`` answer carries): storage nodes serve ``/chain`` and ``/slices`` with
+    it only."""
+    return grants.issue_for(cluster.secret, "read", 3600, file_id=file_id)
+
+
+def walk_chain(
+    tracker: str, head: Iterable[int] | None, slices: int, *, grant: str
+) -> list[dict[str, Any]]:
     """Every slice of a file, found the documented way: start at the head the tracker gives,
-    ask a node of that group for its run (``GET /chain/{slot}?max=n``), continue in the group
-    the run's ``next`` names."""
+    ask a node of that group for its run (``GET /chain/{slot}?max=n``, with the file's read
+    ``grant``), continue in the group the run's ``next`` names."""
     nodes = group_nodes(tracker)
+    headers = {grants.GRANT_HEADER: grant}
     entries: list[dict[str, Any]] = []
     current = None if head is None else list(head)
     hops = 0
@@ -227,7 +240,9 @@ def walk_chain(tracker: str, head: Iterable[int] | None, slices: int) -> list[di
         hops += 1
         assert hops <= slices + 1, f"chain walk does not progress at {current}"
         group, slot = int(current[0]), int(current[1])
-        status, body = http_json(f"{nodes[group][0]}/chain/{slot}?max={slices - len(entries)}")
+        status, body = http_json(
+            f"{nodes[group][0]}/chain/{slot}?max={slices - len(entries)}", headers=headers
+        )
         assert status == 200, f"/chain/{slot} on group {group}: {status} {body}"
         entries += body["entries"]
         current = body["next"]
@@ -239,13 +254,16 @@ def runs_of(entries: list[dict[str, Any]]) -> list[tuple[int, int]]:
     return [(g, len(list(run))) for g, run in groupby(e["group"] for e in entries)]
 
 
-def slice_status_everywhere(tracker: str, entry: dict[str, Any]) -> list[int]:
-    """The HTTP status every node of the slice's group answers for ``GET /slices/{slot}?gen``."""
+def slice_status_everywhere(tracker: str, entry: dict[str, Any], *, grant: str) -> list[int]:
+    """The HTTP status every node of the slice's group answers for ``GET /slices/{slot}?gen``
+    (with the file's read ``grant``)."""
     out = []
     for url in group_nodes(tracker)[int(entry["group"])]:
         try:
             status, _, _ = http_request(
-                f"{url}/slices/{entry['slot']}?gen={entry['generation']}", timeout=5.0
+                f"{url}/slices/{entry['slot']}?gen={entry['generation']}",
+                headers={grants.GRANT_HEADER: grant},
+                timeout=5.0,
             )
         except OSError:
             status = -1

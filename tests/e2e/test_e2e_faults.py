@@ -257,7 +257,8 @@ def test_leader_kill_9_during_a_large_upload_leaves_a_whole_file_or_none(
         if "info" in outcome:
             info = fresh.stat(path)
             assert info.head is not None
-            chain = walk_chain(c.tracker_url, [info.head.group, info.head.slot], info.slices)
+            head = [info.head.group, info.head.slot]
+            chain = walk_chain(c.tracker_url, head, info.slices, grant=info.grant)
             assert len(chain) == info.slices == 21
             via_curl = scratch / "curl.bin"
             curl_ok("-L", "-o", str(via_curl), f"{c.tracker_url}/files{path}")

@@ -29,6 +29,7 @@ from e2e_helpers import (
     file_slice,
     http_request,
     random_bytes,
+    read_grant,
     runs_of,
     sha256,
     sha256_file,
@@ -40,6 +41,7 @@ from helpers import wait_for
 
 from mydfs.client import AlreadyExists, Client, FileInfo, NotFound
 from mydfs.client.local_cluster import LocalCluster
+from mydfs.common.grants import GRANT_HEADER
 
 
 def slices_for(size: int) -> int:
@@ -141,7 +143,12 @@ def test_seven_slice_file_is_placed_3_3_1_across_both_groups(
     info = client.put("/placement/seven.bin", data)
     assert info.slices == 7 and info.head is not None
 
-    entries = walk_chain(cluster.tracker_url, [info.head.group, info.head.slot], info.slices)
+    entries = walk_chain(
+        cluster.tracker_url,
+        [info.head.group, info.head.slot],
+        info.slices,
+        grant=read_grant(cluster, info.file_id),
+    )
     assert len(entries) == 7
     assert (entries[0]["group"], entries[0]["slot"]) == (info.head.group, info.head.slot)
     runs = runs_of(entries)
@@ -153,7 +160,7 @@ def test_seven_slice_file_is_placed_3_3_1_across_both_groups(
     assert {e["file_id"] for e in entries} == {info.file_id}
     assert sum(e["length"] for e in entries) == size
     # The SDK's own walk agrees with the public one.
-    sdk_chain = client._run(client._aio._chain(info))
+    sdk_chain = client._run(client._aio._chain(client.stat(info.path)))  # with its read grant
     assert [(s.group, s.slot) for s in sdk_chain] == [(e["group"], e["slot"]) for e in entries]
 
     # Acknowledged on 2 of 3 nodes; the third copy follows in the background, then every
@@ -161,14 +168,21 @@ def test_seven_slice_file_is_placed_3_3_1_across_both_groups(
     assert all(len(e["replicas"]) >= 2 for e in entries), entries
 
     def fully_replicated() -> list[dict[str, Any]] | None:
-        walked = walk_chain(cluster.tracker_url, [info.head.group, info.head.slot], 7)
+        walked = walk_chain(
+            cluster.tracker_url,
+            [info.head.group, info.head.slot],
+            7,
+            grant=read_grant(cluster, info.file_id),
+        )
         return walked if all(len(e["replicas"]) == 3 for e in walked) else None
 
     entries = wait_for(fully_replicated, timeout=30, what="3 replicas of every slice")
     for e in entries:
         for url in e["replicas"]:
             status, headers, _ = http_request(
-                f"{url}/slices/{e['slot']}?gen={e['generation']}", method="HEAD"
+                f"{url}/slices/{e['slot']}?gen={e['generation']}",
+                method="HEAD",
+                headers={GRANT_HEADER: read_grant(cluster, info.file_id)},
             )
             assert status == 200, (url, e["slot"], status)
             assert int(headers["x-mydfs-crc32c"]) == e["crc32c"]
@@ -196,11 +210,19 @@ def test_listdir_and_delete(client: Client, cluster: LocalCluster) -> None:
 
     info = client.stat("/ls/a.bin")
     assert info.head is not None
-    entries = walk_chain(cluster.tracker_url, [info.head.group, info.head.slot], info.slices)
+    grant = read_grant(cluster, info.file_id)
+    entries = walk_chain(
+        cluster.tracker_url,
+        [info.head.group, info.head.slot],
+        info.slices,
+        grant=read_grant(cluster, info.file_id),
+    )
     assert len(entries) == 2
     for e in entries:  # the third copy may still be on its way: wait for it
         wait_for(
-            lambda e=e: slice_status_everywhere(cluster.tracker_url, e) == [200, 200, 200],
+            lambda e=e: (
+                slice_status_everywhere(cluster.tracker_url, e, grant=grant) == [200, 200, 200]
+            ),
             timeout=30,
             what=f"slice {e['group']}:{e['slot']} to be served by every node",
         )
@@ -221,7 +243,9 @@ def test_listdir_and_delete(client: Client, cluster: LocalCluster) -> None:
     # Its slices become 404 on every node of their group.
     for e in entries:
         wait_for(
-            lambda e=e: slice_status_everywhere(cluster.tracker_url, e) == [404, 404, 404],
+            lambda e=e: (
+                slice_status_everywhere(cluster.tracker_url, e, grant=grant) == [404, 404, 404]
+            ),
             timeout=30,
             what=f"slice {e['group']}:{e['slot']} to be 404 on every node",
         )
@@ -242,7 +266,13 @@ def test_overwrite_needs_consent_then_replaces_and_bumps_the_version(
     second = random_bytes(SLICE // 2, seed=32)
     v1 = client.put("/ow/x.bin", first)
     assert v1.head is not None
-    old_entries = walk_chain(cluster.tracker_url, [v1.head.group, v1.head.slot], v1.slices)
+    grant = read_grant(cluster, v1.file_id)
+    old_entries = walk_chain(
+        cluster.tracker_url,
+        [v1.head.group, v1.head.slot],
+        v1.slices,
+        grant=read_grant(cluster, v1.file_id),
+    )
 
     with pytest.raises(AlreadyExists):
         client.put("/ow/x.bin", second)
@@ -263,7 +293,9 @@ def test_overwrite_needs_consent_then_replaces_and_bumps_the_version(
     # The replaced chain is released.
     for e in old_entries:
         wait_for(
-            lambda e=e: slice_status_everywhere(cluster.tracker_url, e) == [404, 404, 404],
+            lambda e=e: (
+                slice_status_everywhere(cluster.tracker_url, e, grant=grant) == [404, 404, 404]
+            ),
             timeout=30,
             what=f"old slice {e['group']}:{e['slot']} to be 404 on every node",
         )
@@ -296,13 +328,17 @@ def test_sources_destinations_and_quoted_names(
     assert curl_ok("-L", file_url(cluster, odd)) == b"odd name"
 
 
-def test_stale_one_slice_entry_never_reads_another_files_bytes(client: Client) -> None:
+def test_stale_one_slice_entry_never_reads_another_files_bytes(
+    client: Client, cluster: LocalCluster
+) -> None:
     """A one-slice file is read straight from its head slot (no chain walk). An entry whose
     slot now holds another file (freed and reused since) must read NotFound, never the other
     file's bytes: the replica's owner header tells. Simulated deterministically by an entry
     naming another file's head slot."""
     other = client.put("/stale/b.bin", random_bytes(5000, seed=72))
-    stale = dataclasses.replace(other, path="/stale/a.bin", file_id="0" * 32)
+    stale = dataclasses.replace(
+        other, path="/stale/a.bin", file_id="0" * 32, grant=read_grant(cluster, "0" * 32)
+    )
 
     async def read_stale() -> bytes:
         aio = client._aio

@@ -30,11 +30,12 @@ from typing import Any, TypeVar
 
 import pytest
 from e2e_helpers import SLICE, curl, http_request, random_bytes
-from helpers import wait_for
+from helpers import http_json, signed_headers, wait_for
 
 from mydfs.client import AsyncClient
 from mydfs.client.local_cluster import LocalCluster
 from mydfs.client.process import StorageProcess
+from mydfs.common import grants
 from mydfs.common.errors import Unavailable
 
 pytestmark = pytest.mark.slow
@@ -76,16 +77,19 @@ def delete(tracker: str, path: str) -> None:
     sdk(tracker, go)
 
 
-def meta(url: str, slot: int) -> dict[str, Any] | None:
+def meta(url: str, slot: int, secret: str) -> dict[str, Any] | None:
+    path = f"/slices/{slot}/meta"
     try:
-        status, _, body = http_request(f"{url}/slices/{slot}/meta", timeout=5.0)
+        status, _, body = http_request(
+            url + path, headers=signed_headers(secret, "GET", path), timeout=5.0
+        )
     except OSError:
         return None
     return json.loads(body) if status == 200 else None
 
 
-def holds(url: str, slot: int, file_id: str) -> bool:
-    m = meta(url, slot)
+def holds(url: str, slot: int, file_id: str, secret: str) -> bool:
+    m = meta(url, slot, secret)
     return bool(
         m and m.get("file_id") == file_id and m.get("state") == "live" and m.get("held_here")
     )
@@ -148,7 +152,7 @@ def stale_scenario(c: LocalCluster) -> Scenario:
     old_slots = [(head, a["file_id"]), (head + 1, a["file_id"]), (a1["head"][1], a1["file_id"])]
     for slot, fid in old_slots:  # a fresh group fills its slots in order
         wait_for(
-            lambda slot=slot, fid=fid: holds(stale.url, slot, fid),
+            lambda slot=slot, fid=fid: holds(stale.url, slot, fid, c.secret),
             timeout=30,
             what=f"the follower to hold slot {slot}",
         )
@@ -173,11 +177,17 @@ def stale_scenario(c: LocalCluster) -> Scenario:
     )
     delete(t, "/stale/a")
     delete(t, "/stale/a1")
+    # The tracker's reclaimer frees their slots (through the leader) and forgets them.
+    wait_for(
+        lambda: http_json(t + "/meta/trash")[1]["trash"] == [],
+        timeout=60,
+        what="the reclaimer to free A's and A1's slices",
+    )
     b, b1 = put(t, "/stale/b", new2), put(t, "/stale/b1", new1)
     # B and B1 reuse the slots of A and A1, with the same sizes and slice counts.
     assert b["head"] == a["head"] and b1["head"] == a1["head"], (a, a1, b, b1)
     assert (b["slices"], b1["slices"]) == (2, 1)
-    current = meta(leader.url, head)
+    current = meta(leader.url, head, c.secret)
     assert current is not None and current["file_id"] == b["file_id"]
 
     # The rest of the group goes away (B is durable on both: guarantee 1), so nothing can
@@ -186,15 +196,17 @@ def stale_scenario(c: LocalCluster) -> Scenario:
         node.kill()
     stale.kill(signal.SIGCONT)
     for slot, fid in old_slots:
-        assert holds(stale.url, slot, fid), meta(stale.url, slot)
+        assert holds(stale.url, slot, fid, c.secret), meta(stale.url, slot, c.secret)
     return Scenario(t, stale, others, a, a1, b, b1, old2, old1, new2, new1, current["generation"])
 
 
-def files_url(node: StorageProcess, entry: dict[str, Any]) -> str:
-    """``GET /files`` on ``node`` with ``entry`` in the query, as the tracker's 307 gives it."""
+def files_url(node: StorageProcess, entry: dict[str, Any], secret: str) -> str:
+    """``GET /files`` on ``node`` with ``entry`` in the query, as the tracker's 307 gives it
+    (with a read grant for the file)."""
     return (
         f"{node.url}/files/stale/x?head=1:{entry['head'][1]}&size={entry['size']}"
         f"&slices={entry['slices']}&file={entry['file_id']}&version={entry['version']}"
+        f"&grant={grants.issue_for(secret, 'read', 3600, file_id=entry['file_id'])}"
     )
 
 
@@ -214,32 +226,39 @@ def test_a_stale_node_never_returns_another_files_bytes(
     s = stale_scenario(c)
     stale, t, b, head = s.stale, s.tracker, s.b, s.head
 
-    # --- the scenario is real: unchecked, the stale node serves A for B -----------------------
-    status, _, body = http_request(f"{stale.url}/chain/{head}?max=2")
+    # Grants for A and for B, as the tracker hands them out with each file's entry.
+    grant_a = grants.issue_for(c.secret, "read", 3600, file_id=s.a["file_id"])
+    as_a = {grants.GRANT_HEADER: grant_a}
+    as_b = {grants.GRANT_HEADER: grants.issue_for(c.secret, "read", 3600, file_id=b["file_id"])}
+
+    # --- the scenario is real: asked as a reader of A, the stale node serves A at B's head ----
+    status, _, body = http_request(f"{stale.url}/chain/{head}?max=2", headers=as_a)
     entries = json.loads(body)["entries"]
     assert status == 200 and [e["file_id"] for e in entries] == [s.a["file_id"]] * 2
     assert sum(e["length"] for e in entries) == b["size"]  # passes the entry's size check
-    status, headers, body = http_request(f"{stale.url}/slices/{head}")
+    status, headers, body = http_request(f"{stale.url}/slices/{head}", headers=as_a)
     assert status == 200 and body == s.old2[:SLICE]
     assert headers["x-mydfs-file"] == s.a["file_id"]  # what lets a reader refuse it
 
     async def unchecked(client: AsyncClient) -> bytes:
-        """The read path without the owner check (no file id): what readers did before."""
+        """The read path without the reader's owner check (no file id; A's grant, which the
+        node binds the answers to): what readers did before."""
         info = await client.stat("/stale/b")
-        locs = await client._read.chain(info.head, info.slices, info.size)
-        return b"".join([p async for p in client._read.stream(locs, 0, info.size)])
+        locs = await client._read.chain(info.head, info.slices, info.size, grant=grant_a)
+        stream = client._read.stream(locs, 0, info.size, grant=grant_a)
+        return b"".join([p async for p in stream])
 
     assert sdk(t, unchecked, only=stale.url) == s.old2
 
     # --- the node's own answers, told what the reader expects: a redirect or a refusal -------
-    expect = {"X-Mydfs-File": b["file_id"], "X-Mydfs-Index": "0"}
+    expect = {"X-Mydfs-File": b["file_id"], "X-Mydfs-Index": "0", **as_b}
     status, _, body = http_request(f"{stale.url}/chain/{head}?max=2", headers=expect)
     assert status in (307, 503), (status, body[:300])
     for query, hdrs in (
         ("", expect),
         ("", dict(expect, Range="bytes=10-99")),
-        (f"?gen={s.b_gen}", {}),
-        (f"?gen={s.b_gen}", {"Range": "bytes=10-99"}),
+        (f"?gen={s.b_gen}", as_b),
+        (f"?gen={s.b_gen}", dict(as_b, Range="bytes=10-99")),
     ):
         status, _, body = http_request(f"{stale.url}/slices/{head}{query}", headers=hdrs)
         assert status in (307, 503), (query, hdrs, status, body[:300])
@@ -257,10 +276,13 @@ def test_a_stale_node_never_returns_another_files_bytes(
     # --- /files streaming on the stale node: a retryable error, never A's bytes ---------------
     for entry in (b, s.b1):
         for rng in ({}, {"Range": "bytes=100-5000"}):
-            status, headers, body = http_request(files_url(stale, entry), headers=rng, timeout=60)
+            status, headers, body = http_request(
+                files_url(stale, entry, c.secret), headers=rng, timeout=60
+            )
             assert status == 503 and "retry-after" in headers, (status, body[:300])
     status, _, body = http_request(
-        f"{stale.url}/files/stale/x?head=1:{head}&size={b['size']}&slices=2"
+        f"{stale.url}/files/stale/x?head=1:{head}&size={b['size']}&slices=2",
+        headers=as_b,
     )
     assert status == 400 and b"file" in body  # the file id is required
 
@@ -280,8 +302,10 @@ def test_a_stale_node_never_returns_another_files_bytes(
     want = [s.new2, s.new2[10:1010], s.new2[SLICE - 10 : SLICE + 90], s.new1, s.new1[7:107]]
     assert sdk(t, reads) == want * 3
     for entry, data in ((b, s.new2), (s.b1, s.new1)):
-        done = curl("--fail-with-body", files_url(stale, entry), timeout=60)
+        done = curl("--fail-with-body", files_url(stale, entry, c.secret), timeout=60)
         assert done.returncode == 0 and done.stdout == data, done.stderr
         last = min(len(data), SLICE + 100) - 1
-        done = curl("--fail-with-body", "-r", f"100-{last}", files_url(stale, entry), timeout=60)
+        done = curl(
+            "--fail-with-body", "-r", f"100-{last}", files_url(stale, entry, c.secret), timeout=60
+        )
         assert done.returncode == 0 and done.stdout == data[100 : last + 1], done.stderr

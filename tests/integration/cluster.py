@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from helpers import free_ports, wait_until
+from helpers import free_ports, signed_headers, wait_until
 
 from mydfs.client.local_cluster import LocalCluster
 from mydfs.client.process import StorageProcess, entry_point
@@ -49,6 +49,10 @@ LEADER_TIMEOUT = 30.0
 PORT_GRACE = 20.0
 #: Payload capacity of one slice (4 MiB slot minus the 4 KiB header area).
 SLICE_CAPACITY = 4_190_208
+
+#: The file every slice a test uploads without naming a file belongs to (the ``http`` fixture
+#: of ``conftest.py`` adds a grant for it to such requests).
+TEST_FILE = "0" * 32
 
 #: A storage node of the cluster (the launcher's process class).
 StorageNode = StorageProcess
@@ -399,6 +403,23 @@ async def get_slice(
 ) -> Reply:
     url = f"{base}/slices/{slot}" + (f"?gen={gen}" if gen is not None else "")
     return await request(session, "GET", url, headers=dict(headers or {}), timeout=timeout)
+
+
+async def delete_slice(
+    session: aiohttp.ClientSession,
+    cluster: Cluster,
+    base: str,
+    slot: int,
+    generation: int,
+    *,
+    file_id: str = TEST_FILE,
+    timeout: float = 15.0,
+) -> Reply:
+    """``DELETE /internal/slices/{slot}?gen&file``, signed with the cluster's secret (what the
+    tracker's reclaimer sends; clients have no delete)."""
+    path_qs = f"/internal/slices/{slot}?gen={generation}&file={file_id}"
+    headers = signed_headers(cluster.secret, "DELETE", path_qs)
+    return await request(session, "DELETE", base + path_qs, headers=headers, timeout=timeout)
 
 
 async def upload(

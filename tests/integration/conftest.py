@@ -4,7 +4,12 @@
   healthy (each such test restores any node it touched).
 * ``make_cluster`` — a factory of fresh clusters for destructive tests; every cluster it made
   is closed when the test ends, pass or fail.
-* ``http`` — an ``aiohttp.ClientSession`` per test.
+* ``http`` — an ``aiohttp.ClientSession`` per test. Storage nodes serve their client routes
+  only with a grant (``docs/replication.md``, Grants): for a request to a node of an open
+  cluster that carries none, the session adds one minted with that cluster's secret — a write
+  grant (which reads too) for the ``X-Mydfs-File`` the request names, else for
+  :data:`TEST_FILE` (the owner an upload without ``X-Mydfs-File`` then gets) — and signs
+  ``GET /slices/N/meta``. ``/internal/...`` calls are left as the test sends them.
 
 Whenever a test fails, the last lines of every node's log of every cluster still open are
 added to its report. ``MYDFS_IT_KEEP=1`` keeps the temporary folders for a post-mortem.
@@ -17,7 +22,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cluster import Cluster, can_mount_tmpfs
+from cluster import TEST_FILE, Cluster, can_mount_tmpfs
+from helpers import grant_headers, signed_headers
+from yarl import URL
+
+from mydfs.common.grants import GRANT_HEADER, GRANT_PARAM
 
 _OPEN: list[Cluster] = []
 
@@ -91,10 +100,37 @@ def make_cluster() -> Iterator[Callable[..., Cluster]]:
             raise errors[0]
 
 
+def _secret_of(url: URL) -> str | None:
+    """The secret of the open cluster one of whose nodes ``url`` addresses."""
+    origin = f"{url.scheme}://{url.host}:{url.port}"
+    for c in _OPEN:
+        if any(n.url == origin for n in c.nodes()):
+            return c.secret
+    return None
+
+
+async def _add_grant(
+    session: aiohttp.ClientSession, ctx: Any, params: aiohttp.TraceRequestStartParams
+) -> None:
+    url, headers = params.url, params.headers
+    secret = _secret_of(url)
+    if secret is None or url.path.startswith("/internal/"):
+        return
+    if GRANT_HEADER in headers or GRANT_PARAM in url.query or "X-Mydfs-Auth" in headers:
+        return
+    if url.path.endswith("/meta"):
+        headers.update(signed_headers(secret, params.method, url.raw_path_qs))
+        return
+    file_id = headers.get("X-Mydfs-File") or TEST_FILE
+    headers.update(grant_headers(secret, "write", file_id))
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=64, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    grants = aiohttp.TraceConfig()
+    grants.on_request_start.append(_add_grant)
+    async with aiohttp.ClientSession(connector=connector, trace_configs=[grants]) as session:
         yield session
 
 

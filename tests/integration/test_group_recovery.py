@@ -16,9 +16,9 @@ from cluster import (
     SLICE_CAPACITY,
     Cluster,
     StorageNode,
+    delete_slice,
     get_slice,
     payload,
-    request,
     served_digests,
     sha256,
     upload,
@@ -111,8 +111,8 @@ async def test_restarted_follower_catches_up(
     c.kill(victim)
     # While it is down: more uploads (the other two carry them) and a delete.
     during = await _upload_many(c, http, [SLICE_CAPACITY, 1, 250_000, 70_000, 1 << 20], seed=200)
-    gone_slot = before[1][0]["slot"]
-    reply = await request(http, "DELETE", f"{leader.url}/slices/{gone_slot}")
+    gone_slot, gone_gen = before[1][0]["slot"], before[1][0]["generation"]
+    reply = await delete_slice(http, c, leader.url, gone_slot, gone_gen)
     assert reply.status == 200, reply
     live = [x for x in before if x[0]["slot"] != gone_slot] + during
 

@@ -16,6 +16,7 @@ import pytest
 from cluster import (
     SLICE_CAPACITY,
     Cluster,
+    delete_slice,
     get_slice,
     metric,
     parse_metrics,
@@ -128,9 +129,9 @@ async def test_follower_answers_writes_with_307_to_the_leader(
         assert reply.status == 307, reply
         assert reply.headers["Location"] == f"{leader.url}/slices?upload={uid}"
         # Deletes are writes too.
-        reply = await request(http, "DELETE", f"{follower.url}/slices/0")
+        reply = await delete_slice(http, c, follower.url, 0, 1)
         assert reply.status == 307, reply
-        assert reply.headers["Location"] == f"{leader.url}/slices/0"
+        assert reply.headers["Location"].startswith(f"{leader.url}/internal/slices/0?")
     assert await _group_end(c) == end_before, "a redirected write reserved nothing"
 
     # Following the redirect stores the slice exactly once.

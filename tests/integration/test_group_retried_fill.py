@@ -9,6 +9,7 @@ import os
 
 import aiohttp
 from cluster import SLICE_CAPACITY, Cluster, payload, request
+from helpers import grant_headers
 
 from mydfs.common.checksum import crc32c
 
@@ -20,18 +21,22 @@ async def test_the_same_fill_sent_three_times_at_once_is_stored_once(
     for round in range(3):
         data = payload(SLICE_CAPACITY, seed=700 + round)
         upload_id = os.urandom(16).hex()
+        file_id = os.urandom(16).hex()
+        grant = grant_headers(shared_cluster.secret, "write", file_id)
         reserve = {
             "upload_id": upload_id,
-            "file_id": os.urandom(16).hex(),
+            "file_id": file_id,
             "index": 0,
             "length": len(data),
             "crc32c": crc32c(data),
         }
-        reply = await request(http, "POST", f"{leader.url}/slices/reserve", json=reserve)
+        reply = await request(
+            http, "POST", f"{leader.url}/slices/reserve", json=reserve, headers=grant
+        )
         assert reply.status in (200, 201), reply
         slot, gen = reply.json()["slot"], reply.json()["generation"]
         url = f"{leader.url}/slices/{slot}?upload={upload_id}&gen={gen}&next=none"
-        headers = {"X-Mydfs-Crc32c": str(crc32c(data))}
+        headers = {"X-Mydfs-Crc32c": str(crc32c(data)), **grant}
         replies = await asyncio.gather(
             *(request(http, "PUT", url, data=data, headers=headers) for _ in range(3))
         )

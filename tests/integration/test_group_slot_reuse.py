@@ -10,6 +10,7 @@ import asyncio
 import aiohttp
 from cluster import (
     Cluster,
+    delete_slice,
     metric,
     parse_metrics,
     payload,
@@ -48,8 +49,7 @@ async def test_a_freed_slot_reused_at_once_is_written_by_the_leader_too(
             )
         )
         deletes = [
-            request(http, "DELETE", f"{leader.url}/slices/{o['slot']}?gen={o['generation']}")
-            for o in olds
+            delete_slice(http, shared_cluster, leader.url, o["slot"], o["generation"]) for o in olds
         ]
         assert all(r.status == 200 for r in await asyncio.gather(*deletes))
         datas = [payload(150_000, seed=round * 100 + 50 + i) for i in range(6)]

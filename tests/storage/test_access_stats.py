@@ -23,7 +23,7 @@ F2 = "b" * 32
         ("PUT", "/slices/9", "write"),
         ("POST", "/slices/reserve", "other"),
         ("POST", "/slices/9/relink", "edit"),
-        ("DELETE", "/slices/9", "edit"),
+        ("DELETE", "/internal/slices/9", "edit"),
         ("PUT", "/internal/slices/9", "replicate"),
         ("GET", "/internal/slices/9", "other"),
         ("GET", "/metrics", "other"),

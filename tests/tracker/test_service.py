@@ -25,6 +25,9 @@ async def test_reads_and_refusals_wait_for_the_sync(tmp_path: Path) -> None:
     values.update(data_dir=tmp_path, secret=SECRET)
     config = from_values(values)
     store = await MetaStore.open(tmp_path, checkpoint_interval=3600)
+    # A registration needs the upload's intent (edit 1), made durable before the gate closes.
+    intent = {"file_id": f"{1:032x}", "path": "/x"}
+    await Tracker(config, store, TrackerMetrics()).add_intent(intent)
     gate = threading.Event()
     write = store.log._write_sync
 
@@ -50,7 +53,7 @@ async def test_reads_and_refusals_wait_for_the_sync(tmp_path: Path) -> None:
             await refused
         with pytest.raises(NotFound):
             await missing
-        assert store.log.durable_seq == 1
+        assert store.log.durable_seq == 2
     finally:
         gate.set()
         await store.close()

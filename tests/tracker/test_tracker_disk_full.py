@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tracker_harness import TrackerFactory, call, wait_until
+from tracker_harness import TrackerFactory, call, register, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from cluster import Cluster
@@ -47,7 +47,7 @@ async def test_tracker_on_a_full_disk(
     m = tracker.url + "/meta"
     acknowledged: list[int] = []
     for i in range(5):
-        status, _, _ = await call(session, "PUT", m + f"/files/d/f{i}", body(i))
+        status, _, _ = await register(session, m + f"/files/d/f{i}", body(i))
         assert status == 201
         acknowledged.append(i)
 
@@ -56,7 +56,7 @@ async def test_tracker_on_a_full_disk(
     for start in range(5, 20_000, 50):  # 50 at a time: group commit makes this quick
         batch = range(start, start + 50)
         answers = await asyncio.gather(
-            *(call(session, "PUT", m + f"/files/d/f{i}", body(i)) for i in batch)
+            *(register(session, m + f"/files/d/f{i}", body(i)) for i in batch)
         )
         for i, (status, err, resp) in zip(batch, answers, strict=True):
             if status == 507:
@@ -73,7 +73,7 @@ async def test_tracker_on_a_full_disk(
     # One request failed; the process is up and every read still works.
     assert tracker.proc is not None and tracker.proc.poll() is None
     assert (await call(session, "GET", tracker.url + "/health"))[0] == 200
-    status, again, _ = await call(session, "PUT", m + f"/files/d/f{refused[0]}", body(refused[0]))
+    status, again, _ = await register(session, m + f"/files/d/f{refused[0]}", body(refused[0]))
     assert status == 507, again
     status, got, _ = await call(session, "GET", m + f"/files/d/f{acknowledged[-1]}")
     assert status == 200 and got["file_id"] == f"{acknowledged[-1]:032x}"
@@ -92,7 +92,7 @@ async def test_tracker_on_a_full_disk(
     # Space returns: registrations work again, on their own.
     Cluster.resize_tmpfs(small_disk, "32m")
     for i in refused:
-        status, err, _ = await call(session, "PUT", m + f"/files/d/f{i}", body(i))
+        status, err, _ = await register(session, m + f"/files/d/f{i}", body(i))
         assert status == 201, (status, err)
         acknowledged.append(i)
 

@@ -19,9 +19,11 @@ from tracker_harness import (
     call,
     heartbeat_body,
     heartbeat_group,
+    register,
     wait_until,
 )
 
+from mydfs.common import grants
 from mydfs.tracker.editlog import list_segments
 from mydfs.tracker.framing import encode_frame
 from mydfs.tracker.records import EditType, FileEntry, encode_path_entry
@@ -123,26 +125,26 @@ async def test_namespace_over_http(
     tracker = make_tracker()
     await tracker.start(session)
     m = tracker.url + "/meta"
-    status, entry, _ = await call(session, "PUT", m + "/files/docs/a%20b/c.bin", body(1))
+    status, entry, _ = await register(session, m + "/files/docs/a%20b/c.bin", body(1))
     assert status == 201
     assert entry["path"] == "/docs/a b/c.bin" and entry["version"] == 1
     assert entry["head"] == [1, 5] and entry["hash"] == "crc32c:0badf00d"
     status, again, _ = await call(session, "PUT", m + "/files/docs/a%20b/c.bin", body(1))
     assert status == 200 and again["unchanged"] is True  # a retried registration
-    status, err, _ = await call(session, "PUT", m + "/files/docs/a%20b/c.bin", body(2))
+    status, err, _ = await register(session, m + "/files/docs/a%20b/c.bin", body(2))
     assert status == 409 and err["error"] == "already_exists"
     status, new, _ = await call(
         session, "PUT", m + "/files/docs/a%20b/c.bin?overwrite=1", body(2, head=(2, 8))
-    )
+    )  # its intent was recorded by the refused registration above
     assert status == 200 and new["version"] == 2 and new["replaced"]["file_id"] == f"{1:032x}"
     assert new["ctime"] == entry["ctime"] and new["mtime"] >= entry["mtime"]
-    status, err, _ = await call(session, "PUT", m + "/files/docs", body(3))
+    status, err, _ = await register(session, m + "/files/docs", body(3))
     assert status == 409 and "directory" in err["message"]
-    status, err, _ = await call(session, "PUT", m + "/files/docs/a%20b/c.bin/x", body(3))
+    status, err, _ = await register(session, m + "/files/docs/a%20b/c.bin/x", body(3))
     assert status == 409 and "is a file" in err["message"]
     status, got, _ = await call(session, "GET", m + "/files/docs/a%20b/c.bin")
     assert status == 200 and got["file_id"] == f"{2:032x}"
-    await call(session, "PUT", m + "/files/docs/z.txt", body(4, head=None))
+    await register(session, m + "/files/docs/z.txt", body(4, head=None))
     status, listing, _ = await call(session, "GET", m + "/list/docs")
     assert listing["path"] == "/docs"
     assert [(e["name"], e["type"]) for e in listing["entries"]] == [
@@ -164,9 +166,10 @@ async def test_namespace_over_http(
         session, "POST", m + "/intents", {"file_id": f"{9:032x}", "path": "/up/big.bin"}
     )
     assert status == 201 and intent["path"] == "/up/big.bin"
-    await call(session, "PUT", m + "/files/up/big.bin", body(9))
+    await register(session, m + "/files/up/big.bin", body(9))
     status, intents, _ = await call(session, "GET", m + "/intents")
-    assert intents["intents"] == []  # cleared by the registration
+    # cleared by the registration (fid 3's stays: its registrations were refused)
+    assert [i["file_id"] for i in intents["intents"]] == [f"{3:032x}"]
     status, deleted, _ = await call(session, "DELETE", m + "/files/docs/a%20b/c.bin")
     assert status == 200 and deleted["deleted"]["file_id"] == f"{2:032x}"
     assert (await call(session, "DELETE", m + "/files/docs/a%20b/c.bin"))[0] == 404
@@ -233,8 +236,8 @@ async def test_reads_redirect_to_a_node_of_the_head_group(
     tracker = make_tracker(heartbeat_timeout=5.0)
     await tracker.start(session)
     t = tracker.url
-    await call(session, "PUT", t + "/meta/files/v/a%20b%3F.bin", body(7, head=(2, 41), size=5000))
-    await call(session, "PUT", t + "/meta/files/v/empty", body(8, head=None))
+    await register(session, t + "/meta/files/v/a%20b%3F.bin", body(7, head=(2, 41), size=5000))
+    await register(session, t + "/meta/files/v/empty", body(8, head=None))
     status, err, _ = await call(session, "GET", t + "/files/v/a%20b%3F.bin", allow_redirects=False)
     assert status == 503  # group 2 has not reported yet
     await heartbeat_group(session, t, 2)
@@ -250,6 +253,10 @@ async def test_reads_redirect_to_a_node_of_the_head_group(
         assert location.path == "/files/v/a%20b%3F.bin"
         query = parse_qs(location.query)
         _, entry, _ = await call(session, "GET", t + "/meta/files/v/a%20b%3F.bin")
+        # The storage node needs a read grant for the file (the grant the stat answer has too).
+        grant = query.pop("grant")[0]
+        assert grants.check(SECRET, grant, op="read", file_id=f"{7:032x}").op == "read"
+        assert grants.check(SECRET, entry["grant"], op="read", file_id=f"{7:032x}").op == "read"
         assert {k: v[0] for k, v in query.items()} == {
             "head": "2:41",
             "size": "5000",
@@ -275,10 +282,10 @@ async def test_health_and_metrics(
     await tracker.start(session)
     t = tracker.url
     await heartbeat_group(session, t, 1)
-    await call(session, "PUT", t + "/meta/files/m/x", body(1, size=1234))
+    await register(session, t + "/meta/files/m/x", body(1, size=1234))
     status, health, _ = await call(session, "GET", t + "/health")
     assert status == 200 and health["ok"] is True and health["files"] == 1
-    assert health["durable_seq"] == health["edit_seq"] == 1
+    assert health["durable_seq"] == health["edit_seq"] == 2  # the intent, the registration
     async with session.get(t + "/metrics") as resp:
         text = await resp.text()
     for line in (
@@ -311,6 +318,11 @@ async def test_kill9_during_a_burst_loses_no_acknowledged_registration(
             path = f"/burst/w{w}/f{i:05d}.bin"
             fid = f"{w:08x}{i:024x}"
             try:
+                intent = {"file_id": fid, "path": path}
+                async with session.post(t + "/meta/intents", json=intent) as resp:
+                    if resp.status != 201:
+                        i += 1
+                        continue
                 async with session.put(
                     t + "/meta/files" + path,
                     data=f'{{"file_id":"{fid}","size":1,"slices":1,"head":[1,{i}]}}',
@@ -351,7 +363,7 @@ async def test_kill9_during_a_burst_loses_no_acknowledged_registration(
     assert not missing, f"{len(missing)} acknowledged registrations lost: {missing[:5]}"
     assert (await call(session, "GET", t + "/meta/files/torn"))[0] == 404
     # and the tracker keeps working after the recovery
-    status, _, _ = await call(session, "PUT", t + "/meta/files/after/restart", body(1))
+    status, _, _ = await register(session, t + "/meta/files/after/restart", body(1))
     assert status == 201
 
 
@@ -378,3 +390,25 @@ def test_config_errors_and_print_config(tmp_path: Path) -> None:
     conf.write_text('data_dir = "x"\nsecret = "0123456789abcdefg"\nlisten = "nonsense"\n')
     out = run("--config", str(conf))
     assert out.returncode == 1 and "config key listen" in out.stderr
+
+
+async def test_only_a_file_id_with_an_intent_is_registered(
+    make_tracker: TrackerFactory, session: aiohttp.ClientSession
+) -> None:
+    tracker = make_tracker()
+    await tracker.start(session)
+    m = tracker.url + "/meta"
+    status, err, _ = await call(session, "PUT", m + "/files/no/intent", body(5))
+    assert status == 403 and err["error"] == "forbidden", err
+    assert (await call(session, "GET", m + "/files/no/intent"))[0] == 404
+    status, intent, _ = await call(
+        session, "POST", m + "/intents", {"file_id": f"{5:032x}", "path": "/no/intent"}
+    )
+    assert status == 201
+    # The intent's answer carries the write grant for that file id, any group.
+    grant = grants.check(SECRET, intent["grant"], op="write", file_id=f"{5:032x}", group=7)
+    assert grant.op == "write" and grant.groups == ()
+    assert (await call(session, "PUT", m + "/files/no/intent", body(5)))[0] == 201
+    # A retry of the registration (its intent is gone now) is still answered, unchanged.
+    status, again, _ = await call(session, "PUT", m + "/files/no/intent", body(5))
+    assert status == 200 and again["unchanged"] is True

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import orjson
@@ -103,6 +104,22 @@ async def call(
         if raw and resp.content_type == "application/json":
             payload = orjson.loads(raw)
         return resp.status, payload, resp
+
+
+async def register(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], **kw: Any
+) -> tuple[int, Any, aiohttp.ClientResponse]:
+    """Register a file as the SDK does: ``POST /meta/intents`` for the body's file id and the
+    path of ``url`` (``.../meta/files/<path>[?...]``), then ``PUT url``. The tracker registers
+    only a file id with a live intent. Returns the intent's answer when it is refused."""
+    base, _, tail = url.partition("/meta/files")
+    path = unquote(urlsplit(tail).path)
+    status, err, resp = await call(
+        session, "POST", base + "/meta/intents", {"file_id": body["file_id"], "path": path}
+    )
+    if status != 201:
+        return status, err, resp
+    return await call(session, "PUT", url, body, **kw)
 
 
 TrackerFactory = Callable[..., TrackerProc]
