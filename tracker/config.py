@@ -65,6 +65,8 @@ OPTIONS: tuple[Option, ...] = (
         [],
         "folders anyone may read without a key (GET /files, /meta/files, /meta/list under them)",
         ["/public"],
+    ),
+    Option(
         "grant_ttl",
         "float",
         3600.0,
