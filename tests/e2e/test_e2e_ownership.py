@@ -20,9 +20,10 @@ from typing import Any
 from urllib.parse import quote
 
 from e2e_helpers import SLICE, random_bytes, read_grant, slice_status_everywhere, walk_chain
-from helpers import http_json, wait_for
+from helpers import auth_headers, http_json, tracker_token, wait_for
 
 from mydfs.client import Client, FileInfo, MydfsError
+from mydfs.client._transport import origin
 from mydfs.client.local_cluster import LocalCluster
 
 #: Seconds the reclaimer may take to free a file and forget it (it passes every second).
@@ -30,9 +31,11 @@ RECLAIM_DEADLINE = 60.0
 
 
 def tracker_call(method: str, url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    """One JSON request to the tracker: (status, decoded body)."""
+    """One JSON request to the tracker with its saved admin key: (status, decoded body)."""
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method)
     req.add_header("Content-Type", "application/json")
+    for name, value in auth_headers(tracker_token(origin(url))).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -41,7 +44,7 @@ def tracker_call(method: str, url: str, body: dict[str, Any]) -> tuple[int, Any]
 
 
 def trash_ids(cluster: LocalCluster) -> set[str]:
-    status, body = http_json(cluster.tracker_url + "/meta/trash")
+    status, body = http_json(cluster.tracker_url + "/meta/trash", headers=cluster.auth_headers())
     assert status == 200, body
     return {r["file_id"] for r in body["trash"]}
 

@@ -319,7 +319,9 @@ async def test_kill9_during_a_burst_loses_no_acknowledged_registration(
             fid = f"{w:08x}{i:024x}"
             try:
                 intent = {"file_id": fid, "path": path}
-                async with session.post(t + "/meta/intents", json=intent) as resp:
+                async with session.post(
+                    t + "/meta/intents", json=intent, headers=tracker.auth()
+                ) as resp:
                     if resp.status != 201:
                         i += 1
                         continue
