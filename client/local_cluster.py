@@ -32,6 +32,8 @@ from mydfs.client.process import (
     http_json,
     wait_for,
 )
+from mydfs.client.tlsgen import TlsFiles
+from mydfs.client.tlsgen import ensure as tls_ensure
 from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.errors import InvalidArgument, Unavailable
 
@@ -59,6 +61,7 @@ class LocalCluster:
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
         die_with_parent: bool = False,
+        tls_dir: Path | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -79,6 +82,16 @@ class LocalCluster:
         os.chmod(layout_path, 0o600)
         self.log_dir = log_dir or self.root
         self._env = dict(env or {})
+        # TLS (optional): every process serves HTTPS with tls_dir's certificate and trusts its
+        # CA for outgoing calls; ``self.ca`` is what clients pass as ``ca=`` / ``--ca``.
+        self.tls: TlsFiles | None = None if tls_dir is None else tls_ensure(Path(tls_dir))
+        self.ca: Path | None = None if self.tls is None else self.tls.ca
+        self.scheme = "http" if self.tls is None else "https"
+        tls_args: list[str] = []
+        if self.tls is not None:
+            tls_args = ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+            tls_args += ["--tls-ca", str(self.tls.ca)]
+            storage_args = [*storage_args, *tls_args]
         self._die_with_parent = die_with_parent
         self.tracker_process: TrackerProcess | None = None
         if tracker:
@@ -90,6 +103,9 @@ class LocalCluster:
                 die_with_parent=die_with_parent,
                 data_dir=self.root / "tracker",
                 secret=self.secret,
+                options=_flags_to_options(tls_args),
+                scheme=self.scheme,
+                ca=self.ca,
             )
         self._nodes: list[StorageProcess] = []
         for g in range(1, self.groups + 1):
@@ -97,7 +113,7 @@ class LocalCluster:
 
     @property
     def tracker_url(self) -> str:
-        return f"http://127.0.0.1:{self.base_port}"
+        return f"{self.scheme}://127.0.0.1:{self.base_port}"
 
     def _group(self, g: int, storage_args: list[str]) -> list[StorageProcess]:
         members = []
@@ -117,6 +133,8 @@ class LocalCluster:
                     secret=self.secret,
                     tracker_url=self.tracker_url if self.tracker_process else None,
                     extra_args=list(storage_args),
+                    scheme=self.scheme,
+                    ca=self.ca,
                 )
             )
         for node in members:
@@ -211,7 +229,9 @@ class LocalCluster:
             return proc.health() is not None
         headers = {AUTH_HEADER: sign(self.secret, "GET", _IDENTITY_PATH)}
         try:
-            status, body = http_json(proc.url + _IDENTITY_PATH, timeout=1.0, headers=headers)
+            status, body = http_json(
+                proc.url + _IDENTITY_PATH, timeout=1.0, headers=headers, ca=self.ca
+            )
         except OSError:
             return False
         return status == 200 and isinstance(body, dict) and body.get("node") == proc.node_id
@@ -221,7 +241,7 @@ class LocalCluster:
 
         def all_writable() -> bool:
             try:
-                status, cluster = http_json(self.tracker_url + "/cluster", timeout=2.0)
+                status, cluster = http_json(self.tracker_url + "/cluster", timeout=2.0, ca=self.ca)
             except OSError:
                 return False
             if status != 200 or not isinstance(cluster, dict):
@@ -283,3 +303,8 @@ class LocalCluster:
             what=f"a leader of group {group_id}",
             interval=0.1,
         )
+
+
+def _flags_to_options(args: Sequence[str]) -> dict[str, Any]:
+    """``["--tls-cert", "x"]`` -> ``{"tls_cert": "x"}`` (TrackerProcess.options)."""
+    return {args[i][2:].replace("-", "_"): args[i + 1] for i in range(0, len(args), 2)}

@@ -29,6 +29,7 @@ class Client:
         window: int = 8,
         deadline: float = 60.0,
         retry: RetryPolicy | None = None,
+        ca: str | os.PathLike[str] | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -37,7 +38,7 @@ class Client:
         self._thread.start()
 
         async def make() -> AsyncClient:
-            return AsyncClient(tracker, window=window, deadline=deadline, retry=retry)
+            return AsyncClient(tracker, window=window, deadline=deadline, retry=retry, ca=ca)
 
         try:
             self._aio = self._run(make())

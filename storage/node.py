@@ -25,6 +25,7 @@ import aiohttp
 
 from mydfs.common.errors import MydfsError, Redirect
 from mydfs.common.location import Location
+from mydfs.common.tls import connector as tls_connector
 from mydfs.raft_ext.node import RaftNode
 from mydfs.raft_ext.settings import RaftSettings
 from mydfs.storage.chain import walk
@@ -82,7 +83,8 @@ class StorageNode:
         ctx.volume = await ctx.disk(
             Volume.open, cfg.volume_path, create=True, node_id=cfg.node_id, group_id=cfg.group_id
         )
-        ctx.session = aiohttp.ClientSession()
+        # Every outgoing call (peers, fetches, reads, heartbeats) trusts tls_ca if set.
+        ctx.session = aiohttp.ClientSession(connector=tls_connector(cfg.tls_ca))
         ctx.peers = PeerClient(cfg.secret, ctx.session, cfg.node_id)
         settings = RaftSettings(
             self_address=cfg.raft,

@@ -9,6 +9,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
+from mydfs.common.secretfile import SECRET_OPTIONS, resolve_secret
+from mydfs.common.tls import TLS_OPTIONS, tls_paths
 from mydfs.common.tracing import LOG_FORMATS
 
 OPTIONS: tuple[Option, ...] = (
@@ -25,13 +27,6 @@ OPTIONS: tuple[Option, ...] = (
         REQUIRED,
         "folder for the edit log and the checkpoints (one tracker per folder)",
         "data/tracker",
-    ),
-    Option(
-        "secret",
-        "str",
-        REQUIRED,
-        "cluster secret (>= 16 chars): storage heartbeats are signed with it",
-        "change-me-0123456789",
     ),
     Option(
         "heartbeat_timeout",
@@ -57,6 +52,8 @@ OPTIONS: tuple[Option, ...] = (
         100_000,
         "edits after which a checkpoint is taken early (bounds replay at start-up)",
     ),
+    *SECRET_OPTIONS,
+    *TLS_OPTIONS,
     Option("log_level", "str", "info", "debug, info, warning or error"),
     Option("log_format", "str", "text", "log lines as text or json (one object a line)"),
 )
@@ -75,6 +72,9 @@ class TrackerConfig:
     checkpoint_edits: int
     log_level: str
     log_format: str = "text"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
     @property
     def heartbeat_interval(self) -> float:
@@ -92,10 +92,14 @@ def _hostport(value: str, key: str) -> tuple[str, int]:
 def from_values(v: dict[str, Any]) -> TrackerConfig:
     """Check the merged values and build the config; a bad key raises a one-line ConfigError."""
     host, port = _hostport(v["listen"], "listen")
-    advertise = v["advertise"] or f"http://{host}:{port}"
+    tls_cert, tls_key, tls_ca = tls_paths(v)
+    scheme = "http" if tls_cert is None else "https"
+    advertise = v["advertise"] or f"{scheme}://{host}:{port}"
     parts = urlsplit(advertise)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"config key advertise: {advertise!r} is not an http(s) URL")
+    if tls_cert is not None and not advertise.startswith("https://"):
+        raise ConfigError("config key advertise: must be an https:// URL when tls_cert is set")
     if len(v["secret"]) < 16:
         raise ConfigError("config key secret: must be at least 16 characters")
     if not 0.05 <= v["heartbeat_timeout"] <= 3600:
@@ -128,8 +132,13 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         checkpoint_edits=v["checkpoint_edits"],
         log_level=level,
         log_format=v["log_format"],
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
     )
 
 
 def from_args(args: argparse.Namespace) -> TrackerConfig:
-    return from_values(load(OPTIONS, args))
+    values = load(OPTIONS, args)
+    values["secret"] = resolve_secret(values, args)
+    return from_values(values)

@@ -35,6 +35,7 @@ async def serve(config: TrackerConfig) -> int:
     """Run the tracker until SIGTERM/SIGINT (exit 0) or an edit-log failure (exit 1)."""
     from aiohttp import web
 
+    from mydfs.common.tls import server_context
     from mydfs.tracker.http_api import make_app
     from mydfs.tracker.metrics import TrackerMetrics
     from mydfs.tracker.service import Tracker
@@ -61,10 +62,18 @@ async def serve(config: TrackerConfig) -> int:
     ticker: asyncio.Task[None] | None = None
     try:
         await runner.setup()
-        site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+        ssl_context = server_context(config.tls_cert, config.tls_key)
+        site = web.TCPSite(
+            runner,
+            config.listen_host,
+            config.listen_port,
+            reuse_address=True,
+            ssl_context=ssl_context,
+        )
         await site.start()
         log.info(
-            "serving HTTP on %s:%d (advertised %s), data in %s",
+            "serving %s on %s:%d (advertised %s), data in %s",
+            "HTTPS" if ssl_context else "HTTP",
             config.listen_host,
             config.listen_port,
             config.advertise,
