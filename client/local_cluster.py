@@ -64,7 +64,8 @@ class LocalCluster:
         tls_dir: Path | None = None,
     ) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)  # the layout holds the secret; each node's data is inside
         layout_path = self.root / LAYOUT_FILE
         layout: dict[str, Any] = {}
         if layout_path.exists():

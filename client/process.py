@@ -190,6 +190,10 @@ def entry_point(name: str) -> str:
 # --- processes -----------------------------------------------------------------------------------
 
 
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)  # logs name files and paths: owner-only
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -265,7 +269,7 @@ class Process:
         extra = {k: v for k, v in run_env.items() if k.startswith("MYDFS_")}
         extra.pop(SECRET_ENV, None)
         run_env.update(self.private_env())
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab", opener=_private_opener) as log:
             log.write(f"=== start #{self.starts} of {self.name} {extra} ===\n".encode())
             log.flush()
             main = threading.current_thread() is threading.main_thread()

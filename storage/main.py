@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -42,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
 async def serve(config: StorageConfig) -> None:
     """Run one storage node until SIGTERM or SIGINT."""
     from aiohttp import web
+
+    # Everything this process creates (volume, journal, snapshots, edit logs, checkpoints,
+    # temporary files of pysyncobj) is owner-only, whatever the caller's umask.
+    os.umask(0o077)
 
     from mydfs.common.tls import server_context
     from mydfs.storage.http_api import make_app

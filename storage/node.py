@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from mydfs.common.errors import MydfsError, Redirect
+from mydfs.common.fsio import restrict_tree
 from mydfs.common.location import Location
 from mydfs.common.tls import connector as tls_connector
 from mydfs.raft_ext.node import RaftNode
@@ -78,7 +79,11 @@ class StorageNode:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         cfg, ctx = self.config, self.ctx
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Volume, Raft journal and snapshots, access totals: owner-only (0600, folders 0700).
+        restrict_tree(cfg.data_dir)
+        if cfg.volume_path.exists():  # it may live outside data_dir
+            os.chmod(cfg.volume_path, 0o600)
         load_totals(ctx)
         ctx.volume = await ctx.disk(
             Volume.open, cfg.volume_path, create=True, node_id=cfg.node_id, group_id=cfg.group_id

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -34,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
 async def serve(config: TrackerConfig) -> int:
     """Run the tracker until SIGTERM/SIGINT (exit 0) or an edit-log failure (exit 1)."""
     from aiohttp import web
+
+    # Everything this process creates (volume, journal, snapshots, edit logs, checkpoints,
+    # temporary files of pysyncobj) is owner-only, whatever the caller's umask.
+    os.umask(0o077)
 
     from mydfs.common.tls import server_context
     from mydfs.tracker.http_api import make_app
