@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "top":
             from mydfs.client.top import run as top
 
-            return top(tracker, once=args.once, interval=args.interval)
+            return top(tracker, once=args.once, interval=args.interval, ca=args.ca)
         return _run(args, tracker)
     except MydfsError as exc:
         print(f"mydfs: {exc}", file=sys.stderr)

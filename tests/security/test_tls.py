@@ -10,16 +10,21 @@ works with ``ca=`` (and refuses the cluster without it), the tracker sees every 
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import ClusterUp, child_pids, free_base
 
 from mydfs.client import Client
 from mydfs.client.local_cluster import LocalCluster
-from mydfs.client.process import http_json, wait_for
+from mydfs.client.process import entry_point, http_json, wait_for
 from mydfs.client.tlsgen import CA_FILE, CERT_FILE, KEY_FILE
 from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.errors import InvalidArgument
@@ -156,3 +161,49 @@ def test_sdk_without_the_ca_is_refused(
     monkeypatch.setenv("MYDFS_CA", str(tls_cluster.ca))  # $MYDFS_CA is the default ca
     with Client(tls_cluster.tracker_url) as c:
         assert c.status()["groups"]
+
+
+TRACKER_LINE = re.compile(r"^tracker (https://127\.0\.0\.1:(\d+))$")
+
+
+def test_cluster_up_with_tls_dir_and_cli_ca(tmp_path: Path) -> None:
+    """``mydfs cluster up --tls-dir`` makes a CA when the folder is empty (cryptography); the
+    CLI reaches it with ``--ca`` or ``$MYDFS_CA``; no child has the secret on its command line."""
+    tls_dir = tmp_path / "tls"
+    up = ClusterUp(
+        "--data", str(tmp_path / "data"), "--groups", "1", "--port", str(free_base(1)),
+        "--tls-dir", str(tls_dir),
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        url = up.wait_line(TRACKER_LINE, timeout=120).group(1)
+        up.children = child_pids(up.proc.pid)
+        assert len(up.children) == 4, (up.children, up.seen)
+        ca = tls_dir / CA_FILE
+        assert stat.S_IMODE((tls_dir / KEY_FILE).stat().st_mode) == 0o600
+        src = tmp_path / "src.bin"
+        src.write_bytes(os.urandom(100_000))
+        mydfs = entry_point("mydfs")
+        env = {k: v for k, v in os.environ.items() if k != "MYDFS_CA"}
+        put = subprocess.run(
+            [mydfs, "--tracker", url, "--ca", str(ca), "put", str(src), "/cli.bin"],
+            capture_output=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert put.returncode == 0, put.stderr
+        cat = subprocess.run(
+            [mydfs, "--tracker", url, "cat", "/cli.bin"],
+            capture_output=True, timeout=120, env={**env, "MYDFS_CA": str(ca)},
+        )  # fmt: skip
+        assert cat.returncode == 0, cat.stderr
+        assert cat.stdout == src.read_bytes()
+        no_ca = subprocess.run(
+            [mydfs, "--tracker", url, "--timeout", "3", "ls", "/"],
+            capture_output=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert no_ca.returncode == 1, no_ca
+        secret = json.loads((tmp_path / "data" / "cluster.json").read_text())["secret"]
+        for pid in up.children:
+            assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert up.terminate() == 0
+    finally:
+        up.kill_everything()
