@@ -80,12 +80,22 @@ PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
 
 
-def restrict_tree(root: StrPath) -> None:
+def restrict_tree(root: StrPath) -> list[str]:
     """Make the folder ``root`` and everything under it owner-only (folders 0700, files 0600;
-    symlinks are left alone). Tightens what an older version or another umask created."""
+    symlinks are left alone). Tightens what an older version or another umask created.
+    Returns what could not be changed (not ours: ``PermissionError``), for a warning."""
+    refused: list[str] = []
+
+    def tighten(path: str, mode: int) -> None:
+        try:
+            os.chmod(path, mode)
+        except PermissionError:
+            refused.append(path)
+
     for dirpath, _dirnames, filenames in os.walk(os.fspath(root)):
-        os.chmod(dirpath, PRIVATE_DIR_MODE)
+        tighten(dirpath, PRIVATE_DIR_MODE)
         for name in filenames:
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):
-                os.chmod(path, PRIVATE_FILE_MODE)
+                tighten(path, PRIVATE_FILE_MODE)
+    return refused

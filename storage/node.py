@@ -81,7 +81,9 @@ class StorageNode:
         cfg, ctx = self.config, self.ctx
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Volume, Raft journal and snapshots, access totals: owner-only (0600, folders 0700).
-        restrict_tree(cfg.data_dir)
+        refused = restrict_tree(cfg.data_dir)
+        if refused:
+            log.warning("cannot make owner-only (not ours): %s", ", ".join(refused[:5]))
         if cfg.volume_path.exists():  # it may live outside data_dir
             os.chmod(cfg.volume_path, 0o600)
         load_totals(ctx)

@@ -168,7 +168,10 @@ class MetaStore:
         on_flush: Callable[[int], None] | None = None,
     ) -> MetaStore:
         ensure_dir(directory)
-        restrict_tree(directory)  # edit logs and checkpoints: owner-only (0600, folder 0700)
+        # Edit logs and checkpoints: owner-only (files 0600, folder 0700).
+        refused = restrict_tree(directory)
+        if refused:
+            log.warning("cannot make owner-only (not ours): %s", ", ".join(refused[:5]))
         lock = DirLock(directory)
         try:
             for stale in directory.glob("*.tmp"):

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+from helpers import wait_until
 from raft_harness import ProcCluster
 
 from mydfs.common.errors import InvalidArgument
@@ -132,3 +133,40 @@ async def test_oversized_frames_are_refused_while_writes_commit(
     assert state["data"]["n"] == committed
     status = await c.status(leader)
     assert status is not None and status.get("raft_frames_refused", 1) >= 1
+
+
+async def test_idle_connections_without_handshake_are_closed(proc_cluster: ProcCluster) -> None:
+    """40 silent connections per Raft port: at most 16 wait at a time (the oldest are closed at
+    once), the rest are closed after ``connection_timeout``; writes commit meanwhile."""
+    c = proc_cluster
+    await c.start_all()
+    leader = await c.leader_among([0, 1, 2], timeout=20)
+    socks = [
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+        for port in c.raft_ports
+        for _ in range(40)
+    ]
+    try:
+        for k in range(20):
+            code, body = await c.submit(leader, {"op": "set", "k": f"idle{k}", "v": k})
+            assert code == 200, body
+
+        def closed(s: socket.socket) -> bool:
+            s.setblocking(False)
+            try:
+                return s.recv(1) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+
+        await wait_until(
+            lambda: all(closed(s) for s in socks),
+            timeout=20,
+            what="every connection without a handshake to be closed",
+        )
+        code, body = await c.submit(leader, {"op": "set", "k": "after", "v": 1})
+        assert code == 200, body
+    finally:
+        for s in socks:
+            s.close()
