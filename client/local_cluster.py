@@ -3,8 +3,8 @@
 Used by ``mydfs cluster up``, the benchmarks, the end-to-end and the integration tests. A
 cluster is a tracker and N groups of three ``mydfs-storage`` processes
 (:mod:`mydfs.client.process`), each with its own data folder under the cluster's folder. The
-layout (ports, secret) is saved in ``cluster.json`` there, so starting again on the same folder
-brings back the same cluster with every file.
+layout (ports, secret, TLS folder) is saved in ``cluster.json`` (0600) there, so starting
+again on the same folder brings back the same cluster with every file.
 
 Ports, from a base B: the tracker listens on B; node i (1..3) of group g listens for HTTP on
 B + 10g + i and for Raft on B + 10g + 3 + i.
@@ -36,6 +36,7 @@ from mydfs.client.tlsgen import TlsFiles
 from mydfs.client.tlsgen import ensure as tls_ensure
 from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.errors import InvalidArgument, Unavailable
+from mydfs.common.fsio import atomic_write
 
 LAYOUT_FILE = "cluster.json"
 #: A signed call that names the node answering it (``{"node": ...}``).
@@ -47,7 +48,11 @@ class LocalCluster:
 
     ``storage_args`` go to every storage node, ``env`` to every process; ``log_dir`` (default
     ``root``) holds one ``NAME.log`` per process; with ``die_with_parent`` every process is
-    SIGKILLed by the kernel when the process that started it dies."""
+    SIGKILLed by the kernel when the process that started it dies. With ``tls_dir`` every
+    process serves HTTPS with that folder's certificate (:mod:`mydfs.client.tlsgen` makes a
+    throwaway CA there if it has none) and trusts its CA; ``ca`` is then the file clients pass
+    as ``ca=`` / ``--ca``. The secret reaches the processes in their environment, never on a
+    command line."""
 
     def __init__(
         self,
@@ -77,10 +82,11 @@ class LocalCluster:
             raise InvalidArgument(
                 f"base port {self.base_port} leaves no room for the cluster", port=self.base_port
             )
-        layout_path.write_text(
-            json.dumps({"base_port": self.base_port, "secret": self.secret, "groups": self.groups})
-        )
-        os.chmod(layout_path, 0o600)
+        tls_dir = tls_dir or layout.get("tls_dir")  # a TLS cluster stays one on restart
+        saved = {"base_port": self.base_port, "secret": self.secret, "groups": self.groups}
+        if tls_dir:
+            saved["tls_dir"] = os.fspath(tls_dir)
+        atomic_write(layout_path, json.dumps(saved).encode(), mode=0o600)  # never world-readable
         self.log_dir = log_dir or self.root
         self._env = dict(env or {})
         # TLS (optional): every process serves HTTPS with tls_dir's certificate and trusts its
