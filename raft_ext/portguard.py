@@ -75,7 +75,8 @@ def frame_length_ok(header: bytes, max_frame_bytes: int) -> bool:
 
 
 class GuardedTcpConnection(TcpConnection):  # type: ignore[misc]
-    """``TcpConnection`` that refuses oversized frames and reads at most one frame per event."""
+    """``TcpConnection`` that refuses oversized frames and buffers at most one frame limit
+    (``max_frame_bytes`` + header) per poll event."""
 
     max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
     frames_refused = 0  # class-wide counter (status)
