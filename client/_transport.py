@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -73,11 +74,13 @@ class Transport:
         session: aiohttp.ClientSession,
         policy: RetryPolicy,
         clock: Callable[[], float] = time.monotonic,
+        ssl: ssl_module.SSLContext | None = None,
         *,
         tracker: str | None = None,
         token: str | None = None,
     ) -> None:
         self.session = session
+        self._ssl = ssl  # trust for the control session (the SDK's ``ca``)
         self.policy = policy
         self._clock = clock
         # The API key goes to the tracker only (never to storage nodes).
@@ -91,7 +94,9 @@ class Transport:
 
     def control_session(self) -> aiohttp.ClientSession:
         if self._control is None or self._control.closed:
-            self._control = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            self._control = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl or True)
+            )
         return self._control
 
     async def close(self) -> None:

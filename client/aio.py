@@ -59,6 +59,7 @@ from mydfs.common.grants import GRANT_HEADER
 from mydfs.common.location import Location
 from mydfs.common.paths import check_dir_path, check_file_path, url_quote
 from mydfs.common.readpath import ReadPath, ReadTimeouts, SliceLoc
+from mydfs.common.tls import ca_from_env, client_context
 from mydfs.common.tracing import client_trace_config, traced
 
 Progress = Callable[[int], None]
@@ -111,6 +112,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         token: str | None = None,
+        ca: str | os.PathLike[str] | None = None,
     ) -> None:
         if not tracker.startswith(("http://", "https://")):
             raise InvalidArgument(f"tracker URL {tracker!r} must start with http:// or https://")
@@ -119,8 +121,13 @@ class AsyncClient:
         self.tracker = tracker.rstrip("/")
         self.window = window
         self._own_session = session is None
+        # ``ca`` (else $MYDFS_CA, else the credentials file's for this tracker): a PEM bundle
+        # trusted for https:// trackers and nodes.
+        ssl_context = client_context(
+            ca_from_env(ca) or credentials.lookup(self.tracker).get("ca") or None
+        )
         self._session = session or aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max(16, 4 * window)),
+            connector=aiohttp.TCPConnector(limit=max(16, 4 * window), ssl=ssl_context or True),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             trace_configs=[client_trace_config()],  # X-Request-Id on every call
         )
@@ -131,6 +138,7 @@ class AsyncClient:
         self._t = Transport(
             self._session,
             replace(retry or RetryPolicy(), deadline=deadline),
+            ssl=ssl_context,
             tracker=self.tracker,
             token=self.token,
         )

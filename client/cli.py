@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="give up retrying after this many seconds"
     )
+    parser.add_argument(
+        "--ca", default=None, help="PEM CA bundle trusted for https:// (default: $MYDFS_CA)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("put", help="store a local file: put LOCAL REMOTE")
@@ -101,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--groups", type=int, default=2, help="storage groups (%(default)s)")
     up.add_argument("--port", type=int, default=None, help="base port (default 8100, or as before)")
+    up.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=None,
+        help="serve HTTPS with ca.pem/cert.pem/key.pem from this folder (made if missing)",
+    )
 
     sub.add_parser(
         "selfcheck", help="check the local slice store (same as mydfs-storage selfcheck)"
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.cluster_command != "up":
                 parser.parse_args(["cluster", "--help"])
                 return 2
-            return cluster_up(args.data, args.groups, args.port)
+            return cluster_up(args.data, args.groups, args.port, args.tls_dir)
         tracker = (
             args.tracker
             or os.environ.get("MYDFS_TRACKER")
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "top":
             from mydfs.client.top import run as top
 
-            return top(tracker, once=args.once, interval=args.interval, token=token)
+            return top(tracker, once=args.once, interval=args.interval, token=token, ca=args.ca)
         return _run(args, tracker, token)
     except MydfsError as exc:
         print(f"mydfs: {exc}", file=sys.stderr)
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, tracker: str, token: str | None) -> int:
     from mydfs.client.sync import Client
 
-    with Client(tracker, deadline=args.timeout, token=token) as client:
+    with Client(tracker, deadline=args.timeout, token=token, ca=args.ca) as client:
         cmd = args.command
         if cmd == "share":
             print(client.share(args.remote, parse_ttl(args.ttl)))
@@ -342,7 +351,7 @@ def _print_status(status: dict[str, Any]) -> None:
     print(f"{len(groups)} groups, {writable} writable")
 
 
-def cluster_up(data: Path, groups: int, port: int | None) -> int:
+def cluster_up(data: Path, groups: int, port: int | None, tls_dir: Path | None = None) -> int:
     """Run a tracker and ``groups`` groups in the foreground until Ctrl-C or SIGTERM."""
     from mydfs.client.local_cluster import LocalCluster
 
@@ -352,7 +361,12 @@ def cluster_up(data: Path, groups: int, port: int | None) -> int:
     base = port
     if base is None and not (data / "cluster.json").exists():
         base = 8100
-    cluster = LocalCluster(data.resolve(), groups=groups, base_port=base)
+    cluster = LocalCluster(
+        data.resolve(),
+        groups=groups,
+        base_port=base,
+        tls_dir=None if tls_dir is None else tls_dir.resolve(),
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -363,6 +377,8 @@ def cluster_up(data: Path, groups: int, port: int | None) -> int:
         )
         cluster.start()
         print(f"tracker {cluster.tracker_url}", flush=True)
+        if cluster.ca is not None:
+            print(f"  export MYDFS_CA={cluster.ca}    # curl --cacert {cluster.ca}", flush=True)
         print(
             f"admin API key saved in {cluster.credentials_path} (mydfs token prints it)\n"
             f"  mydfs put ./some.file /some.file && mydfs ls / && mydfs get /some.file ./copy\n"

@@ -3,8 +3,8 @@
 Used by ``mydfs cluster up``, the benchmarks, the end-to-end and the integration tests. A
 cluster is a tracker and N groups of three ``mydfs-storage`` processes
 (:mod:`mydfs.client.process`), each with its own data folder under the cluster's folder. The
-layout (ports, secret) is saved in ``cluster.json`` there, so starting again on the same folder
-brings back the same cluster with every file.
+layout (ports, secret, TLS folder) is saved in ``cluster.json`` (0600) there, so starting
+again on the same folder brings back the same cluster with every file.
 
 Ports, from a base B: the tracker listens on B; node i (1..3) of group g listens for HTTP on
 B + 10g + i and for Raft on B + 10g + 3 + i.
@@ -38,8 +38,11 @@ from mydfs.client.process import (
     http_json,
     wait_for,
 )
+from mydfs.client.tlsgen import TlsFiles
+from mydfs.client.tlsgen import ensure as tls_ensure
 from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.errors import InvalidArgument, Unavailable
+from mydfs.common.fsio import atomic_write
 
 LAYOUT_FILE = "cluster.json"
 #: A signed call that names the node answering it (``{"node": ...}``).
@@ -51,7 +54,11 @@ class LocalCluster:
 
     ``storage_args`` go to every storage node, ``env`` to every process; ``log_dir`` (default
     ``root``) holds one ``NAME.log`` per process; with ``die_with_parent`` every process is
-    SIGKILLed by the kernel when the process that started it dies."""
+    SIGKILLed by the kernel when the process that started it dies. With ``tls_dir`` every
+    process serves HTTPS with that folder's certificate (:mod:`mydfs.client.tlsgen` makes a
+    throwaway CA there if it has none) and trusts its CA; ``ca`` is then the file clients pass
+    as ``ca=`` / ``--ca``. The secret reaches the processes in their environment, never on a
+    command line."""
 
     def __init__(
         self,
@@ -65,9 +72,11 @@ class LocalCluster:
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
         die_with_parent: bool = False,
+        tls_dir: Path | None = None,
     ) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)  # the layout holds the secret; each node's data is inside
         layout_path = self.root / LAYOUT_FILE
         layout: dict[str, Any] = {}
         if layout_path.exists():
@@ -79,12 +88,23 @@ class LocalCluster:
             raise InvalidArgument(
                 f"base port {self.base_port} leaves no room for the cluster", port=self.base_port
             )
-        layout_path.write_text(
-            json.dumps({"base_port": self.base_port, "secret": self.secret, "groups": self.groups})
-        )
-        os.chmod(layout_path, 0o600)
+        tls_dir = tls_dir or layout.get("tls_dir")  # a TLS cluster stays one on restart
+        saved = {"base_port": self.base_port, "secret": self.secret, "groups": self.groups}
+        if tls_dir:
+            saved["tls_dir"] = os.fspath(tls_dir)
+        atomic_write(layout_path, json.dumps(saved).encode(), mode=0o600)  # never world-readable
         self.log_dir = log_dir or self.root
         self._env = dict(env or {})
+        # TLS (optional): every process serves HTTPS with tls_dir's certificate and trusts its
+        # CA for outgoing calls; ``self.ca`` is what clients pass as ``ca=`` / ``--ca``.
+        self.tls: TlsFiles | None = None if tls_dir is None else tls_ensure(Path(tls_dir))
+        self.ca: Path | None = None if self.tls is None else self.tls.ca
+        self.scheme = "http" if self.tls is None else "https"
+        tls_args: list[str] = []
+        if self.tls is not None:
+            tls_args = ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+            tls_args += ["--tls-ca", str(self.tls.ca)]
+            storage_args = [*storage_args, *tls_args]
         self._die_with_parent = die_with_parent
         self.tracker_process: TrackerProcess | None = None
         #: The tracker's admin API key, once the tracker has answered (None without a tracker).
@@ -98,6 +118,9 @@ class LocalCluster:
                 die_with_parent=die_with_parent,
                 data_dir=self.root / "tracker",
                 secret=self.secret,
+                options=_flags_to_options(tls_args),
+                scheme=self.scheme,
+                ca=self.ca,
             )
         self._nodes: list[StorageProcess] = []
         for g in range(1, self.groups + 1):
@@ -105,7 +128,7 @@ class LocalCluster:
 
     @property
     def tracker_url(self) -> str:
-        return f"http://127.0.0.1:{self.base_port}"
+        return f"{self.scheme}://127.0.0.1:{self.base_port}"
 
     @property
     def credentials_path(self) -> Path:
@@ -127,7 +150,8 @@ class LocalCluster:
             token = credentials.lookup(self.tracker_url).get("token")
         if token:
             self.token = token
-            credentials.save(self.tracker_url, token=token, make_default=True)
+            ca = None if self.ca is None else os.fspath(self.ca)
+            credentials.save(self.tracker_url, token=token, ca=ca, make_default=True)
         return self.token
 
     def _group(self, g: int, storage_args: list[str]) -> list[StorageProcess]:
@@ -148,6 +172,8 @@ class LocalCluster:
                     secret=self.secret,
                     tracker_url=self.tracker_url if self.tracker_process else None,
                     extra_args=list(storage_args),
+                    scheme=self.scheme,
+                    ca=self.ca,
                 )
             )
         for node in members:
@@ -244,7 +270,9 @@ class LocalCluster:
             return proc.health() is not None
         headers = {AUTH_HEADER: sign(self.secret, "GET", _IDENTITY_PATH)}
         try:
-            status, body = http_json(proc.url + _IDENTITY_PATH, timeout=1.0, headers=headers)
+            status, body = http_json(
+                proc.url + _IDENTITY_PATH, timeout=1.0, headers=headers, ca=self.ca
+            )
         except OSError:
             return False
         return status == 200 and isinstance(body, dict) and body.get("node") == proc.node_id
@@ -257,7 +285,10 @@ class LocalCluster:
         def all_writable() -> bool:
             try:
                 status, cluster = http_json(
-                    self.tracker_url + "/cluster", timeout=2.0, headers=self.auth_headers()
+                    self.tracker_url + "/cluster",
+                    timeout=2.0,
+                    headers=self.auth_headers(),
+                    ca=self.ca,
                 )
             except OSError:
                 return False
@@ -320,3 +351,8 @@ class LocalCluster:
             what=f"a leader of group {group_id}",
             interval=0.1,
         )
+
+
+def _flags_to_options(args: Sequence[str]) -> dict[str, Any]:
+    """``["--tls-cert", "x"]`` -> ``{"tls_cert": "x"}`` (TrackerProcess.options)."""
+    return {args[i][2:].replace("-", "_"): args[i + 1] for i in range(0, len(args), 2)}

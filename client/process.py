@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ from signal import SIGCONT, SIGINT, SIGKILL, SIGSTOP, SIGTERM
 from typing import Any, TypeVar
 
 from mydfs.common.errors import Timeout, Unavailable
+from mydfs.common.secretfile import SECRET_ENV
 
 T = TypeVar("T")
 
@@ -108,15 +110,28 @@ def free_base(groups: int) -> int:
     raise Unavailable("could not find a free range of loopback ports")
 
 
+def _opener(ca: Path | None) -> urllib.request.OpenerDirector:
+    if ca is None:
+        return _OPENER
+    context = ssl.create_default_context(cafile=os.fspath(ca))
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+
+
 def http_json(
-    url: str, timeout: float = 10.0, headers: Mapping[str, str] | None = None
+    url: str,
+    timeout: float = 10.0,
+    headers: Mapping[str, str] | None = None,
+    ca: Path | None = None,
 ) -> tuple[int, Any]:
-    """A blocking GET (redirects followed): (status, parsed JSON or None).
+    """A blocking GET (redirects followed): (status, parsed JSON or None). ``ca``: the PEM
+    bundle trusted for an https:// URL (a TLS cluster's own CA).
 
     Raises :class:`OSError` when the server cannot be reached or breaks off its answer."""
     req = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - loopback
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
+        with _opener(ca).open(req, timeout=timeout) as resp:
             status, raw = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
@@ -175,6 +190,10 @@ def entry_point(name: str) -> str:
 # --- processes -----------------------------------------------------------------------------------
 
 
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)  # logs name files and paths: owner-only
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -202,10 +221,13 @@ class Process:
     starts: int = 0
     host: str = "127.0.0.1"
     wrap: list[str] = field(default_factory=list)
+    #: With TLS: the ``https`` scheme and the CA the cluster's certificates chain to.
+    scheme: str = "http"
+    ca: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return f"{self.scheme}://{self.host}:{self.http_port}"
 
     @property
     def node_id(self) -> str:
@@ -229,6 +251,10 @@ class Process:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def private_env(self) -> dict[str, str]:
+        """Environment for the child that is never logged (the cluster secret)."""
+        return {}
+
     def start(self, env: Mapping[str, str] | None = None) -> None:
         """Start the process (no waiting). ``env`` adds to this start's environment; a
         ``MYDFS_FAULTS`` or ``MYDFS_TOKEN`` of the parent's environment is not passed on."""
@@ -244,9 +270,10 @@ class Process:
         extra = {
             k: "***" if "TOKEN" in k or "SECRET" in k else v  # never a secret in a log
             for k, v in run_env.items()
-            if k.startswith("MYDFS_")
+            if k.startswith("MYDFS_") and k != SECRET_ENV
         }
-        with open(self.log_path, "ab") as log:
+        run_env.update(self.private_env())
+        with open(self.log_path, "ab", opener=_private_opener) as log:
             log.write(f"=== start #{self.starts} of {self.name} {extra} ===\n".encode())
             log.flush()
             main = threading.current_thread() is threading.main_thread()
@@ -315,7 +342,7 @@ class Process:
         if not self.running or self.paused:
             return None
         try:
-            return http_json(self.url + path, timeout=timeout)
+            return http_json(self.url + path, timeout=timeout, ca=self.ca)
         except OSError:
             return None
 
@@ -354,7 +381,6 @@ class StorageProcess(Process):
             "--data-dir", str(self.data_dir),
             "--listen", f"{self.host}:{self.http_port}",
             "--raft", self.raft_address,
-            "--secret", self.secret,
         ]  # fmt: skip
         if self.volume_path is not None:
             args += ["--volume-path", str(self.volume_path)]
@@ -363,6 +389,9 @@ class StorageProcess(Process):
         if self.tracker_url is not None:
             args += ["--tracker", self.tracker_url]
         return args + list(self.extra_args)
+
+    def private_env(self) -> dict[str, str]:
+        return {SECRET_ENV: self.secret} if self.secret else {}
 
     def __repr__(self) -> str:
         state = "paused" if self.paused else ("up" if self.running else "down")
@@ -383,8 +412,10 @@ class TrackerProcess(Process):
             entry_point("mydfs-tracker"),
             "--listen", f"{self.host}:{self.http_port}",
             "--data-dir", str(self.data_dir),
-            "--secret", self.secret,
         ]  # fmt: skip
         for key, value in self.options.items():
             args += ["--" + key.replace("_", "-"), str(value)]
         return args
+
+    def private_env(self) -> dict[str, str]:
+        return {SECRET_ENV: self.secret} if self.secret else {}

@@ -30,6 +30,7 @@ class Client:
         deadline: float = 60.0,
         retry: RetryPolicy | None = None,
         token: str | None = None,
+        ca: str | os.PathLike[str] | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -38,7 +39,9 @@ class Client:
         self._thread.start()
 
         async def make() -> AsyncClient:
-            return AsyncClient(tracker, window=window, deadline=deadline, retry=retry, token=token)
+            return AsyncClient(
+                tracker, window=window, deadline=deadline, retry=retry, token=token, ca=ca
+            )
 
         try:
             self._aio = self._run(make())

@@ -15,18 +15,22 @@ from typing import Any, TextIO
 import orjson
 
 from mydfs.common.errors import Unavailable
+from mydfs.common.tls import ca_from_env, client_context
 
 SLOT = 4 * 1024 * 1024
 CLEAR = "\x1b[H\x1b[2J"
 RED, GREEN, BOLD, DIM, RESET = "\x1b[31m", "\x1b[32m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
 
 
-def fetch_view(tracker: str, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+def fetch_view(
+    tracker: str, timeout: float = 5.0, token: str | None = None, ca: str | None = None
+) -> dict[str, Any]:
     url = tracker.rstrip("/") + "/cluster/view"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    context = client_context(ca_from_env(ca))  # --ca, else $MYDFS_CA, else the system store
     try:
         request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) only
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310
             view = orjson.loads(resp.read())
     except (OSError, urllib.error.URLError, orjson.JSONDecodeError) as exc:
         raise Unavailable(f"cannot read the cluster view at {url}: {exc}", url=url) from None
@@ -118,16 +122,17 @@ def run(
     interval: float = 1.5,
     out: TextIO = sys.stdout,
     token: str | None = None,
+    ca: str | None = None,
 ) -> int:
     """Print one frame (``once``) or redraw until Ctrl-C."""
     color = out.isatty()
     if once:
-        out.write(render(fetch_view(tracker, token=token), color=color))
+        out.write(render(fetch_view(tracker, token=token, ca=ca), color=color))
         return 0
     try:
         while True:
             try:
-                frame = render(fetch_view(tracker, token=token), color=color)
+                frame = render(fetch_view(tracker, token=token, ca=ca), color=color)
             except Unavailable as exc:
                 frame = f"{exc}\n(retrying every {interval:g} s; Ctrl-C to quit)\n"
             out.write(CLEAR + frame)

@@ -68,8 +68,34 @@ def truncate_synced(path: StrPath, size: int) -> None:
 
 
 def ensure_dir(path: Path) -> None:
-    """Create the folder ``path`` (and make its creation durable) if it does not exist."""
+    """Create the folder ``path`` (mode 0700, its creation durable) if it does not exist."""
     if path.is_dir():
         return
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     fsync_dir(path.parent)
+
+
+#: Data and metadata are readable by their owner only: files 0600, folders 0700.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def restrict_tree(root: StrPath) -> list[str]:
+    """Make the folder ``root`` and everything under it owner-only (folders 0700, files 0600;
+    symlinks are left alone). Tightens what an older version or another umask created.
+    Returns what could not be changed (not ours: ``PermissionError``), for a warning."""
+    refused: list[str] = []
+
+    def tighten(path: str, mode: int) -> None:
+        try:
+            os.chmod(path, mode)
+        except PermissionError:
+            refused.append(path)
+
+    for dirpath, _dirnames, filenames in os.walk(os.fspath(root)):
+        tighten(dirpath, PRIVATE_DIR_MODE)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                tighten(path, PRIVATE_FILE_MODE)
+    return refused

@@ -12,6 +12,8 @@ Only :class:`~mydfs.raft_ext.node.RaftNode` uses this class. Its base is
 * an app-level keepalive ``{"type": "ping"}`` to every peer every ``keepalive_interval``. The
   receiver ignores unknown message types (syncobj.py:L909-1083); the read refreshes the link's
   idle timer, so follower<->follower links are still up when an election needs them (note §4c);
+* the Raft port guard (:mod:`.portguard`): frames longer than ``max_frame_bytes`` close the
+  connection before they are buffered, and handshakes are bounded in number and time;
 * a status snapshot published from the tick thread (``getStatus()`` iterates internal dicts and
   must not run on another thread, note §1), plus a queue of small tasks run on the tick thread
   (consistent reads of the machine).
@@ -40,6 +42,7 @@ from mydfs.common.errors import InvariantViolation, MydfsError, StorageIOError
 from .diskguard import CommandQueueGuard
 from .journal import FsyncFileJournal, journal_factory_installed, make_journal_factory
 from .machine import ERROR_KEY, NOOP_PAYLOAD, StateMachine, decode_command
+from .portguard import GuardedTcpConnection, transport_class
 from .pysyncobj_patch import SafeSyncObj
 from .settings import RaftSettings
 from .snapshot import SnapshotStore
@@ -100,7 +103,12 @@ class RaftHost(SafeSyncObj):
         )
         factory = make_journal_factory(settings.journal_file, settings.snapshot_file)
         with journal_factory_installed(factory):
-            super().__init__(settings.self_address, list(settings.peers), conf)
+            super().__init__(
+                settings.self_address,
+                list(settings.peers),
+                conf,
+                transportClass=transport_class(settings.max_frame_bytes),
+            )
 
     # -- the one replicated method (tick thread) ------------------------------------------
     @replicated  # type: ignore[untyped-decorator]
@@ -278,6 +286,7 @@ class RaftHost(SafeSyncObj):
             "applied_commands": self._rx_applied,
             "rejected_commands": self._rx_rejected,
             "keepalive_pings_sent": self._rx_pings_sent,
+            "raft_frames_refused": GuardedTcpConnection.frames_refused,
             "journal_syncs": 0 if journal is None else journal.sync_count,
             "journal_appends_refused": 0 if journal is None else journal.refused,
             "commands_refused_disk_full": 0 if self._rx_guard is None else self._rx_guard.refused,

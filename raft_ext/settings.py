@@ -90,6 +90,9 @@ class RaftSettings:
     #: node's window when this is on, so tests turn it off.
     log_compaction_split: bool = True
     max_command_bytes: int = HARD_MAX_COMMAND_BYTES
+    #: Longest Raft frame accepted from the network (before decryption); a longer announced
+    #: length closes the connection (``portguard.py``). Members send at most ~200 KiB.
+    max_frame_bytes: int = 1 << 20
     #: How often the tick thread publishes the status snapshot read by ``status()``.
     status_interval: float = 0.1
     bind_retry_time: float = 0.5
@@ -157,6 +160,10 @@ class RaftSettings:
             raise InvalidArgument(
                 f"max_command_bytes must be in 1..{HARD_MAX_COMMAND_BYTES}",
                 value=self.max_command_bytes,
+            )
+        if not 256 * 1024 <= self.max_frame_bytes <= 64 * 1024 * 1024:
+            raise InvalidArgument(
+                "max_frame_bytes must be in 256 KiB..64 MiB", value=self.max_frame_bytes
             )
         if self.keepalive_interval <= 0 or self.keepalive_interval >= self.connection_timeout:
             raise InvalidArgument("keepalive_interval must be in (0, connection_timeout)")

@@ -9,6 +9,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
+from mydfs.common.secretfile import SECRET_OPTIONS, resolve_secret
+from mydfs.common.tls import TLS_OPTIONS, tls_paths
 from mydfs.common.tracing import LOG_FORMATS
 
 OPTIONS: tuple[Option, ...] = (
@@ -37,13 +39,8 @@ OPTIONS: tuple[Option, ...] = (
         ["g1n2,127.0.0.1:7102,http://127.0.0.1:8102", "g1n3,127.0.0.1:7103,http://127.0.0.1:8103"],
     ),
     Option("tracker", "str", "", "tracker URL to register and heartbeat with ('' = none)"),
-    Option(
-        "secret",
-        "str",
-        REQUIRED,
-        "cluster secret (>= 16 chars): Raft password, internal auth",
-        "change-me-0123456789",
-    ),
+    *SECRET_OPTIONS,
+    *TLS_OPTIONS,
     Option("log_level", "str", "info", "debug, info, warning or error"),
     Option("log_format", "str", "text", "log lines as text or json (one object a line)"),
     Option(
@@ -95,6 +92,9 @@ class StorageConfig:
     replica_timeout: float
     heartbeat_interval: float
     log_format: str = "text"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
     @property
     def members(self) -> tuple[Peer, ...]:
@@ -124,7 +124,9 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
     if not 1 <= v["group_id"] <= 0xFFFF_FFFE:
         raise ConfigError(f"config key group_id: {v['group_id']} out of range 1..4294967294")
     host, port = _hostport(v["listen"], "listen")
-    advertise = _url(v["advertise"] or f"http://{host}:{port}", "advertise")
+    tls_cert, tls_key, tls_ca = tls_paths(v)
+    scheme = "http" if tls_cert is None else "https"
+    advertise = _url(v["advertise"] or f"{scheme}://{host}:{port}", "advertise")
     _hostport(v["raft"], "raft")
     peers = []
     for item in v["peers"]:
@@ -143,6 +145,8 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         raise ConfigError(
             f"config key peers: a group has 3 nodes, so give 2 peers, not {len(peers)}"
         )
+    if tls_cert is not None and not advertise.startswith("https://"):
+        raise ConfigError("config key advertise: must be an https:// URL when tls_cert is set")
     if len(v["secret"]) < 16:
         raise ConfigError("config key secret: must be at least 16 characters")
     level = v["log_level"].lower()
@@ -186,8 +190,13 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         replica_timeout=v["replica_timeout"],
         heartbeat_interval=v["heartbeat_interval"],
         log_format=v["log_format"],
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
     )
 
 
 def from_args(args: argparse.Namespace) -> StorageConfig:
-    return from_values(load(OPTIONS, args))
+    values = load(OPTIONS, args)
+    values["secret"] = resolve_secret(values, args)
+    return from_values(values)

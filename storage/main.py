@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -43,6 +44,11 @@ async def serve(config: StorageConfig) -> None:
     """Run one storage node until SIGTERM or SIGINT."""
     from aiohttp import web
 
+    # Everything this process creates (volume, journal, snapshots, edit logs, checkpoints,
+    # temporary files of pysyncobj) is owner-only, whatever the caller's umask.
+    os.umask(0o077)
+
+    from mydfs.common.tls import server_context
     from mydfs.storage.http_api import make_app
     from mydfs.storage.node import StorageNode
 
@@ -51,10 +57,22 @@ async def serve(config: StorageConfig) -> None:
     await node.start()
     runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    ssl_context = server_context(config.tls_cert, config.tls_key)
+    site = web.TCPSite(
+        runner,
+        config.listen_host,
+        config.listen_port,
+        reuse_address=True,
+        ssl_context=ssl_context,
+    )
     try:
         await site.start()
-        log.info("serving HTTP on %s (advertised %s)", config.listen_port, config.advertise)
+        log.info(
+            "serving %s on %s (advertised %s)",
+            "HTTPS" if ssl_context else "HTTP",
+            config.listen_port,
+            config.advertise,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -24,7 +24,9 @@ from typing import Any
 import aiohttp
 
 from mydfs.common.errors import MydfsError, Redirect
+from mydfs.common.fsio import restrict_tree
 from mydfs.common.location import Location
+from mydfs.common.tls import connector as tls_connector
 from mydfs.raft_ext.node import RaftNode
 from mydfs.raft_ext.settings import RaftSettings
 from mydfs.storage.chain import walk
@@ -77,12 +79,19 @@ class StorageNode:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         cfg, ctx = self.config, self.ctx
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Volume, Raft journal and snapshots, access totals: owner-only (0600, folders 0700).
+        refused = restrict_tree(cfg.data_dir)
+        if refused:
+            log.warning("cannot make owner-only (not ours): %s", ", ".join(refused[:5]))
+        if cfg.volume_path.exists():  # it may live outside data_dir
+            os.chmod(cfg.volume_path, 0o600)
         load_totals(ctx)
         ctx.volume = await ctx.disk(
             Volume.open, cfg.volume_path, create=True, node_id=cfg.node_id, group_id=cfg.group_id
         )
-        ctx.session = aiohttp.ClientSession()
+        # Every outgoing call (peers, fetches, reads, heartbeats) trusts tls_ca if set.
+        ctx.session = aiohttp.ClientSession(connector=tls_connector(cfg.tls_ca))
         ctx.peers = PeerClient(cfg.secret, ctx.session, cfg.node_id)
         settings = RaftSettings(
             self_address=cfg.raft,

@@ -114,8 +114,8 @@ def create_file(path: Path, sb: Superblock) -> None:
     temporary name, then renamed into place. The caller makes the rename durable (it syncs the
     folder)."""
     tmp = path.with_name(path.name + ".creating")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         pwrite_all(fd, [encode_superblock(sb)], 0)
         empty = Checkpoint(seq=1, clean=True, slot_end=0, max_generation=0)

@@ -82,12 +82,16 @@ def encode_checkpoint(seq: int, snapshot: Snapshot, created: float, out: BinaryI
     return total
 
 
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 def write_checkpoint(directory: Path, seq: int, snapshot: Snapshot, created: float) -> Path:
     """Durably create the checkpoint for ``seq`` (synchronous: run it in a worker thread)."""
     path = directory / checkpoint_name(seq)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb", buffering=_BUFFER) as f:
+        with open(tmp, "wb", buffering=_BUFFER, opener=_private_opener) as f:
             encode_checkpoint(seq, snapshot, created, f)
             f.flush()
             os.fsync(f.fileno())

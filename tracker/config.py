@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
 from mydfs.common.errors import InvalidArgument
 from mydfs.common.paths import check_dir_path
+from mydfs.common.secretfile import SECRET_OPTIONS, resolve_secret
+from mydfs.common.tls import TLS_OPTIONS, tls_paths
 from mydfs.common.tracing import LOG_FORMATS
 
 OPTIONS: tuple[Option, ...] = (
@@ -27,13 +29,6 @@ OPTIONS: tuple[Option, ...] = (
         REQUIRED,
         "folder for the edit log and the checkpoints (one tracker per folder)",
         "data/tracker",
-    ),
-    Option(
-        "secret",
-        "str",
-        REQUIRED,
-        "cluster secret (>= 16 chars): storage heartbeats are signed with it",
-        "change-me-0123456789",
     ),
     Option(
         "heartbeat_timeout",
@@ -84,6 +79,8 @@ OPTIONS: tuple[Option, ...] = (
         1.0,
         "seconds between passes of the reclaimer over the trash (and after a failed pass)",
     ),
+    *SECRET_OPTIONS,
+    *TLS_OPTIONS,
     Option("log_level", "str", "info", "debug, info, warning or error"),
     Option("log_format", "str", "text", "log lines as text or json (one object a line)"),
 )
@@ -106,6 +103,9 @@ class TrackerConfig:
     grant_ttl: float = 3600.0
     reclaim_rate: float = 200.0
     reclaim_interval: float = 1.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
     @property
     def heartbeat_interval(self) -> float:
@@ -123,10 +123,14 @@ def _hostport(value: str, key: str) -> tuple[str, int]:
 def from_values(v: dict[str, Any]) -> TrackerConfig:
     """Check the merged values and build the config; a bad key raises a one-line ConfigError."""
     host, port = _hostport(v["listen"], "listen")
-    advertise = v["advertise"] or f"http://{host}:{port}"
+    tls_cert, tls_key, tls_ca = tls_paths(v)
+    scheme = "http" if tls_cert is None else "https"
+    advertise = v["advertise"] or f"{scheme}://{host}:{port}"
     parts = urlsplit(advertise)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"config key advertise: {advertise!r} is not an http(s) URL")
+    if tls_cert is not None and not advertise.startswith("https://"):
+        raise ConfigError("config key advertise: must be an https:// URL when tls_cert is set")
     if len(v["secret"]) < 16:
         raise ConfigError("config key secret: must be at least 16 characters")
     if not 0.05 <= v["heartbeat_timeout"] <= 3600:
@@ -176,8 +180,13 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         grant_ttl=v["grant_ttl"],
         reclaim_rate=v["reclaim_rate"],
         reclaim_interval=v["reclaim_interval"],
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
     )
 
 
 def from_args(args: argparse.Namespace) -> TrackerConfig:
-    return from_values(load(OPTIONS, args))
+    values = load(OPTIONS, args)
+    values["secret"] = resolve_secret(values, args)
+    return from_values(values)

@@ -454,7 +454,7 @@ def _new_segment(
     path = directory / segment_name(first)
     header = encode_segment_header(first)
     try:
-        atomic_write(path, header, mode=0o644)
+        atomic_write(path, header, mode=0o600)
     except OSError:
         with contextlib.suppress(OSError):
             path.with_name(path.name + ".tmp").unlink()  # atomic_write's partial file

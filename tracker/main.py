@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -35,6 +36,11 @@ async def serve(config: TrackerConfig) -> int:
     """Run the tracker until SIGTERM/SIGINT (exit 0) or an edit-log failure (exit 1)."""
     from aiohttp import web
 
+    # Everything this process creates (volume, journal, snapshots, edit logs, checkpoints,
+    # temporary files of pysyncobj) is owner-only, whatever the caller's umask.
+    os.umask(0o077)
+
+    from mydfs.common.tls import server_context
     from mydfs.tracker.http_api import make_app
     from mydfs.tracker.keys import open_store
     from mydfs.tracker.metrics import TrackerMetrics
@@ -69,10 +75,18 @@ async def serve(config: TrackerConfig) -> int:
     reclaiming: asyncio.Task[None] | None = None
     try:
         await runner.setup()
-        site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+        ssl_context = server_context(config.tls_cert, config.tls_key)
+        site = web.TCPSite(
+            runner,
+            config.listen_host,
+            config.listen_port,
+            reuse_address=True,
+            ssl_context=ssl_context,
+        )
         await site.start()
         log.info(
-            "serving HTTP on %s:%d (advertised %s), data in %s",
+            "serving %s on %s:%d (advertised %s), data in %s",
+            "HTTPS" if ssl_context else "HTTP",
             config.listen_host,
             config.listen_port,
             config.advertise,
@@ -92,6 +106,7 @@ async def serve(config: TrackerConfig) -> int:
             Cluster(config.secret, tracker.group_urls, tracker.trash_records, tracker.drop_trash),
             rate=config.reclaim_rate,
             interval=config.reclaim_interval,
+            ca=config.tls_ca,
         )
         reclaiming = loop.create_task(reclaimer.run(), name="reclaim")
         await stop.wait()

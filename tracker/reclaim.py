@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from mydfs.common.errors import (
 )
 from mydfs.common.http_errors import error_of
 from mydfs.common.location import Location
+from mydfs.common.tls import connector
 from mydfs.tracker.records import TrashRecord
 
 log = logging.getLogger("mydfs.tracker.reclaim")
@@ -166,8 +168,10 @@ class Reclaimer:
         interval: float,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        ca: str | os.PathLike[str] | None = None,
     ) -> None:
         self._c = cluster
+        self._ca = ca  # trusted for https:// nodes (the tracker's ``tls_ca``)
         self._interval = interval
         self._limit = RateLimit(rate, burst=max(1.0, rate / 10))
         self._clock = clock
@@ -177,7 +181,9 @@ class Reclaimer:
         self._postponed: set[str] = set()  # records already logged as postponed
 
     async def run(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT))
+        self._session = aiohttp.ClientSession(
+            connector=connector(self._ca), timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT)
+        )
         try:
             while True:
                 try:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mydfs.common.errors import Conflict, Corrupt, DiskFull, InvariantViolation
-from mydfs.common.fsio import ensure_dir, write_all
+from mydfs.common.fsio import ensure_dir, restrict_tree, write_all
 from mydfs.tracker.checkpoint import list_checkpoints, read_checkpoint, write_checkpoint
 from mydfs.tracker.editlog import EditLog, LogRecovery, recover_log
 from mydfs.tracker.framing import Frame
@@ -50,7 +50,7 @@ class DirLock:
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "LOCK"
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -168,6 +168,10 @@ class MetaStore:
         on_flush: Callable[[int], None] | None = None,
     ) -> MetaStore:
         ensure_dir(directory)
+        # Edit logs and checkpoints: owner-only (files 0600, folder 0700).
+        refused = restrict_tree(directory)
+        if refused:
+            log.warning("cannot make owner-only (not ours): %s", ", ".join(refused[:5]))
         lock = DirLock(directory)
         try:
             for stale in directory.glob("*.tmp"):
