@@ -217,12 +217,17 @@ async def fill(request: web.Request) -> web.Response:
     if not node.is_leader():
         raise node.not_leader_error()
     slot = _slot(request)
-    check_slot_owner(node.info(slot), grant, slot)
     upload_id = request.query.get("upload")
     if not upload_id:
         raise InvalidArgument("query parameter upload is required")
     generation = _int_arg(request, "gen", required=True)
     assert generation is not None
+    info = node.info(slot)
+    if info is not None and info.generation == generation:
+        # The caller's reservation: it must be the grant's file. A slot reused since (another
+        # generation) is refused by the writer as a lost reservation (404), which the uploader
+        # answers by reserving again; it is never written either way.
+        check_slot_owner(info, grant, slot)
     nxt = _location(request.query.get("next"), "next")
     expect = _header_int(request.headers.get("X-Mydfs-Crc32c"), "X-Mydfs-Crc32c")
     data = await _body(request)

@@ -106,7 +106,11 @@ def test_every_listener_is_https(tls_cluster: LocalCluster) -> None:
 
 def test_heartbeats_over_https(tls_cluster: LocalCluster) -> None:
     def all_up() -> bool:
-        status, body = http_json(tls_cluster.tracker_url + "/cluster", ca=tls_cluster.ca)
+        status, body = http_json(
+            tls_cluster.tracker_url + "/cluster",
+            ca=tls_cluster.ca,
+            headers=tls_cluster.auth_headers(),
+        )
         nodes = [n for g in (body or {}).get("groups", []) for n in g.get("nodes", [])]
         return status == 200 and len(nodes) == 3 and all(n.get("up") for n in nodes)
 
@@ -141,7 +145,8 @@ def test_sdk_with_ca_replicates_and_curl_reads(tls_cluster: LocalCluster, tmp_pa
     out = tmp_path / "copy.bin"
     url = tls_cluster.tracker_url + "/files/tls/a.bin"
     done = subprocess.run(
-        [CURL, "-sS", "-L", "--fail", "--cacert", str(tls_cluster.ca), "-o", str(out), url],
+        [CURL, "-sS", "-L", "--fail", "--cacert", str(tls_cluster.ca), "-o", str(out), url]
+        + ["-H", f"Authorization: Bearer {tls_cluster.token}"],
         capture_output=True,
         timeout=60,
     )
@@ -152,8 +157,11 @@ def test_sdk_with_ca_replicates_and_curl_reads(tls_cluster: LocalCluster, tmp_pa
 
 
 def test_sdk_without_the_ca_is_refused(
-    tls_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+    tls_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Only the key: no credentials file (whose record for this tracker names the CA).
+    monkeypatch.setenv("MYDFS_CREDENTIALS", str(tmp_path / "none.json"))
+    monkeypatch.setenv("MYDFS_TOKEN", tls_cluster.token or "")
     monkeypatch.delenv("MYDFS_CA", raising=False)
     with pytest.raises(Exception) as raised, Client(tls_cluster.tracker_url, deadline=5) as c:
         c.status()
@@ -196,11 +204,21 @@ def test_cluster_up_with_tls_dir_and_cli_ca(tmp_path: Path) -> None:
         )  # fmt: skip
         assert cat.returncode == 0, cat.stderr
         assert cat.stdout == src.read_bytes()
+        # The credentials file names the CA; without it (and with only the key) TLS fails.
+        token = (
+            subprocess.run(
+                [mydfs, "--tracker", url, "token"], capture_output=True, timeout=60, env=env
+            )
+            .stdout.decode()
+            .strip()
+        )
+        bare = {**env, "MYDFS_CREDENTIALS": str(tmp_path / "none.json"), "MYDFS_TOKEN": token}
         no_ca = subprocess.run(
             [mydfs, "--tracker", url, "--timeout", "3", "ls", "/"],
-            capture_output=True, timeout=120, env=env,
+            capture_output=True, timeout=120, env=bare,
         )  # fmt: skip
         assert no_ca.returncode == 1, no_ca
+        assert b"certificate" in no_ca.stderr.lower() or b"ssl" in no_ca.stderr.lower(), no_ca
         secret = json.loads((tmp_path / "data" / "cluster.json").read_text())["secret"]
         for pid in up.children:
             assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
