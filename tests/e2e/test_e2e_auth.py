@@ -195,6 +195,18 @@ def test_share_url_works_with_curl_wget_and_ranges(cluster: LocalCluster, scratc
             timeout=120,
         )
         assert (scratch / "aria.bin").read_bytes() == DATA
+        # A file of several slices, fetched over 4 connections in 1 MiB byte ranges.
+        big = random_bytes(9 * 1024 * 1024 + 123, 12)
+        with Client(cluster.tracker_url) as c:
+            c.put("/priv/big.bin", big)
+            big_url = c.share("/priv/big.bin", 600)
+        subprocess.run(
+            ["aria2c", "-q", "-x", "4", "-s", "4", "-k", "1M", "--file-allocation=none"]
+            + ["-d", str(scratch), "-o", "big.bin", big_url],
+            check=True,
+            timeout=180,
+        )
+        assert sha256((scratch / "big.bin").read_bytes()) == sha256(big)
 
     # the SDK gives the same kind of URL
     with Client(cluster.tracker_url) as c:
