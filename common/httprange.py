@@ -10,6 +10,11 @@ class RangeNotSatisfiable(InvalidArgument):
     status = 416
 
 
+def _number(text: str) -> bool:
+    """ASCII digits only, at most 20 (``str.isdigit`` also takes ``²``, which ``int`` refuses)."""
+    return len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``(offset, length)`` for a single byte range, or None for the whole entity.
 
@@ -26,8 +31,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         raise InvalidArgument("multiple ranges are not supported; ask for one range")
     first, dash, last = spec.partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
-        raise InvalidArgument(f"malformed Range {header!r}")
+    if not dash or (first and not _number(first)) or (last and not _number(last)):
+        raise InvalidArgument(f"malformed Range {header[:80]!r}")
     if not first:
         if not last:
             raise InvalidArgument(f"malformed Range {header!r}")

@@ -11,6 +11,11 @@ MAX_GROUP = 0xFFFF_FFFE
 MAX_SLOT = 0xFFFF_FFFF_FFFF_FFFE
 
 
+def _number(text: str) -> bool:
+    """ASCII digits only, at most 20 (``str.isdigit`` also takes ``²``, which ``int`` refuses)."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 class Location(NamedTuple):
     """A slice's address: the storage group and the slot inside that group's volumes."""
 
@@ -24,8 +29,8 @@ class Location(NamedTuple):
     def parse(cls, text: str) -> Location:
         """Parse ``"GROUP:SLOT"``; raises :class:`InvalidArgument` on anything else."""
         group, sep, slot = text.partition(":")
-        if not sep or not group.isdigit() or not slot.isdigit():
-            raise InvalidArgument(f"bad location {text!r}, expected GROUP:SLOT")
+        if not sep or not _number(group) or not _number(slot):
+            raise InvalidArgument(f"bad location {text[:60]!r}, expected GROUP:SLOT")
         return cls.checked(int(group), int(slot))
 
     @classmethod

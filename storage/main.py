@@ -43,13 +43,14 @@ async def serve(config: StorageConfig) -> None:
     """Run one storage node until SIGTERM or SIGINT."""
     from aiohttp import web
 
+    from mydfs.common.limits import LimitedRunner
     from mydfs.storage.http_api import make_app
     from mydfs.storage.node import StorageNode
 
     allocator.tune()  # freed slices go back to the system (see storage/allocator.py)
     node = StorageNode(config)
     await node.start()
-    runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)
+    runner = LimitedRunner(make_app(node), config.limits, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
     try:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
+from mydfs.common.limits import LIMIT_OPTIONS, Limits, limits_from_values
 from mydfs.common.tracing import LOG_FORMATS
+from mydfs.tracker.scheduler import MAX_SLICES
 
 OPTIONS: tuple[Option, ...] = (
     Option("listen", "str", "127.0.0.1:8100", "HTTP listen address host:port"),
@@ -59,6 +61,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log_level", "str", "info", "debug, info, warning or error"),
     Option("log_format", "str", "text", "log lines as text or json (one object a line)"),
+    Option("max_body_bytes", "int", 1 << 20, "largest request body (JSON), bytes; larger is 413"),
+    Option(
+        "max_placement_slices",
+        "int",
+        262_144,
+        "most slices one POST /placements may ask for (262144 = a 1 TiB file)",
+    ),
+    *LIMIT_OPTIONS,
 )
 
 
@@ -75,6 +85,9 @@ class TrackerConfig:
     checkpoint_edits: int
     log_level: str
     log_format: str = "text"
+    max_body_bytes: int = 1 << 20
+    max_placement_slices: int = 262_144
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -116,6 +129,10 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
     data_dir = v["data_dir"]
     if not str(data_dir):
         raise ConfigError("config key data_dir: must not be empty")
+    if not 1024 <= v["max_body_bytes"] <= 1 << 30:
+        raise ConfigError("config key max_body_bytes: must be between 1024 and 1073741824")
+    if not 1 <= v["max_placement_slices"] <= MAX_SLICES:
+        raise ConfigError(f"config key max_placement_slices: must be between 1 and {MAX_SLICES}")
     return TrackerConfig(
         listen_host=host,
         listen_port=port,
@@ -128,6 +145,9 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         checkpoint_edits=v["checkpoint_edits"],
         log_level=level,
         log_format=v["log_format"],
+        max_body_bytes=v["max_body_bytes"],
+        max_placement_slices=v["max_placement_slices"],
+        limits=limits_from_values(v),
     )
 
 

@@ -35,6 +35,7 @@ async def serve(config: TrackerConfig) -> int:
     """Run the tracker until SIGTERM/SIGINT (exit 0) or an edit-log failure (exit 1)."""
     from aiohttp import web
 
+    from mydfs.common.limits import LimitedRunner
     from mydfs.tracker.http_api import make_app
     from mydfs.tracker.metrics import TrackerMetrics
     from mydfs.tracker.service import Tracker
@@ -57,7 +58,7 @@ async def serve(config: TrackerConfig) -> int:
         on_flush=metrics.log_batch.observe,
     )
     tracker = Tracker(config, store, metrics)
-    runner = web.AppRunner(make_app(tracker), access_log=None, handle_signals=False)
+    runner = LimitedRunner(make_app(tracker), config.limits, access_log=None, handle_signals=False)
     ticker: asyncio.Task[None] | None = None
     try:
         await runner.setup()

@@ -76,11 +76,11 @@ async def call(
 ) -> tuple[int, Any, aiohttp.ClientResponse]:
     """One request; returns (status, decoded JSON or None, response)."""
     headers = dict(kw.pop("headers", {}))
+    data = None if body is None else orjson.dumps(body)
     if signed:
         path_qs = url.split("://", 1)[1]
         path_qs = path_qs[path_qs.index("/") :]
-        headers[AUTH_HEADER] = sign(secret, method, path_qs)
-    data = None if body is None else orjson.dumps(body)
+        headers[AUTH_HEADER] = sign(secret, method, path_qs, body=data or b"")
     if data is not None:
         headers["Content-Type"] = "application/json"
     async with session.request(method, url, data=data, headers=headers, **kw) as resp:
