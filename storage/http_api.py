@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mydfs.common.auth import AUTH_HEADER, verify
 from mydfs.common.errors import (
+    Corrupt,
     InvalidArgument,
     LengthRequired,
     NotFound,
@@ -51,7 +52,7 @@ from mydfs.storage.group_commands import (
     Relink,
 )
 from mydfs.storage.group_state import SlotInfo
-from mydfs.storage.http_common import NODE_KEY, json_response
+from mydfs.storage.http_common import NODE_KEY, broken_chain, json_response
 from mydfs.storage.http_files import add_file_routes
 from mydfs.storage.node import StorageNode
 from mydfs.storage.peers import location_text
@@ -256,7 +257,10 @@ async def chain(request: web.Request) -> web.Response:
     slot = _slot(request)
     most = node.config.max_chain
     limit = min(_int_arg(request, "max") or most, most)
-    entries, nxt = await node.reads.walk(slot, limit, _expected_owner(request))
+    try:
+        entries, nxt = await node.reads.walk(slot, limit, _expected_owner(request))
+    except Corrupt as exc:
+        raise broken_chain(exc) from None
     return json_response(
         {
             "entries": [e.to_dict(node.urls) for e in entries],

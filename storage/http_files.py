@@ -19,13 +19,13 @@ import email.utils
 
 from aiohttp import web
 
-from mydfs.common.errors import InvalidArgument
+from mydfs.common.errors import Corrupt, InvalidArgument, NotFound, Unavailable
 from mydfs.common.httprange import parse_range
 from mydfs.common.location import Location
 from mydfs.common.params import parse_finite, parse_hex_id, parse_uint, require_uint
 from mydfs.common.readpath import SliceLoc
 from mydfs.common.slices import PAYLOAD_CAPACITY
-from mydfs.storage.http_common import NODE_KEY
+from mydfs.storage.http_common import NODE_KEY, broken_chain
 
 #: Most slices a file may have (as many as the tracker places for one file at most).
 MAX_FILE_SLICES = 1_000_000
@@ -77,7 +77,18 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
         if head is None:
             raise InvalidArgument("a non-empty file needs head=GROUP:SLOT")
         file_id = _file_id(request)
-        locs = await reader.chain(head, slices, size, file_id=file_id, file=file_id)
+        try:
+            locs = await reader.chain(head, slices, size, file_id=file_id, file=file_id)
+        except Corrupt as exc:
+            raise broken_chain(exc) from None
+        except Unavailable as exc:
+            known = {node.group_id} | (set(node.tracker.groups) if node.tracker else set())
+            if exc.context.get("group") in known:
+                raise
+            raise NotFound(
+                f"the chain leads to group {exc.context.get('group')}, unknown to this cluster",
+                **{**exc.context, "reason": "unknown_group"},
+            ) from None
     response = web.StreamResponse(status=206 if rng else 200, headers=headers)
     response.content_length = length
     if rng is not None:
