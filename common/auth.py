@@ -18,6 +18,8 @@ import hmac
 import time
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from mydfs.common.params import is_uint_text
+
 AUTH_HEADER = "X-Mydfs-Auth"
 WINDOW_SECONDS = 300
 
@@ -44,7 +46,7 @@ def verify(
     if not value or ":" not in value or len(value) > 128:
         return False
     ts_text, _, mac = value.partition(":")
-    if not 0 < len(ts_text) <= 12 or not ts_text.isascii() or not ts_text.isdigit():
+    if not is_uint_text(ts_text):
         return False
     ts = int(ts_text)
     current = time.time() if now is None else now

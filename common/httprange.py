@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from mydfs.common.errors import InvalidArgument
+from mydfs.common.params import is_uint_text
 
 
 class RangeNotSatisfiable(InvalidArgument):
     code = "range_not_satisfiable"
     status = 416
-
-
-def _number(text: str) -> bool:
-    """ASCII digits only, at most 20 (``str.isdigit`` also takes ``²``, which ``int`` refuses)."""
-    return len(text) <= 20 and text.isascii() and text.isdigit()
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -31,7 +27,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         raise InvalidArgument("multiple ranges are not supported; ask for one range")
     first, dash, last = spec.partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or (first and not _number(first)) or (last and not _number(last)):
+    if not dash or (first and not is_uint_text(first)) or (last and not is_uint_text(last)):
         raise InvalidArgument(f"malformed Range {header[:80]!r}")
     if not first:
         if not last:

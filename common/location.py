@@ -5,15 +5,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from mydfs.common.errors import InvalidArgument
+from mydfs.common.params import is_uint_text
 
 #: Largest group id and slot number a location may carry (both fit the slot header fields).
 MAX_GROUP = 0xFFFF_FFFE
 MAX_SLOT = 0xFFFF_FFFF_FFFF_FFFE
-
-
-def _number(text: str) -> bool:
-    """ASCII digits only, at most 20 (``str.isdigit`` also takes ``²``, which ``int`` refuses)."""
-    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
 
 
 class Location(NamedTuple):
@@ -29,7 +25,7 @@ class Location(NamedTuple):
     def parse(cls, text: str) -> Location:
         """Parse ``"GROUP:SLOT"``; raises :class:`InvalidArgument` on anything else."""
         group, sep, slot = text.partition(":")
-        if not sep or not _number(group) or not _number(slot):
+        if not sep or not is_uint_text(group) or not is_uint_text(slot):
             raise InvalidArgument(f"bad location {text[:60]!r}, expected GROUP:SLOT")
         return cls.checked(int(group), int(slot))
 

@@ -31,6 +31,12 @@ _TOKEN = re.compile(r"[\x21-\x7e]*")
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
+def is_uint_text(text: str) -> bool:
+    """True for 1 to :data:`MAX_DIGITS` ASCII digits (what :func:`parse_uint` accepts), for
+    parsers that report their own error."""
+    return 0 < len(text) <= MAX_DIGITS and _DIGITS.fullmatch(text) is not None
+
+
 def _show(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "...")
 

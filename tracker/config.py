@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
 from mydfs.common.limits import LIMIT_OPTIONS, Limits, limits_from_values
+from mydfs.common.params import is_uint_text
 from mydfs.common.tracing import LOG_FORMATS
 from mydfs.tracker.scheduler import MAX_SLICES
 
@@ -97,7 +98,7 @@ class TrackerConfig:
 
 def _hostport(value: str, key: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not is_uint_text(port) or not 0 < int(port) < 65536:
         raise ConfigError(f"config key {key}: {value!r} is not host:port")
     return host, int(port)
 
