@@ -37,6 +37,7 @@ from security_helpers import auth_headers
 
 from mydfs.client import Client
 from mydfs.client.local_cluster import LocalCluster
+from mydfs.common import grants
 
 LONG = os.environ.get("MYDFS_FUZZ_LONG") == "1"
 #: Requests of the run (HTTP client) and of the raw-socket part.
@@ -530,7 +531,12 @@ async def _stored(
             if entry.get("head"):
                 group, slot = entry["head"]
                 node = cluster.nodes(group)[0].url
-                async with session.get(f"{node}/chain/{slot}?max=10", headers=headers) as r:
+                # The read grant of the entry, where the tracker hands one out.
+                reader = {**headers, "X-Mydfs-File": entry["file_id"]}
+                if entry.get("grant"):
+                    reader[grants.GRANT_HEADER] = entry["grant"]
+                url = f"{node}/chain/{slot}?max=10"
+                async with session.get(url, headers=reader) as r:
                     assert r.status == 200, await r.text()
                     slots |= {e["slot"] for e in (await r.json())["entries"]}
     return {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}, slots

@@ -14,6 +14,7 @@ import yarl
 from security_helpers import CLIENT_TIMEOUT, auth_headers
 
 from mydfs.client.local_cluster import LocalCluster
+from mydfs.common import grants
 
 BAD_NUMBERS = ["\u00b2", "\u0663", "9" * 5000, "nan", "1e300", "-1", "+1", "0x10", " 1"]
 
@@ -221,11 +222,18 @@ async def test_pending_reservations_per_group_are_bounded(
     429 until the group settles some; reads keep working."""
     c = hostile_cluster
     leader = c.wait_leader(1)
+    file_id = "ab" * 16
+    # A write grant for the file (what the tracker hands out with an intent), for nodes that
+    # check grants; ignored by nodes that do not.
+    grant = grants.issue_for(c.secret, "write", 600, file_id=file_id)
+    headers = {**auth_headers(c), grants.GRANT_HEADER: grant}
     statuses = []
     for i in range(40):
-        body = json.dumps({"upload_id": f"pending-{i}", "length": 10, "crc32c": 0}).encode()
+        body = json.dumps(
+            {"upload_id": f"pending-{i}", "file_id": file_id, "index": i, "length": 10, "crc32c": 0}
+        ).encode()
         status, reply = await _call(
-            session, "POST", f"{leader.url}/slices/reserve", headers=auth_headers(c), data=body
+            session, "POST", f"{leader.url}/slices/reserve", headers=headers, data=body
         )
         statuses.append(status)
         if status == 429:
