@@ -233,6 +233,9 @@ class Tally:
     by_status: dict[int, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     slowest: float = 0.0
+    #: Why requests ended without a status (the library refused to send them, or the server
+    #: closed the connection while the body was still going out, e.g. after an early 413).
+    unanswered: dict[str, int] = field(default_factory=dict)
 
     def record(self, what: str, status: int, elapsed: float, detail: str = "") -> None:
         self.sent += 1
@@ -406,6 +409,8 @@ async def _one(
         # A client-side refusal (an invalid URL or header the library will not send) or a
         # connection the server closed after answering: not an unanswered request.
         status, detail = 0, repr(exc)
+        kind = type(exc).__name__
+        tally.unanswered[kind] = tally.unanswered.get(kind, 0) + 1
     except TimeoutError:
         status, detail = 599, "no answer"
     tally.record(f"{method} {url[:200]}", status, time.monotonic() - started, detail)
@@ -593,7 +598,7 @@ async def test_fuzz_every_route(hostile_cluster: LocalCluster) -> None:
     crashed = [p.name for p in cluster.processes() if not p.alive()]
     summary = (
         f"seed {SEED}: {tally.sent} requests, statuses {dict(sorted(tally.by_status.items()))},"
-        f" slowest {tally.slowest:.1f}s"
+        f" slowest {tally.slowest:.1f}s, without a status: {tally.unanswered}"
     )
     print(summary)
     assert not crashed, f"processes died: {crashed}; {summary}"
