@@ -10,9 +10,10 @@ request the server cannot answer, its connection closed), no answer may be a 5xx
 process must still run, no process may log a traceback, and the files stored before must
 read back byte-identical.
 
-Routes that destroy data without credentials today (``DELETE /slices``, relink, ``PUT`` and
-``DELETE /meta/files``) are aimed away from the stored files' slots and paths; grants
-(``docs/security.md``) make them refuse anyone without one. When the cluster object has a
+Routes that can destroy data without credentials as long as nothing checks grants or keys on
+them (``DELETE /slices``, relink, ``PUT`` and ``DELETE /meta/files``) are aimed away from the
+stored files' slots and paths, and a relink only ever cuts a chain (``next=none``), so the
+comparison at the end checks the servers, not what an unchecked route allows. When the cluster object has a
 ``token`` attribute, half of the requests carry it as a bearer token, so the fuzz reaches past
 the tracker's key check too.
 """
