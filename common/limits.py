@@ -7,7 +7,7 @@ that enforces the connection-level ones.
   percent-quoted) with its query.
 * Header time: a connection that has not sent a complete request head within
   ``header_timeout`` seconds of opening gets a 408 and is closed; an idle keep-alive
-  connection is closed after the same time. So a slow client cannot hold a connection open.
+  connection is closed a second later. So a slow client cannot hold a connection open.
 * Body time: a request body not received within ``body_timeout`` seconds answers 408
   (:func:`read_body`).
 * Body size: a body route refuses a ``Content-Length`` over its bound with 413 before reading
@@ -39,7 +39,7 @@ LIMIT_OPTIONS: tuple[Option, ...] = (
         "header_timeout",
         "float",
         30.0,
-        "seconds to send a request head (else 408, closed); also the idle keep-alive timeout",
+        "seconds to send a request head (else 408, closed); idle keep-alive: this + 1 s",
     ),
     Option("body_timeout", "float", 60.0, "seconds to send a request body (else 408)"),
 )
@@ -59,7 +59,9 @@ class Limits:
             "max_line_size": self.max_request_line,
             "max_field_size": self.max_header_bytes,
             "max_headers": self.max_headers,
-            "keepalive_timeout": self.header_timeout,
+            # A second more than the head deadline, so a slow first head gets its 408 from the
+            # sweep (_GuardedServer) before aiohttp's keep-alive check closes it silently.
+            "keepalive_timeout": self.header_timeout + 1.0,
         }
 
 
@@ -122,28 +124,44 @@ _TIMEOUT_REPLY = (
 ) + _TIMEOUT_BODY
 
 
-def _first_head_deadline(proto: RequestHandler) -> None:
-    if proto.transport is None or proto.transport.is_closing():
-        return
-    # aiohttp counts a request once its head is parsed; none yet means a slow or silent client.
-    if getattr(proto, "_request_count", 1) == 0:
-        proto.transport.write(_TIMEOUT_REPLY)
-        proto.transport.close()
-
-
 class _GuardedServer:
     """aiohttp's protocol factory, plus a deadline for each new connection's first request head
-    (later ones are covered by the keep-alive timeout)."""
+    (later ones are covered by the keep-alive timeout). One sweep every fraction of the timeout
+    checks the connections still waiting, so a closed connection is let go at the next sweep
+    rather than held until its deadline."""
 
     def __init__(self, server: web.Server, timeout: float) -> None:
         self._server = server
         self._timeout = timeout
+        self._period = min(0.5, timeout / 4)
+        self._waiting: dict[RequestHandler, float] = {}  # connection -> deadline (loop time)
+        self._sweeping = False
 
     def __call__(self) -> RequestHandler:
         proto = self._server()
         loop = asyncio.get_running_loop()
-        loop.call_later(self._timeout, _first_head_deadline, proto)
+        self._waiting[proto] = loop.time() + self._timeout
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(self._period, self._sweep, loop)
         return proto
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for proto, deadline in list(self._waiting.items()):
+            transport = proto.transport
+            # aiohttp counts a request once its head is parsed; none yet: a slow or silent client.
+            started: int = getattr(proto, "_request_count", 1)
+            if transport is None or transport.is_closing() or started:
+                del self._waiting[proto]
+            elif now >= deadline:
+                transport.write(_TIMEOUT_REPLY)
+                transport.close()
+                del self._waiting[proto]
+        if self._waiting:
+            loop.call_later(self._period, self._sweep, loop)
+        else:
+            self._sweeping = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._server, name)

@@ -13,9 +13,9 @@ read back byte-identical.
 Routes that can destroy data without credentials as long as nothing checks grants or keys on
 them (``DELETE /slices``, relink, ``PUT`` and ``DELETE /meta/files``) are aimed away from the
 stored files' slots and paths, and a relink only ever cuts a chain (``next=none``), so the
-comparison at the end checks the servers, not what an unchecked route allows. When the cluster object has a
-``token`` attribute, half of the requests carry it as a bearer token, so the fuzz reaches past
-the tracker's key check too.
+comparison at the end checks the servers, not what an unchecked route allows. When the cluster
+object has a ``token`` attribute, half of the requests carry it as a bearer token, so the fuzz
+reaches past the tracker's key check too.
 """
 
 from __future__ import annotations
