@@ -43,12 +43,13 @@ import aiohttp
 from mydfs.client import credentials
 from mydfs.client._transport import RetryPolicy, Transport
 from mydfs.client.routing import GroupPlan, Leaders
-from mydfs.client.source import SLICE, Source, chunks, source_size
+from mydfs.client.source import SLICE, Source, chunks, source_size, source_stamp
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
     AlreadyExists,
     Corrupt,
     InvalidArgument,
+    MydfsError,
     NotFound,
     NotLeader,
     SliceDeleted,
@@ -289,6 +290,7 @@ class AsyncClient:
         """
         check_file_path(path)
         file_id = uuid.uuid4().hex
+        stamp = source_stamp(src)
         size_hint = source_size(src)
         groups = GroupPlan(self._place, self._leaders, size_hint)
         # Three independent tracker calls at once: is the path free, record the upload intent
@@ -307,6 +309,7 @@ class AsyncClient:
                 raise result
         grant = str(results[0].get("grant") or "") if isinstance(results[0], dict) else ""
         if results[1] is True:
+            await self._drop_intent(file_id)  # nothing was written: leave no upload record
             raise AlreadyExists("a file already exists at this path", path=path)
         single = size_hint is not None and 0 < size_hint <= SLICE
         window = asyncio.Semaphore(self.window)
@@ -330,6 +333,12 @@ class AsyncClient:
                 )
                 total_crc = crc32c(data, total_crc)
                 size += len(data)
+                if stamp is not None and size_hint is not None and size > size_hint:
+                    raise InvalidArgument(
+                        f"the local file grew while it was read (past {size_hint} bytes);"
+                        " nothing was stored",
+                        path=path,
+                    )
                 if single:  # one slice: reserve and write in one request
                     await self._put_single(s, file_id, progress)
                     pending.append(s)
@@ -343,6 +352,12 @@ class AsyncClient:
                     failure = task.exception() if task.done() else None
                     if failure is not None:
                         raise failure
+            if stamp is not None and (size != size_hint or source_stamp(src) != stamp):
+                raise InvalidArgument(
+                    f"the local file changed while it was read ({size_hint} bytes before,"
+                    f" {size} read); nothing was stored",
+                    path=path,
+                )
             if pending and not single:
                 fills.append(asyncio.create_task(self._fill(pending[-1], None, window, progress)))
             await asyncio.gather(*fills)
@@ -370,6 +385,10 @@ class AsyncClient:
             "POST", f"{self.tracker}/placements", body={"slices": slices}
         )
         return body
+
+    async def _drop_intent(self, file_id: str) -> None:
+        with contextlib.suppress(MydfsError):
+            await self._tracker("DELETE", f"{self.tracker}/meta/intents/{file_id}")
 
     @staticmethod
     async def _false() -> bool:

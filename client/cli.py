@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             return top(tracker, once=args.once, interval=args.interval, token=token, ca=args.ca)
         return _run(args, tracker, token)
     except MydfsError as exc:
-        print(f"mydfs: {exc}", file=sys.stderr)
+        print(f"mydfs: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mydfs: interrupted", file=sys.stderr)
@@ -181,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         detail = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
         print(f"mydfs: {detail}", file=sys.stderr)
         return 1
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters (a newline in a hostile path) escaped: one line."""
+    return "".join(repr(ch)[1:-1] if ch.isprintable() is False and ch != " " else ch for ch in text)
 
 
 def _run(args: argparse.Namespace, tracker: str, token: str | None) -> int:

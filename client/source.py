@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
@@ -26,6 +27,23 @@ def source_size(src: Source) -> int | None:
         return os.fstat(src.fileno()).st_size - src.tell()
     except (OSError, AttributeError, ValueError):
         return None
+
+
+def source_stamp(src: Source) -> tuple[int, int] | None:
+    """Size and modification time (ns) of a source that is a regular file (a path or an open
+    file), to tell whether it changed while it was read; None for anything else."""
+    try:
+        if isinstance(src, str | os.PathLike):
+            st = os.stat(src)
+        elif isinstance(src, bytes | bytearray | memoryview):
+            return None
+        else:
+            st = os.fstat(src.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 async def chunks(src: Source) -> AsyncIterator[bytes]:

@@ -18,6 +18,16 @@ from mydfs.client.source import Source
 
 T = TypeVar("T")
 
+#: Seconds a call interrupted by Ctrl-C may take to unwind before the interrupt goes on.
+CANCEL_WAIT = 10.0
+
+
+async def _until(coro: Coroutine[Any, Any, T], finished: threading.Event) -> T:
+    try:
+        return await coro
+    finally:
+        finished.set()
+
 
 class Client:
     """A mydfs client for blocking code. ``with Client("http://127.0.0.1:8100") as c: ...``"""
@@ -50,7 +60,16 @@ class Client:
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        finished = threading.Event()
+        future = asyncio.run_coroutine_threadsafe(_until(coro, finished), self._loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            # Ctrl-C: cancel the call on the loop and let it unwind (its own cleanup runs,
+            # nothing is left half-closed to print warnings at exit), then pass the interrupt on.
+            future.cancel()
+            finished.wait(timeout=CANCEL_WAIT)
+            raise
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mydfs.common.errors import InvalidArgument
+from mydfs.common.params import is_uint_text
 
 
 class RangeNotSatisfiable(InvalidArgument):
@@ -26,8 +27,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         raise InvalidArgument("multiple ranges are not supported; ask for one range")
     first, dash, last = spec.partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
-        raise InvalidArgument(f"malformed Range {header!r}")
+    if not dash or (first and not is_uint_text(first)) or (last and not is_uint_text(last)):
+        raise InvalidArgument(f"malformed Range {header[:80]!r}")
     if not first:
         if not last:
             raise InvalidArgument(f"malformed Range {header!r}")

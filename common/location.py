@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from mydfs.common.errors import InvalidArgument
+from mydfs.common.params import is_uint_text
 
 #: Largest group id and slot number a location may carry (both fit the slot header fields).
 MAX_GROUP = 0xFFFF_FFFE
@@ -24,8 +25,8 @@ class Location(NamedTuple):
     def parse(cls, text: str) -> Location:
         """Parse ``"GROUP:SLOT"``; raises :class:`InvalidArgument` on anything else."""
         group, sep, slot = text.partition(":")
-        if not sep or not group.isdigit() or not slot.isdigit():
-            raise InvalidArgument(f"bad location {text!r}, expected GROUP:SLOT")
+        if not sep or not is_uint_text(group) or not is_uint_text(slot):
+            raise InvalidArgument(f"bad location {text[:60]!r}, expected GROUP:SLOT")
         return cls.checked(int(group), int(slot))
 
     @classmethod

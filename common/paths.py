@@ -11,17 +11,22 @@ Rejected (:class:`~mydfs.common.errors.InvalidPath`, with the path in its contex
 * an empty component (``//``) or a trailing ``/``;
 * NUL or any other control character (Unicode category ``Cc``: U+0000-U+001F, U+007F-U+009F);
 * text that is not valid Unicode (lone surrogates, e.g. from undecodable bytes);
+* text not in Unicode normal form C (NFC): ``café`` typed as ``e`` + U+0301 would otherwise be
+  a second file that looks the same as the precomposed one, so the caller normalises first;
 * a component longer than :data:`MAX_COMPONENT_BYTES` or a path longer than
   :data:`MAX_PATH_BYTES`, both counted in UTF-8 bytes.
 
 The root ``/`` is a directory, never a file: :func:`check_file_path` rejects it and
 :func:`check_dir_path` accepts it. In URLs a path is sent with every component percent-quoted
-(:func:`url_quote`), so ``/a b/c%`` travels as ``/a%20b/c%25``.
+(:func:`url_quote`), so ``/a b/c%`` travels as ``/a%20b/c%25``. A quoted ``/`` (``%2F``) in a
+URL is refused (:func:`from_url`): a name cannot hold a ``/``, so it can only be a disguised
+separator.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import quote, unquote_to_bytes
 
 from mydfs.common.errors import InvalidPath
@@ -84,6 +89,8 @@ def _check(path: str) -> str:
             raise _bad(path, f"component {part!r} is not allowed")
         if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
             raise _bad(path, f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
+    if not unicodedata.is_normalized("NFC", path):
+        raise _bad(path, "not in Unicode normal form NFC (normalize the name first)")
     return path
 
 
@@ -122,6 +129,10 @@ def from_url(raw: str, *, directory: bool = False) -> str:
     ``raw`` is what follows the route prefix, without the leading ``/``, e.g. ``"a/b%20c"``
     → ``"/a/b c"``. Bytes that are not UTF-8 are rejected rather than replaced.
     """
+    if "%2f" in raw.lower():
+        raise InvalidPath(
+            f"invalid path {raw[:200]!r}: an encoded '/' (%2F) is not allowed", path=raw[:200]
+        )
     data = unquote_to_bytes(raw)
     try:
         text = data.decode("utf-8")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
+from mydfs.common.limits import LIMIT_OPTIONS, Limits, limits_from_values
+from mydfs.common.params import is_uint_text
 from mydfs.common.secretfile import SECRET_OPTIONS, resolve_secret
 from mydfs.common.tls import TLS_OPTIONS, tls_paths
 from mydfs.common.tracing import LOG_FORMATS
@@ -60,6 +62,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("registration_ttl", "float", 30.0, "seconds a fresh slice stays in the table"),
     Option("replica_timeout", "float", 10.0, "seconds to get a slice durable on a majority"),
     Option("heartbeat_interval", "float", 1.0, "seconds between tracker heartbeats"),
+    Option("max_chain", "int", 10_000, "most slices one GET /chain answer lists (max= is capped)"),
+    Option(
+        "max_pending_reservations",
+        "int",
+        4096,
+        "reserved, not yet sealed slices a group may have; POST /slices/reserve past it is 429",
+    ),
+    Option("max_json_bytes", "int", 65536, "largest JSON body (POST /slices/reserve), bytes"),
+    *LIMIT_OPTIONS,
 )
 
 
@@ -95,6 +106,10 @@ class StorageConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    max_chain: int = 10_000
+    max_pending_reservations: int = 4096
+    max_json_bytes: int = 65536
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def members(self) -> tuple[Peer, ...]:
@@ -104,7 +119,7 @@ class StorageConfig:
 
 def _hostport(value: str, key: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not is_uint_text(port) or not 0 < int(port) < 65536:
         raise ConfigError(f"config key {key}: {value!r} is not host:port")
     return host, int(port)
 
@@ -168,6 +183,13 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
             raise ConfigError(f"config key {key}: must be >= 1")
     if v["peer_budget_mb"] > v["memory_budget_mb"]:
         raise ConfigError("config key peer_budget_mb: must not exceed memory_budget_mb")
+    for key, lo, hi in (
+        ("max_chain", 1, 1_000_000),
+        ("max_pending_reservations", 1, 10_000_000),
+        ("max_json_bytes", 1024, 1 << 24),
+    ):
+        if not lo <= v[key] <= hi:
+            raise ConfigError(f"config key {key}: must be between {lo} and {hi}")
     data_dir = v["data_dir"]
     return StorageConfig(
         node_id=node_id,
@@ -193,6 +215,10 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_ca=tls_ca,
+        max_chain=v["max_chain"],
+        max_pending_reservations=v["max_pending_reservations"],
+        max_json_bytes=v["max_json_bytes"],
+        limits=limits_from_values(v),
     )
 
 

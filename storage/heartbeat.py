@@ -1,9 +1,10 @@
 """A storage node's link to the tracker: heartbeats out, the cluster map back.
 
 Every ``heartbeat_interval`` seconds the node POSTs its identity, role, free space and load to
-the tracker (signed with the cluster secret). The reply carries the whole cluster map (group →
-leader and node URLs), which the node uses to reach other groups, e.g. when it streams a file
-whose chain continues elsewhere. A tracker that is down only delays the map; the group goes on.
+the tracker, signed with the cluster secret, body included. The reply carries the whole cluster
+map (group → leader and node URLs), which the node uses to reach other groups, e.g. when it
+streams a file whose chain continues elsewhere. A tracker that is down only delays the map;
+the group goes on.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class TrackerLink:
         path = "/heartbeat"
         body = orjson.dumps(self._report())
         headers = {
-            AUTH_HEADER: sign(self._secret, "POST", path),
+            AUTH_HEADER: sign(self._secret, "POST", path, body=body),
             "Content-Type": "application/json",
         }
         timeout = aiohttp.ClientTimeout(total=max(2.0, self.interval * 2))

@@ -20,7 +20,6 @@ Internal: PUT /internal/slices/{slot}    a payload pushed by the leader      (si
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -30,23 +29,32 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mydfs.common.auth import AUTH_HEADER, verify
 from mydfs.common.errors import (
+    Corrupt,
     InvalidArgument,
     LengthRequired,
     NotFound,
-    PayloadTooLarge,
     Redirect,
     SlotOutOfRange,
+    TooManyRequests,
     Unauthorized,
 )
 from mydfs.common.grants import Grant
 from mydfs.common.httprange import parse_range
+from mydfs.common.limits import read_body
 from mydfs.common.location import MAX_SLOT, Location
+from mydfs.common.params import MAX_U64, parse_hex_id, parse_uint, require_uint
 from mydfs.common.tracing import request_id_middleware
 from mydfs.common.web import error_middleware
 from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner
-from mydfs.storage.group_commands import Delete, Relink
+from mydfs.storage.group_commands import (
+    MAX_CRC32C,
+    MAX_GENERATION,
+    MAX_SLICE_INDEX,
+    Delete,
+    Relink,
+)
 from mydfs.storage.group_state import SlotInfo
-from mydfs.storage.http_common import NODE_KEY, json_response
+from mydfs.storage.http_common import NODE_KEY, broken_chain, json_response
 from mydfs.storage.http_files import add_file_routes
 from mydfs.storage.http_grants import check_slot_owner, delete_verdict, require, token_of
 from mydfs.storage.node import StorageNode
@@ -54,8 +62,6 @@ from mydfs.storage.peers import location_text
 from mydfs.storage.writer import new_upload_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-BODY_TIMEOUT = 60.0
 
 
 @web.middleware
@@ -72,20 +78,26 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
 
 def _slot(request: web.Request) -> int:
     text = request.match_info["slot"]
-    if not text.isdigit() or int(text) > MAX_SLOT:
-        raise SlotOutOfRange(f"bad slot {text!r}", slot=text)
-    return int(text)
+    try:
+        return require_uint(text, "slot", hi=MAX_SLOT)
+    except InvalidArgument as exc:
+        raise SlotOutOfRange(exc.message, slot=text[:40]) from None
+
+
+#: Upper bounds of the integer query parameters and headers, by name.
+_INT_BOUNDS = {
+    "gen": MAX_GENERATION,
+    "crc": MAX_CRC32C,
+    "index": MAX_SLICE_INDEX,
+    "max": MAX_U64,
+    "X-Mydfs-Index": MAX_SLICE_INDEX,
+    "X-Mydfs-Crc32c": MAX_CRC32C,
+}
 
 
 def _int_arg(request: web.Request, name: str, *, required: bool = False) -> int | None:
-    text = request.query.get(name)
-    if text is None or text == "":
-        if required:
-            raise InvalidArgument(f"query parameter {name} is required")
-        return None
-    if not text.isdigit():
-        raise InvalidArgument(f"query parameter {name}={text!r} is not a non-negative integer")
-    return int(text)
+    hi = _INT_BOUNDS.get(name, MAX_U64)
+    return parse_uint(request.query.get(name), name, hi=hi, required=required)
 
 
 def _location(text: str | None, what: str) -> Location | None:
@@ -100,28 +112,19 @@ def _location(text: str | None, what: str) -> Location | None:
 def _owner(file_hex: str | None, index: int | None) -> SliceOwner:
     if file_hex is None:
         return SliceOwner(bytes(16), index or 0)
-    if len(file_hex) != 32:
+    if not isinstance(file_hex, str) or parse_hex_id(file_hex.lower(), "file id") is None:
         raise InvalidArgument(f"file id {file_hex!r} must be 32 hex digits")
-    try:
-        return SliceOwner(bytes.fromhex(file_hex), index or 0)
-    except ValueError:
-        raise InvalidArgument(f"file id {file_hex!r} must be 32 hex digits") from None
+    if index is not None and (isinstance(index, bool) or not 0 <= index <= MAX_SLICE_INDEX):
+        raise InvalidArgument(f"index {index!r} is out of range 0..{MAX_SLICE_INDEX}")
+    return SliceOwner(bytes.fromhex(file_hex), index or 0)
 
 
 async def _body(request: web.Request, *, limit: int = PAYLOAD_CAPACITY) -> bytes:
     """Read the whole body (at most one slice), enforcing Content-Length."""
-    length = request.content_length
-    if length is None:
+    if request.content_length is None:
         raise LengthRequired("Content-Length is required for slice bodies")
-    if length > limit:
-        raise PayloadTooLarge(f"body of {length} bytes exceeds slice capacity {limit}")
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT):
-            return await request.content.readexactly(length)
-    except asyncio.IncompleteReadError as exc:
-        raise InvalidArgument(f"body ended after {len(exc.partial)} of {length} bytes") from None
-    except TimeoutError:
-        raise InvalidArgument(f"body not received within {BODY_TIMEOUT:.0f}s") from None
+    config = request.app[NODE_KEY].config
+    return await read_body(request, limit, config.limits.body_timeout)
 
 
 def _check_auth(request: web.Request) -> None:
@@ -181,15 +184,23 @@ async def reserve(request: web.Request) -> web.Response:
     _grant(request, "write")  # before the body is read; its file is checked below
     if not node.is_leader():
         raise node.not_leader_error()
+    config = node.config
+    if node.group.read(lambda g: g.stats().pending) >= config.max_pending_reservations:
+        raise TooManyRequests(
+            f"group {node.group_id} has {config.max_pending_reservations} reservations pending;"
+            " retry later",
+            limit=config.max_pending_reservations,
+        )
+    data = await read_body(request, config.max_json_bytes, config.limits.body_timeout)
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise InvalidArgument("reserve body must be JSON") from None
     if not isinstance(body, dict):
         raise InvalidArgument("reserve body must be a JSON object")
-    upload_id = str(body.get("upload_id") or "")
-    if not upload_id:
-        raise InvalidArgument("upload_id is required")
+    upload_id = body.get("upload_id") or ""
+    if not isinstance(upload_id, str) or not upload_id:
+        raise InvalidArgument("upload_id is required (a string)")
     index = body.get("index", 0)
     length = body.get("length")
     crc = body.get("crc32c")
@@ -198,9 +209,13 @@ async def reserve(request: web.Request) -> web.Response:
             raise InvalidArgument(f"{name} must be a non-negative integer, got {value!r}")
     assert isinstance(length, int) and isinstance(crc, int) and isinstance(index, int)
     nxt = body.get("next")  # [group, slot], "group:slot" or null
-    if isinstance(nxt, list) and len(nxt) == 2:
+    if isinstance(nxt, list) and len(nxt) == 2 and all(type(v) is int for v in nxt):
         nxt = f"{nxt[0]}:{nxt[1]}"
-    next_loc = None if nxt is None else _location(str(nxt), "next")
+    if nxt is not None and not isinstance(nxt, str):
+        raise InvalidArgument(f"next must be [group, slot], 'group:slot' or null, got {nxt!r}")
+    next_loc = None if nxt is None else _location(nxt, "next")
+    if crc > MAX_CRC32C:
+        raise InvalidArgument(f"crc32c {crc} is out of range 0..{MAX_CRC32C}")
     file_id = body.get("file_id")
     if file_id is not None and not isinstance(file_id, str):
         raise InvalidArgument(f"file_id must be a string, got {file_id!r}")
@@ -269,8 +284,12 @@ async def chain(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     file_id, first = _read_owner(request)
     slot = _slot(request)
-    limit = _int_arg(request, "max") or 1_000_000
-    entries, nxt = await node.reads.walk(slot, limit, (file_id, first))
+    most = node.config.max_chain
+    limit = min(_int_arg(request, "max") or most, most)
+    try:
+        entries, nxt = await node.reads.walk(slot, limit, (file_id, first))
+    except Corrupt as exc:
+        raise broken_chain(exc) from None
     return json_response(
         {
             "entries": [e.to_dict(node.urls) for e in entries],
@@ -280,11 +299,7 @@ async def chain(request: web.Request) -> web.Response:
 
 
 def _header_int(text: str | None, name: str) -> int | None:
-    if text is None:
-        return None
-    if not text.strip().isdigit():
-        raise InvalidArgument(f"header {name}={text!r} is not a non-negative integer")
-    return int(text.strip())
+    return parse_uint(text, f"header {name}", hi=_INT_BOUNDS.get(name, MAX_U64), strip=True)
 
 
 async def read_slice(request: web.Request) -> web.Response:

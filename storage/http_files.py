@@ -21,41 +21,49 @@ import email.utils
 
 from aiohttp import web
 
-from mydfs.common.errors import InvalidArgument
+from mydfs.common.errors import Corrupt, InvalidArgument, NotFound, Unavailable
 from mydfs.common.httprange import parse_range
 from mydfs.common.location import Location
+from mydfs.common.params import parse_finite, parse_hex_id, parse_uint, require_uint
 from mydfs.common.readpath import SliceLoc
-from mydfs.storage.http_common import NODE_KEY
+from mydfs.common.slices import PAYLOAD_CAPACITY
+from mydfs.storage.http_common import NODE_KEY, broken_chain
 from mydfs.storage.http_grants import require, token_of
+
+#: Most slices a file may have (as many as the tracker places for one file at most).
+MAX_FILE_SLICES = 1_000_000
+#: Latest ``mtime`` accepted (year 5138; ``email.utils.formatdate`` fails past year 9999).
+MAX_MTIME = 1e11
 
 
 def _file_id(request: web.Request) -> str:
-    text = request.query.get("file", "")
-    if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
-        raise InvalidArgument("query parameter file must be the file id (32 lowercase hex digits)")
+    text = parse_hex_id(request.query.get("file"), "query parameter file")
+    assert text is not None
     return text
 
 
-def _query_int(request: web.Request, name: str) -> int:
-    text = request.query.get(name, "")
-    if not text.isdigit():
-        raise InvalidArgument(f"query parameter {name} must be a non-negative integer")
-    return int(text)
+def _shape(request: web.Request) -> tuple[int, int]:
+    """``size`` and ``slices``, consistent with each other: every slice holds 1 byte to one
+    slice's capacity, so a bad pair is a 400 here rather than a failed walk later."""
+    size = require_uint(request.query.get("size"), "size", hi=MAX_FILE_SLICES * PAYLOAD_CAPACITY)
+    slices = require_uint(request.query.get("slices"), "slices", hi=MAX_FILE_SLICES)
+    if size > slices * PAYLOAD_CAPACITY or slices > size:
+        raise InvalidArgument(
+            f"size {size} does not fit {slices} slices of 1..{PAYLOAD_CAPACITY} bytes",
+            size=size,
+            slices=slices,
+        )
+    return size, slices
 
 
 async def stream_file(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     token = token_of(request)
-    grant = require(node.config.secret, token, "read", file_id=request.query.get("file") or None)
-    size = _query_int(request, "size")
-    slices = _query_int(request, "slices")
-    version = request.query.get("version", "1")
-    file_id = request.query.get("file", "")
-    mtime_text = request.query.get("mtime", "0")
-    try:
-        mtime = float(mtime_text)
-    except ValueError:
-        raise InvalidArgument(f"query parameter mtime={mtime_text!r} is not a number") from None
+    size, slices = _shape(request)
+    version = parse_uint(request.query.get("version"), "version", default=1)
+    file_id = parse_hex_id(request.query.get("file"), "file", required=False) or ""
+    grant = require(node.config.secret, token, "read", file_id=file_id or None)
+    mtime = parse_finite(request.query.get("mtime"), "mtime", lo=0, hi=MAX_MTIME, default=0.0)
     head_text = request.query.get("head", "none")
     head = None if head_text in ("", "none") else Location.parse(head_text)
     headers = {
@@ -76,9 +84,20 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
         file_id = _file_id(request)
         if file_id != grant.file_id:
             raise InvalidArgument("query parameter file must name the grant's file")
-        locs = await reader.chain(
-            head, slices, size, file_id=file_id, grant=token or "", file=file_id
-        )
+        try:
+            locs = await reader.chain(
+                head, slices, size, file_id=file_id, grant=token or "", file=file_id
+            )
+        except Corrupt as exc:
+            raise broken_chain(exc) from None
+        except Unavailable as exc:
+            known = {node.group_id} | (set(node.tracker.groups) if node.tracker else set())
+            if exc.context.get("group") in known:
+                raise
+            raise NotFound(
+                f"the chain leads to group {exc.context.get('group')}, unknown to this cluster",
+                **{**exc.context, "reason": "unknown_group"},
+            ) from None
     response = web.StreamResponse(status=206 if rng else 200, headers=headers)
     response.content_length = length
     if rng is not None:

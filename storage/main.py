@@ -48,6 +48,7 @@ async def serve(config: StorageConfig) -> None:
     # temporary files of pysyncobj) is owner-only, whatever the caller's umask.
     os.umask(0o077)
 
+    from mydfs.common.limits import LimitedRunner
     from mydfs.common.tls import server_context
     from mydfs.storage.http_api import make_app
     from mydfs.storage.node import StorageNode
@@ -55,7 +56,7 @@ async def serve(config: StorageConfig) -> None:
     allocator.tune()  # freed slices go back to the system (see storage/allocator.py)
     node = StorageNode(config)
     await node.start()
-    runner = web.AppRunner(make_app(node), access_log=None, handle_signals=False)
+    runner = LimitedRunner(make_app(node), config.limits, access_log=None, handle_signals=False)
     await runner.setup()
     ssl_context = server_context(config.tls_cert, config.tls_key)
     site = web.TCPSite(

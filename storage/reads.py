@@ -110,6 +110,11 @@ class ReadResolver:
         if why is None:
             return entries, nxt
         await self.confirm_current(why, slot=start)
+        first = ctx.group.read(lambda g: g.get(start))
+        if first is None or first.state not in (SlotState.LIVE, SlotState.MOVED):
+            # No chain starts here: a client's question, not a broken file (404, not 500).
+            state = "never written" if first is None else first.state.value
+            raise NotFound(f"no chain starts at slot {start} ({state})", slot=start)
         entries, nxt = ctx.group.read(lambda g: walk(g, start, limit))
         why = _run_mismatch(entries, owner)
         if why is not None:

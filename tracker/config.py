@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from mydfs.common.config import REQUIRED, ConfigError, Option, load
 from mydfs.common.errors import InvalidArgument
+from mydfs.common.limits import LIMIT_OPTIONS, Limits, limits_from_values
+from mydfs.common.params import is_uint_text
 from mydfs.common.paths import check_dir_path
 from mydfs.common.secretfile import SECRET_OPTIONS, resolve_secret
 from mydfs.common.tls import TLS_OPTIONS, tls_paths
 from mydfs.common.tracing import LOG_FORMATS
+from mydfs.tracker.scheduler import MAX_SLICES
 
 OPTIONS: tuple[Option, ...] = (
     Option("listen", "str", "127.0.0.1:8100", "HTTP listen address host:port"),
@@ -83,6 +86,14 @@ OPTIONS: tuple[Option, ...] = (
     *TLS_OPTIONS,
     Option("log_level", "str", "info", "debug, info, warning or error"),
     Option("log_format", "str", "text", "log lines as text or json (one object a line)"),
+    Option("max_body_bytes", "int", 1 << 20, "largest request body (JSON), bytes; larger is 413"),
+    Option(
+        "max_placement_slices",
+        "int",
+        262_144,
+        "most slices one POST /placements may ask for (262144 = a 1 TiB file)",
+    ),
+    *LIMIT_OPTIONS,
 )
 
 
@@ -106,6 +117,9 @@ class TrackerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    max_body_bytes: int = 1 << 20
+    max_placement_slices: int = 262_144
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -115,7 +129,7 @@ class TrackerConfig:
 
 def _hostport(value: str, key: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not is_uint_text(port) or not 0 < int(port) < 65536:
         raise ConfigError(f"config key {key}: {value!r} is not host:port")
     return host, int(port)
 
@@ -164,6 +178,10 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         except InvalidArgument as exc:
             raise ConfigError(f"config key public_prefixes: {exc}") from None
         prefixes.append(prefix)
+    if not 1024 <= v["max_body_bytes"] <= 1 << 30:
+        raise ConfigError("config key max_body_bytes: must be between 1024 and 1073741824")
+    if not 1 <= v["max_placement_slices"] <= MAX_SLICES:
+        raise ConfigError(f"config key max_placement_slices: must be between 1 and {MAX_SLICES}")
     return TrackerConfig(
         listen_host=host,
         listen_port=port,
@@ -183,6 +201,9 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_ca=tls_ca,
+        max_body_bytes=v["max_body_bytes"],
+        max_placement_slices=v["max_placement_slices"],
+        limits=limits_from_values(v),
     )
 
 

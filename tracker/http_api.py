@@ -31,7 +31,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mydfs.common.auth import AUTH_HEADER, verify
 from mydfs.common.errors import InvalidArgument, Unauthorized
-from mydfs.common.paths import from_url
+from mydfs.common.limits import read_body
+from mydfs.common.params import parse_flag, parse_uint
+from mydfs.common.paths import MAX_COMPONENT_BYTES, from_url
 from mydfs.common.tracing import request_id_middleware
 from mydfs.common.web import error_middleware, json_response
 from mydfs.tracker.auth import auth_middleware
@@ -43,14 +45,17 @@ from mydfs.tracker.ui import install as install_monitoring
 
 TRACKER_KEY = web.AppKey("tracker", Tracker)
 
-#: Largest request body (heartbeats, registrations and placements are all tiny).
-MAX_BODY = 1 << 20
 #: Largest ``limit`` of a directory listing page.
 MAX_LIST_LIMIT = 100_000
 
 
 async def _json_body(request: web.Request) -> Any:
-    data = await request.read()
+    config = request.app[TRACKER_KEY].config
+    data = await read_body(request, config.max_body_bytes, config.limits.body_timeout)
+    return _decode_json(data)
+
+
+def _decode_json(data: bytes) -> Any:
     if not data:
         raise InvalidArgument("a JSON body is required")
     try:
@@ -72,12 +77,7 @@ def _file_path(request: web.Request, prefix: str) -> str:
 
 
 def _flag(request: web.Request, name: str) -> bool:
-    text = request.query.get(name, "0").lower()
-    if text in ("1", "true", "yes"):
-        return True
-    if text in ("0", "false", "no", ""):
-        return False
-    raise InvalidArgument(f"query parameter {name}={text!r} must be 1 or 0", field=name)
+    return parse_flag(request.query.get(name), name)
 
 
 # --- cluster -------------------------------------------------------------------------------------
@@ -85,9 +85,14 @@ def _flag(request: web.Request, name: str) -> bool:
 
 async def heartbeat(request: web.Request) -> web.Response:
     tracker = request.app[TRACKER_KEY]
-    if not verify(tracker.config.secret, "POST", request.path_qs, request.headers.get(AUTH_HEADER)):
-        raise Unauthorized(f"heartbeat without a valid {AUTH_HEADER} signature")
-    return json_response(tracker.heartbeat(await _json_body(request)))
+    config = tracker.config
+    signature = request.headers.get(AUTH_HEADER)
+    if not signature:  # refused before the body is read
+        raise Unauthorized(f"heartbeat without a {AUTH_HEADER} signature")
+    data = await read_body(request, config.max_body_bytes, config.limits.body_timeout)
+    if not verify(config.secret, "POST", request.path_qs, signature, body=data):
+        raise Unauthorized(f"heartbeat without a valid {AUTH_HEADER} signature (body included)")
+    return json_response(tracker.heartbeat(_decode_json(data)))
 
 
 async def cluster(request: web.Request) -> web.Response:
@@ -126,15 +131,10 @@ async def list_dir(request: web.Request) -> web.Response:
     raw = request.raw_path.split("?", 1)[0]
     tail = "" if raw == "/meta/list" else _raw_tail(request, "/meta/list/")
     path = "/" if tail in ("", "/") else from_url(tail, directory=True)
-    limit_text = request.query.get("limit")
-    limit: int | None = None
-    if limit_text is not None:
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
-            raise InvalidArgument(
-                f"query parameter limit={limit_text!r} must be 1..{MAX_LIST_LIMIT}", field="limit"
-            )
-        limit = int(limit_text)
+    limit = parse_uint(request.query.get("limit"), "limit", lo=1, hi=MAX_LIST_LIMIT)
     after = request.query.get("after")
+    if after is not None and len(after.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
+        raise InvalidArgument(f"after must be a name of at most {MAX_COMPONENT_BYTES} bytes")
     body = await request.app[TRACKER_KEY].listdir(path, after=after, limit=limit)
     return json_response(body)
 
@@ -207,9 +207,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(tracker: Tracker, keys: KeyStore) -> web.Application:
-    errors = error_middleware(tracker.metrics.requests, tracker.metrics.latency, max_body=MAX_BODY)
+    max_body = tracker.config.max_body_bytes
+    errors = error_middleware(tracker.metrics.requests, tracker.metrics.latency, max_body=max_body)
     app = web.Application(
-        middlewares=[request_id_middleware, errors, auth_middleware], client_max_size=MAX_BODY
+        middlewares=[request_id_middleware, errors, auth_middleware], client_max_size=max_body
     )
     app[TRACKER_KEY] = tracker
     install_auth(app, keys, tracker.config.secret, tracker.config.public_prefixes)

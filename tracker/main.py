@@ -40,6 +40,7 @@ async def serve(config: TrackerConfig) -> int:
     # temporary files of pysyncobj) is owner-only, whatever the caller's umask.
     os.umask(0o077)
 
+    from mydfs.common.limits import LimitedRunner
     from mydfs.common.tls import server_context
     from mydfs.tracker.http_api import make_app
     from mydfs.tracker.keys import open_store
@@ -70,7 +71,9 @@ async def serve(config: TrackerConfig) -> int:
         log.info("no API keys yet: created key 'admin'; its token is in %s", bootstrap)
     else:
         log.info("%d API keys in %s", len(keys.keys), keys.path)
-    runner = web.AppRunner(make_app(tracker, keys), access_log=None, handle_signals=False)
+    runner = LimitedRunner(
+        make_app(tracker, keys), config.limits, access_log=None, handle_signals=False
+    )
     ticker: asyncio.Task[None] | None = None
     reclaiming: asyncio.Task[None] | None = None
     try:

@@ -94,6 +94,13 @@ class Tracker:
     def place(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or "slices" not in body:
             raise InvalidArgument('the body must be {"slices": n}', field="slices")
+        n, most = body["slices"], self.config.max_placement_slices
+        if isinstance(n, int) and not isinstance(n, bool) and n > most:
+            raise InvalidArgument(
+                f"a placement may ask for at most {most} slices, not {n}",
+                limit=most,
+                field="slices",
+            )
         now = self._clock()
         views = {v.group_id: v for v in self.registry.groups(now)}
         spaces = self.registry.writable_spaces(now)

@@ -25,8 +25,19 @@ def test_signature_round_trip_and_tampering() -> None:
         "another-secret-0000", "GET", "/internal/slices/3?gen=7", value, now=1000
     )
     assert not auth.verify(SECRET, "GET", "/internal/slices/3?gen=7", value, now=1000 + 301)
-    for bad in (None, "", "nonsense", "abc:def", "1000:"):
+    for bad in (None, "", "nonsense", "abc:def", "1000:", "\u00b2:ab", "9" * 5000 + ":ab"):
         assert not auth.verify(SECRET, "GET", "/x", bad, now=1000)
+    assert not auth.verify(SECRET, "GET", "/x", "1000:\u00e9\u00e9", now=1000)
+
+
+def test_signature_covers_the_body_when_given() -> None:
+    value = auth.sign(SECRET, "POST", "/heartbeat", now=1000, body=b'{"a":1}')
+    assert auth.verify(SECRET, "POST", "/heartbeat", value, now=1000, body=b'{"a":1}')
+    assert not auth.verify(SECRET, "POST", "/heartbeat", value, now=1000, body=b'{"a":2}')
+    assert not auth.verify(SECRET, "POST", "/heartbeat", value, now=1000, body=b"")
+    assert not auth.verify(SECRET, "POST", "/heartbeat", value, now=1000)
+    bare = auth.sign(SECRET, "POST", "/heartbeat", now=1000)
+    assert not auth.verify(SECRET, "POST", "/heartbeat", bare, now=1000, body=b'{"a":1}')
 
 
 @pytest.mark.parametrize(
@@ -47,7 +58,19 @@ def test_parse_range(header: str | None, size: int, expected: tuple[int, int] | 
 
 
 @pytest.mark.parametrize(
-    "header", ["items=0-1", "bytes=1-2,4-5", "bytes=a-b", "bytes=-", "bytes=5-2"]
+    "header",
+    [
+        "items=0-1",
+        "bytes=1-2,4-5",
+        "bytes=a-b",
+        "bytes=-",
+        "bytes=5-2",
+        "bytes=\u00b2-3",
+        "bytes=0-\u00b2",
+        "bytes=-\u0663",
+        "bytes=" + "9" * 5000 + "-",
+        "bytes=+1-2",
+    ],
 )
 def test_parse_range_rejects(header: str) -> None:
     with pytest.raises(InvalidArgument):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -61,6 +63,8 @@ def test_valid_paths_are_returned_unchanged(path: str) -> None:
         ("/" + "x" * (MAX_COMPONENT_BYTES + 1), "longer than 255"),
         ("/" + "é" * 128, "longer than 255"),  # 256 UTF-8 bytes
         ("/" + "/".join(["y" * 250] * 17), "longer than 4096"),
+        ("/cafe\u0301", "NFC"),  # e + combining acute: looks like the precomposed café
+        ("/a/\u212b", "NFC"),  # ANGSTROM SIGN, whose NFC is U+00C5
     ],
 )
 def test_bad_paths_are_rejected_with_the_path_in_context(path: str, why: str) -> None:
@@ -101,6 +105,12 @@ def test_from_url_rejects_what_decoding_reveals() -> None:
         from_url("a%00b")
     with pytest.raises(InvalidPath, match="not UTF-8"):
         from_url("%FF%FE")
+    for disguised in ("a%2Fb", "a%2fb", "%2F..%2Fetc"):
+        with pytest.raises(InvalidPath, match="encoded '/'"):
+            from_url(disguised)
+    with pytest.raises(InvalidPath, match="NFC"):
+        from_url("cafe%CC%81")
+    assert from_url("caf%C3%A9") == "/caf\u00e9"
     assert from_url("", directory=True) == "/"
     assert from_url("a/b", directory=True) == "/a/b"
 
@@ -109,7 +119,7 @@ _component = st.text(
     alphabet=st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/"),
     min_size=1,
     max_size=20,
-).filter(lambda c: c not in (".", ".."))
+).filter(lambda c: c not in (".", "..") and unicodedata.is_normalized("NFC", c))
 
 
 @given(st.lists(_component, min_size=1, max_size=6))

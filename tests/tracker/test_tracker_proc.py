@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import orjson
 import pytest
 import yarl
 from tracker_harness import (
@@ -24,6 +25,7 @@ from tracker_harness import (
 )
 
 from mydfs.common import grants
+from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.tracker.editlog import list_segments
 from mydfs.tracker.framing import encode_frame
 from mydfs.tracker.records import EditType, FileEntry, encode_path_entry
@@ -54,6 +56,11 @@ async def test_heartbeats_must_be_signed(
     assert status == 401
     status, data, _ = await call(session, "POST", url, {"node_id": "x"}, signed=True)
     assert status == 400 and data["context"]["field"] == "group_id"
+    # The signature covers the body: a captured header does not carry another heartbeat.
+    captured = sign(SECRET, "POST", "/heartbeat", body=orjson.dumps(hb))
+    other = orjson.dumps(dict(hb, free_slots=0))
+    async with session.post(url, data=other, headers={AUTH_HEADER: captured}) as resp:
+        assert resp.status == 401
     status, data, _ = await call(session, "POST", url, hb, signed=True)
     assert status == 200
     assert data["interval"] > 0

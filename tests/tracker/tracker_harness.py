@@ -91,11 +91,11 @@ async def call(
     origin = "/".join(str(url).split("/", 3)[:3])
     if not anonymous and "Authorization" not in headers and origin in TOKENS:
         headers["Authorization"] = f"Bearer {TOKENS[origin]}"
+    data = None if body is None else orjson.dumps(body)
     if signed:
         path_qs = url.split("://", 1)[1]
         path_qs = path_qs[path_qs.index("/") :]
-        headers[AUTH_HEADER] = sign(secret, method, path_qs)
-    data = None if body is None else orjson.dumps(body)
+        headers[AUTH_HEADER] = sign(secret, method, path_qs, body=data or b"")
     if data is not None:
         headers["Content-Type"] = "application/json"
     async with session.request(method, url, data=data, headers=headers, **kw) as resp:
