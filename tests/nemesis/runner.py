@@ -118,7 +118,15 @@ def run_nemesis(root: Path, cfg: Config) -> dict[str, Any]:
         cluster.wait_healthy(timeout=120)
         convergence = cluster.wait_converged(timeout=120)
         healed = time.monotonic() - t_heal
+        # The tracker's reclaimer may still be deleting the slices of removed or replaced files:
+        # members apply each delete a moment apart, so compare again (bounded) before reporting.
         tables_differ = cluster.tables_differ()
+        for _ in range(5):
+            if not tables_differ:
+                break
+            cluster.wait_converged(timeout=60)
+            time.sleep(2.0)  # a pause between two comparisons, not a wait on a condition
+            tables_differ = cluster.tables_differ()
         fin = _workload(net, cluster, cfg, "final", final_path, root / "workload.log",
                         ["--history", str(history)])  # fmt: skip
         procs.append(fin)

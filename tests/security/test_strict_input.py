@@ -123,7 +123,9 @@ async def test_version_with_cr_lf_and_inconsistent_shapes_are_400(
         (f"head=1:0&size=1&slices=5&file={fid}", None),  # more slices than bytes
         (f"head=1:0&size=5&slices=2000000&file={fid}", "slices"),  # over the bound
     ]:
-        status, body = await _call(session, "GET", f"{node}/files/x?{query}")
+        status, body = await _call(
+            session, "GET", f"{node}/files/x?{query}", headers=auth_headers(c)
+        )
         assert status == 400, (query, status, body)
         if field:
             assert body["context"].get("field") == field, body
@@ -134,14 +136,19 @@ async def test_chain_of_a_never_written_slot_is_404_and_max_is_capped(
 ) -> None:
     c = hostile_cluster
     for node in c.nodes(1):
-        status, body = await _call(session, "GET", f"{node.url}/chain/999999?max=1000000000")
+        status, body = await _call(
+            session, "GET", f"{node.url}/chain/999999?max=1000000000", headers=auth_headers(c)
+        )
         assert status in (404, 307), (status, body)
         if status == 404:
             assert body["error"] == "not_found", body
     # A file entry whose head names a slot that holds no chain: 404, not "500 corrupt".
     node = c.nodes(1)[0].url
     status, body = await _call(
-        session, "GET", f"{node}/files/x?head=1:999999&size=5&slices=1&file={'0' * 32}"
+        session,
+        "GET",
+        f"{node}/files/x?head=1:999999&size=5&slices=1&file={'0' * 32}",
+        headers=auth_headers(c),
     )
     assert status in (404, 307), (status, body)
 
