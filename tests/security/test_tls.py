@@ -106,7 +106,11 @@ def test_every_listener_is_https(tls_cluster: LocalCluster) -> None:
 
 def test_heartbeats_over_https(tls_cluster: LocalCluster) -> None:
     def all_up() -> bool:
-        status, body = http_json(tls_cluster.tracker_url + "/cluster", ca=tls_cluster.ca)
+        status, body = http_json(
+            tls_cluster.tracker_url + "/cluster",
+            headers=tls_cluster.auth_headers(),
+            ca=tls_cluster.ca,
+        )
         nodes = [n for g in (body or {}).get("groups", []) for n in g.get("nodes", [])]
         return status == 200 and len(nodes) == 3 and all(n.get("up") for n in nodes)
 
@@ -141,7 +145,8 @@ def test_sdk_with_ca_replicates_and_curl_reads(tls_cluster: LocalCluster, tmp_pa
     out = tmp_path / "copy.bin"
     url = tls_cluster.tracker_url + "/files/tls/a.bin"
     done = subprocess.run(
-        [CURL, "-sS", "-L", "--fail", "--cacert", str(tls_cluster.ca), "-o", str(out), url],
+        [CURL, "-sS", "-L", "--fail", "--cacert", str(tls_cluster.ca), "-o", str(out), url]
+        + ["-H", f"Authorization: Bearer {tls_cluster.token}"],
         capture_output=True,
         timeout=60,
     )
@@ -152,9 +157,12 @@ def test_sdk_with_ca_replicates_and_curl_reads(tls_cluster: LocalCluster, tmp_pa
 
 
 def test_sdk_without_the_ca_is_refused(
-    tls_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+    tls_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("MYDFS_CA", raising=False)
+    # A credentials file without the cluster's CA (the session's one has it), the key by env.
+    monkeypatch.setenv("MYDFS_CREDENTIALS", str(tmp_path / "credentials.json"))
+    monkeypatch.setenv("MYDFS_TOKEN", tls_cluster.token or "")
     with pytest.raises(Exception) as raised, Client(tls_cluster.tracker_url, deadline=5) as c:
         c.status()
     assert "certificate" in str(raised.value).lower() or "ssl" in repr(raised.value).lower()
@@ -196,9 +204,13 @@ def test_cluster_up_with_tls_dir_and_cli_ca(tmp_path: Path) -> None:
         )  # fmt: skip
         assert cat.returncode == 0, cat.stderr
         assert cat.stdout == src.read_bytes()
+        # No CA anywhere: not in the arguments, the environment or the credentials file (the
+        # session's one holds the cluster's CA), the key given by environment.
+        token = (tmp_path / "data" / "tracker" / "admin.token").read_text().strip()
+        bare = {**env, "MYDFS_CREDENTIALS": str(tmp_path / "bare.json"), "MYDFS_TOKEN": token}
         no_ca = subprocess.run(
             [mydfs, "--tracker", url, "--timeout", "3", "ls", "/"],
-            capture_output=True, timeout=120, env=env,
+            capture_output=True, timeout=120, env=bare,
         )  # fmt: skip
         assert no_ca.returncode == 1, no_ca
         secret = json.loads((tmp_path / "data" / "cluster.json").read_text())["secret"]
