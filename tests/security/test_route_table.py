@@ -36,8 +36,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import test_utils, web
 from helpers import auth_headers, free_base, grant_headers, signed_headers
 
 from mydfs.client import Client
@@ -190,7 +189,7 @@ async def test_a_storage_route_missing_from_the_table_is_refused(
 
     storage_web.router.add_get("/unlisted/{slot}", handler)
     assert http_routes.protection("GET", "/unlisted/{slot}") is None
-    async with TestClient(TestServer(storage_web)) as client:
+    async with test_utils.TestClient(test_utils.TestServer(storage_web)) as client:
         path = "/unlisted/1"
         headers = {
             **signed_headers(SECRET, "GET", path),
@@ -214,7 +213,7 @@ async def test_a_tracker_route_missing_from_the_table_needs_admin(
 
     tracker_web.router.add_get("/unlisted", handler)
     assert auth.required_role("GET", "/unlisted") == "admin"
-    async with TestClient(TestServer(tracker_web)) as client:
+    async with test_utils.TestClient(test_utils.TestServer(tracker_web)) as client:
         assert (await client.get("/unlisted")).status == 401
         forged = auth_headers("mydfs-" + secrets.token_urlsafe(32))
         assert (await client.get("/unlisted", headers=forged)).status == 401
