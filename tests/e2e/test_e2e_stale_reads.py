@@ -179,7 +179,7 @@ def stale_scenario(c: LocalCluster) -> Scenario:
     delete(t, "/stale/a1")
     # The tracker's reclaimer frees their slots (through the leader) and forgets them.
     wait_for(
-        lambda: http_json(t + "/meta/trash")[1]["trash"] == [],
+        lambda: http_json(t + "/meta/trash", headers=c.auth_headers())[1]["trash"] == [],
         timeout=60,
         what="the reclaimer to free A's and A1's slices",
     )
