@@ -11,11 +11,14 @@ Public (each needs a grant for the file, ``storage/http_grants.py``; W = write, 
           GET|HEAD /files/{path}?head=G:S&size&slices&file&mtime&version&grant  a whole file R
           GET|HEAD /slices/{slot}[?gen=G] read a slice, whole or one Range                   R
           GET /slices/{slot}/meta        the slot's record (signed, or R for its owner)
-          GET /health, /status, /metrics
+          GET /health, /status, /metrics                                                  open
 Internal: PUT /internal/slices/{slot}    a payload pushed by the leader      (signed)
           GET /internal/slices/{slot}    a payload fetched by a peer          (signed)
           GET /internal/holds/{slot}     does this node hold it durably?      (signed)
           DELETE /internal/slices/{slot}?gen&file  leave a 404 if file owns it (signed, leader)
+
+Each route's protection is in one table, ``storage/http_routes.py``, checked by its middleware
+before the handler (a route missing from it is refused); the handlers bind grants to objects.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from mydfs.storage.group_state import SlotInfo
 from mydfs.storage.http_common import NODE_KEY, broken_chain, json_response
 from mydfs.storage.http_files import add_file_routes
 from mydfs.storage.http_grants import check_slot_owner, delete_verdict, require, token_of
+from mydfs.storage.http_routes import route_guard
 from mydfs.storage.node import StorageNode
 from mydfs.storage.peers import location_text
 from mydfs.storage.writer import new_upload_id
@@ -454,7 +458,9 @@ def make_app(node: StorageNode) -> web.Application:
         context={"node": node.node_id},
     )
     app = web.Application(
-        middlewares=[request_id_middleware, count_requests, errors], client_max_size=max_body
+        # route_guard: each route's protection, from one table (storage/http_routes.py).
+        middlewares=[request_id_middleware, count_requests, errors, route_guard],
+        client_max_size=max_body,
     )
     app[NODE_KEY] = node
     app.router.add_put("/slices", upload)
