@@ -9,7 +9,8 @@ failed.
 """
 
 from mydfs.client._transport import RetryPolicy
-from mydfs.client.aio import AsyncClient, AsyncReader, DirEntry, FileInfo
+from mydfs.client.aio import AsyncClient, DirEntry, FileInfo
+from mydfs.client.reader import AsyncReader
 from mydfs.client.sync import Client, Reader
 from mydfs.common.errors import (
     AlreadyExists,

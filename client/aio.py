@@ -42,12 +42,12 @@ import aiohttp
 
 from mydfs.client import credentials
 from mydfs.client._transport import RetryPolicy, Transport
+from mydfs.client.reader import AsyncReader, check_hash
 from mydfs.client.routing import GroupPlan, Leaders
 from mydfs.client.source import SLICE, Source, chunks, source_size, source_stamp
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
     AlreadyExists,
-    Corrupt,
     InvalidArgument,
     MydfsError,
     NotFound,
@@ -564,7 +564,7 @@ class AsyncClient:
                 await asyncio.to_thread(out.write, piece)
                 if progress is not None:
                     progress(len(piece))
-            _check_hash(info, total)
+            check_hash(info, total)
         finally:
             if own:
                 out.close()
@@ -580,65 +580,5 @@ class AsyncClient:
     @traced
     async def open(self, path: str) -> AsyncReader:
         """A streaming reader of the file: ``await r.read(n)``, ``async for chunk in r``."""
-        return AsyncReader(self, await self.stat(path))
-
-
-class AsyncReader:
-    """Reads a stored file sequentially, slice by slice, with read-ahead."""
-
-    def __init__(self, client: AsyncClient, info: FileInfo) -> None:
-        self.info = info
-        self._client = client
-        self._pos = 0
-        self._buf = b""
-        self._stream: AsyncIterator[bytes] | None = None
-        self._crc = 0
-
-    def tell(self) -> int:
-        return self._pos - len(self._buf)
-
-    async def _next_piece(self) -> bytes:
-        if self._stream is None:
-            self._stream = self._client._slices_in_order(self.info)
-        try:
-            piece = await self._stream.__anext__()
-        except StopAsyncIteration:
-            _check_hash(self.info, self._crc)
-            return b""
-        self._crc = crc32c(piece, self._crc)
-        self._pos += len(piece)
-        return piece
-
-    async def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (all that is left if ``n < 0``); ``b""`` at the end."""
-        chunks = [self._buf]
-        have = len(self._buf)
-        while n < 0 or have < n:
-            piece = await self._next_piece()
-            if not piece:
-                break
-            chunks.append(piece)
-            have += len(piece)
-        data = b"".join(chunks)
-        if n < 0 or len(data) <= n:
-            self._buf = b""
-            return data
-        self._buf = data[n:]
-        return data[:n]
-
-    def __aiter__(self) -> AsyncReader:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._buf:
-            data, self._buf = self._buf, b""
-            return data
-        piece = await self._next_piece()
-        if not piece:
-            raise StopAsyncIteration
-        return piece
-
-
-def _check_hash(info: FileInfo, crc: int) -> None:
-    if info.hash.startswith("crc32c:") and int(info.hash[7:], 16) != crc:
-        raise Corrupt("file content fails its end-to-end checksum", path=info.path)
+        info = await self.stat(path)
+        return AsyncReader(info, lambda: self._slices_in_order(info))

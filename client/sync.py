@@ -13,7 +13,8 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, BinaryIO, TypeVar
 
 from mydfs.client._transport import RetryPolicy
-from mydfs.client.aio import AsyncClient, AsyncReader, DirEntry, FileInfo, Progress
+from mydfs.client.aio import AsyncClient, DirEntry, FileInfo, Progress
+from mydfs.client.reader import AsyncReader
 from mydfs.client.source import Source
 
 T = TypeVar("T")

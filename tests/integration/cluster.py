@@ -434,8 +434,9 @@ async def upload(
     base: str | None = None,
 ) -> dict[str, Any]:
     """Upload like a client: to ``base`` (default: the group's leader), following 307s,
-    retrying 503/504/409 and connection errors with the same upload id until ``deadline``.
-    Returns the 201/200 JSON body; any other answer fails the test."""
+    retrying 503/504/409, a 507 from a leader whose journal disk is full, and connection errors
+    with the same upload id until ``deadline``. Returns the 201/200 JSON body; any other answer
+    fails the test."""
     upload_id = upload_id or os.urandom(16).hex()
     end = time.monotonic() + deadline
     last: object = None
@@ -458,7 +459,10 @@ async def upload(
         if reply.status == 307:
             base = reply.headers["Location"].split("/slices")[0]
             continue
-        if reply.status in (503, 504, 409):  # 409: the same upload still in flight
+        # 409: the same upload still in flight. 507 naming the leader's journal: a node whose
+        # disk is full won an election; it refuses to log and hands leadership over.
+        journal_full = reply.status == 507 and b"leader's journal" in reply.body
+        if reply.status in (503, 504, 409) or journal_full:
             base = None
             await asyncio.sleep(0.2)
             continue
