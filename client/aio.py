@@ -117,8 +117,10 @@ class AsyncClient:
     ) -> None:
         if not tracker.startswith(("http://", "https://")):
             raise InvalidArgument(f"tracker URL {tracker!r} must start with http:// or https://")
-        if window < 1:
-            raise InvalidArgument("window must be at least 1")
+        if window < 2:
+            # A slice is written once the next one's place is known (its header points there),
+            # so an upload holds at least two slices.
+            raise InvalidArgument(f"window must be at least 2, got {window}")
         self.tracker = tracker.rstrip("/")
         self.window = window
         self._own_session = session is None

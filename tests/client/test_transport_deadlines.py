@@ -158,3 +158,13 @@ async def test_retry_cuts_a_hanging_attempt_at_the_operation_deadline(
     with pytest.raises(Timeout, match="try later"):
         await t.retry("refused call", refused, path="/a")
     assert calls >= 3  # backed off and tried again until the deadline
+
+
+def test_an_upload_window_below_two_is_refused() -> None:
+    """A slice is written once its successor's place is known, so an upload holds two slices:
+    a window of 1 would wait on itself forever; it is refused up front instead."""
+    from mydfs.client import AsyncClient
+    from mydfs.common.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="at least 2"):
+        AsyncClient("http://127.0.0.1:1", window=1)
