@@ -15,6 +15,7 @@ import inspect
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from mydfs.client import credentials
+from mydfs.client.local_cluster import LocalCluster
 from mydfs.client.process import (
     Deadline,
     entry_point,
@@ -39,6 +41,7 @@ __all__ = [
     "ClusterUp",
     "auth_headers",
     "child_pids",
+    "dispose",
     "entry_point",
     "failed",
     "free_base",
@@ -108,6 +111,18 @@ def tracker_token(tracker: str) -> str | None:
 def auth_headers(token: str | None) -> dict[str, str]:
     """``{"Authorization": "Bearer <token>"}`` (empty without a token) for raw tracker calls."""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def dispose(cluster: LocalCluster, root: Path) -> None:
+    """Stop ``cluster`` cleanly, SIGKILL whatever survived that, and remove ``root`` (its data):
+    the teardown of every test that runs its own cluster."""
+    try:
+        cluster.stop()
+    finally:
+        for proc in cluster.processes():
+            if proc.alive():
+                proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def failed(request: pytest.FixtureRequest) -> bool:

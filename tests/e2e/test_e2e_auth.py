@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from e2e_helpers import cli_ok, curl, curl_ok, http_request, random_bytes, run_cli, sha256
-from helpers import free_base
+from helpers import dispose, free_base
 
 from mydfs.client import Client, credentials
 from mydfs.client.local_cluster import LocalCluster
@@ -40,13 +40,7 @@ def cluster() -> Iterator[LocalCluster]:
             admin.put("/priv/other.bin", b"other file")
         yield c
     finally:
-        try:
-            c.stop()
-        finally:
-            for proc in c.processes():
-                if proc.alive():
-                    proc.kill()
-            shutil.rmtree(root, ignore_errors=True)
+        dispose(c, root)
 
 
 def _status(url: str, method: str = "GET", token: str | None = None) -> int:

@@ -8,7 +8,6 @@ JSON object.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from e2e_helpers import random_bytes
-from helpers import free_base, wait_until
+from helpers import dispose, free_base, wait_until
 
 from mydfs.client.aio import SLICE, AsyncClient
 from mydfs.client.local_cluster import LocalCluster
@@ -37,13 +36,7 @@ def json_cluster() -> Iterator[LocalCluster]:
         c.start(timeout=90.0)
         yield c
     finally:
-        try:
-            c.stop()
-        finally:
-            for proc in c.processes():
-                if proc.alive():
-                    proc.kill()
-            shutil.rmtree(root, ignore_errors=True)
+        dispose(c, root)
 
 
 def _entries(path: Path) -> list[dict[str, Any]]:

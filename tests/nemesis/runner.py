@@ -121,11 +121,11 @@ def run_nemesis(root: Path, cfg: Config) -> dict[str, Any]:
         # The tracker's reclaimer may still be deleting the slices of removed or replaced files:
         # members apply each delete a moment apart, so compare again (bounded) before reporting.
         tables_differ = cluster.tables_differ()
-        for _ in range(5):
-            if not tables_differ:
+        compare_until = time.monotonic() + 60
+        for _ in range(10):  # each comparison reads every slot of every member: seconds
+            if not tables_differ or time.monotonic() > compare_until:
                 break
             cluster.wait_converged(timeout=60)
-            time.sleep(2.0)  # a pause between two comparisons, not a wait on a condition
             tables_differ = cluster.tables_differ()
         fin = _workload(net, cluster, cfg, "final", final_path, root / "workload.log",
                         ["--history", str(history)])  # fmt: skip

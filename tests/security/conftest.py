@@ -10,13 +10,12 @@ bound on pending reservations (16).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import free_base
+from helpers import dispose, free_base
 from security_helpers import CLIENT_TIMEOUT
 
 from mydfs.client.local_cluster import LocalCluster
@@ -34,10 +33,4 @@ def hostile_cluster() -> Iterator[LocalCluster]:
         c.start(timeout=90.0)
         yield c
     finally:
-        try:
-            c.stop()
-        finally:
-            for proc in c.processes():
-                if proc.alive():
-                    proc.kill()
-            shutil.rmtree(root, ignore_errors=True)
+        dispose(c, root)

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +36,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 from aiohttp import test_utils, web
-from helpers import auth_headers, free_base, grant_headers, signed_headers
+from helpers import auth_headers, dispose, free_base, grant_headers, signed_headers
 
 from mydfs.client import Client
 from mydfs.client.local_cluster import LocalCluster
@@ -305,13 +304,7 @@ def world() -> Iterator[World]:
         admin_json(c, "DELETE", "/admin/keys/revoked")
         yield w
     finally:
-        try:
-            c.stop()
-        finally:
-            for proc in c.processes():
-                if proc.alive():
-                    proc.kill()
-            shutil.rmtree(root, ignore_errors=True)
+        dispose(c, root)
 
 
 @dataclass
