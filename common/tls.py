@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from mydfs.common.config import ConfigError, Option
 
@@ -96,12 +97,23 @@ def ca_from_env(
     return env.get(CA_ENV) or None
 
 
+def listening_site(
+    runner: web.BaseRunner, host: str, port: int, cert: Path | None, key: Path | None
+) -> tuple[web.TCPSite, str]:
+    """A server's listening site: HTTPS with ``cert`` and ``key``, else plain HTTP; and which
+    of the two it is (``"HTTPS"`` or ``"HTTP"``, for the start-up log line)."""
+    context = server_context(cert, key)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
+    return site, "HTTPS" if context else "HTTP"
+
+
 __all__ = [
     "CA_ENV",
     "TLS_OPTIONS",
     "ca_from_env",
     "client_context",
     "connector",
+    "listening_site",
     "server_context",
     "tls_paths",
 ]

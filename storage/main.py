@@ -42,14 +42,13 @@ def _parser() -> argparse.ArgumentParser:
 
 async def serve(config: StorageConfig) -> None:
     """Run one storage node until SIGTERM or SIGINT."""
-    from aiohttp import web
 
     # Everything this process creates (volume, journal, snapshots, edit logs, checkpoints,
     # temporary files of pysyncobj) is owner-only, whatever the caller's umask.
     os.umask(0o077)
 
     from mydfs.common.limits import LimitedRunner
-    from mydfs.common.tls import server_context
+    from mydfs.common.tls import listening_site
     from mydfs.storage.http_api import make_app
     from mydfs.storage.node import StorageNode
 
@@ -58,19 +57,14 @@ async def serve(config: StorageConfig) -> None:
     await node.start()
     runner = LimitedRunner(make_app(node), config.limits, access_log=None, handle_signals=False)
     await runner.setup()
-    ssl_context = server_context(config.tls_cert, config.tls_key)
-    site = web.TCPSite(
-        runner,
-        config.listen_host,
-        config.listen_port,
-        reuse_address=True,
-        ssl_context=ssl_context,
+    site, scheme = listening_site(
+        runner, config.listen_host, config.listen_port, config.tls_cert, config.tls_key
     )
     try:
         await site.start()
         log.info(
             "serving %s on %s (advertised %s)",
-            "HTTPS" if ssl_context else "HTTP",
+            scheme,
             config.listen_port,
             config.advertise,
         )

@@ -34,14 +34,13 @@ def _parser() -> argparse.ArgumentParser:
 
 async def serve(config: TrackerConfig) -> int:
     """Run the tracker until SIGTERM/SIGINT (exit 0) or an edit-log failure (exit 1)."""
-    from aiohttp import web
 
     # Everything this process creates (volume, journal, snapshots, edit logs, checkpoints,
     # temporary files of pysyncobj) is owner-only, whatever the caller's umask.
     os.umask(0o077)
 
     from mydfs.common.limits import LimitedRunner
-    from mydfs.common.tls import server_context
+    from mydfs.common.tls import listening_site
     from mydfs.tracker.http_api import make_app
     from mydfs.tracker.keys import open_store
     from mydfs.tracker.metrics import TrackerMetrics
@@ -78,18 +77,13 @@ async def serve(config: TrackerConfig) -> int:
     reclaiming: asyncio.Task[None] | None = None
     try:
         await runner.setup()
-        ssl_context = server_context(config.tls_cert, config.tls_key)
-        site = web.TCPSite(
-            runner,
-            config.listen_host,
-            config.listen_port,
-            reuse_address=True,
-            ssl_context=ssl_context,
+        site, scheme = listening_site(
+            runner, config.listen_host, config.listen_port, config.tls_cert, config.tls_key
         )
         await site.start()
         log.info(
             "serving %s on %s:%d (advertised %s), data in %s",
-            "HTTPS" if ssl_context else "HTTP",
+            scheme,
             config.listen_host,
             config.listen_port,
             config.advertise,
