@@ -219,9 +219,7 @@ def issue_decision(
     no prevs)."""
     if op not in DECISION_OPS:
         raise ValueError(f"a decision is commit or abort, not {op!r}")
-    return issue(
-        secret, Grant(op, expires, file_id, txn=txn, version=version, prevs=tuple(prevs))
-    )
+    return issue(secret, Grant(op, expires, file_id, txn=txn, version=version, prevs=tuple(prevs)))
 
 
 def decision_of(secret: str, token: str | None, txn: str, *, now: float | None = None) -> Grant:

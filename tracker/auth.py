@@ -4,8 +4,9 @@ One table (:data:`ROUTES`) says what each route needs: ``None`` (open: health, m
 dashboard's static files, and ``/heartbeat`` and ``/internal/edits/{txn}/resolve``, whose
 handlers check the cluster signature), or a role, ``read < write < admin``
 (:mod:`mydfs.tracker.keys`). A caller names its key with ``Authorization: Bearer <token>``;
-no token or an unknown one is a 401 (:class:`Unauthorized`), a key whose role is too low a 403 (:class:`Forbidden`). A route missing
-from the table needs ``admin``, so a new route is closed until it is listed.
+no token or an unknown one is a 401 (:class:`Unauthorized`), a key whose role is too low a 403
+(:class:`Forbidden`). A route missing from the table needs ``admin``, so a new route is closed
+until it is listed.
 
 Two ways to read without a key:
 

@@ -145,8 +145,7 @@ class CommitRequest:
             or len(set(groups)) != len(groups)
         ):
             raise InvalidArgument(
-                f"groups must be a list of distinct group ids 1..{MAX_GROUP} "
-                f"(at most {MAX_PAIRS})",
+                f"groups must be a list of distinct group ids 1..{MAX_GROUP} (at most {MAX_PAIRS})",
                 field="groups",
             )
         head_given = "head" in b
@@ -174,11 +173,7 @@ class CommitRequest:
 def _head(value: Any) -> Location | None:
     if value is None:
         return None
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(type(v) is int for v in value)
-    ):
+    if not isinstance(value, list) or len(value) != 2 or not all(type(v) is int for v in value):
         raise InvalidArgument(f"head must be [group, slot] or null, got {value!r}", field="head")
     try:
         return Location.checked(value[0], value[1])

@@ -162,8 +162,11 @@ class FileEntry:
         ) + self.hash.encode("ascii")
         if not self.versions and not self.layout:
             return packed
-        return packed + b"\x00" + EXT_HEAD.pack(self.layout, len(self.versions)) + _pairs(
-            self.versions
+        return (
+            packed
+            + b"\x00"
+            + EXT_HEAD.pack(self.layout, len(self.versions))
+            + _pairs(self.versions)
         )
 
     @staticmethod
