@@ -82,7 +82,7 @@ class Edits:
 
     async def _record(self, d: Decision) -> None:
         await self._t.record_edit(Decide(d), "edit_commit" if d.committed else "edit_abort")
-        log.info(
+        log.debug(
             "edit %s of %s (%s): %s%s",
             d.txn,
             d.path or "?",

@@ -10,6 +10,10 @@ code serves live requests and log replay:
 
 The durable shell (:mod:`mydfs.tracker.store`) logs the edit between the two steps.
 
+The namespace also holds the decisions of in-place edits (:attr:`Namespace.decisions`, a
+:class:`~mydfs.tracker.decisions.DecisionTable`): a ``Decide`` edit records one and, for a
+commit, replaces the file's entry in place. Their rules are in :mod:`mydfs.tracker.decisions`.
+
 Layout in memory: one dict per directory, ``dirs[dir_path][name]`` → the file's packed entry
 (``bytes``, see :mod:`mydfs.tracker.records`) or ``None`` for a subdirectory. A file's full path
 is never stored: it is its directory's key (shared by all its files) plus its name. Directories

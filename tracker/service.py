@@ -257,7 +257,9 @@ class Tracker:
         return {"intents": [i.to_dict() for i in self.store.ns.intents()]}
 
     async def locate(self, path: str) -> Located:
-        """Pick a random up node of the head's group for a read of ``path``."""
+        """Pick a random up node of the head's group for a read of ``path``. The URL carries
+        the entry (head, size, slices, file id, mtime, version; ``gv=g:v,...`` = the versions
+        of an edited file) and a read grant."""
         entry = await self.stat(path)
         if entry.head is None:
             return Located(entry, None)
@@ -318,6 +320,7 @@ class Tracker:
         m.directories.set(ns.directories)
         m.trash.set(ns.trash_count)
         m.intents.set(ns.intent_count)
+        m.decisions.set(len(ns.decisions))
         m.log_seq.set(self.store.log.last_seq)
         m.log_durable.set(self.store.log.durable_seq)
         m.log_syncs.set(self.store.log.syncs)

@@ -132,3 +132,23 @@ def test_decision_tokens_are_checked_strictly() -> None:
         check(SECRET, write, op="commit", now=1000)
     with pytest.raises(ValueError):
         issue_decision(SECRET, "write", file_id=FILE, txn=TXN, version=1, prevs=(), expires=1)
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.lists(st.tuples(st.integers(1, 2**32 - 2), st.integers(0, 2**32 - 1)), max_size=20),
+    st.sampled_from(["commit", "abort"]),
+)
+def test_decision_tokens_round_trip(version: int, prevs: list[tuple[int, int]], op: str) -> None:
+    token = issue_decision(
+        SECRET, op, file_id=FILE, txn=TXN, version=version, prevs=tuple(prevs), expires=10
+    )
+    grant = decision_of(SECRET, token, TXN, now=5)
+    assert (grant.op, grant.version, grant.prevs, grant.file_id) == (
+        op,
+        version,
+        tuple(prevs),
+        FILE,
+    )
+    for g, _ in prevs:
+        assert grant.prev_for(g) == next(p for h, p in prevs if h == g)  # the first one named

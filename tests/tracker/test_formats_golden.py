@@ -12,6 +12,7 @@ import pytest
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt
+from mydfs.common.file_record import FileRecord
 from mydfs.common.location import Location
 from mydfs.tracker.checkpoint import decode_checkpoint, encode_checkpoint
 from mydfs.tracker.framing import (
@@ -217,6 +218,12 @@ def test_edited_entry_golden() -> None:
     record = EDITED.record("/a/b.bin").to_dict()
     assert record["versions"] == [[2, 4], [7, 5]] and record["layout"] == 4
     assert ENTRY_EXAMPLE.record("/a").to_dict()["versions"] == []
+    assert FileRecord.from_dict(record) == EDITED.record("/a/b.bin")
+    old_wire = {k: v for k, v in record.items() if k not in ("versions", "layout")}
+    assert (
+        FileRecord.from_dict(old_wire).versions == () and FileRecord.from_dict(old_wire).layout == 0
+    )
+    assert EDITED.record("/a").version_of(2) == 4
     for bad in (packed[:-1], packed[:-8] + h("01000000 01000000"), packed + b"\x00"):
         with pytest.raises(Corrupt):
             FileEntry.unpack(bad)
