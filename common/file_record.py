@@ -23,8 +23,8 @@ class FileRecord:
     committed edit that touched it (``((group, version), ...)`` by group; empty for a file never
     edited): a reader accepts a chain run of group ``g`` only when the node reports exactly
     ``versions.get(g, 0)``. ``layout`` is the version of the last layout-changing edit (0:
-    none). On the wire ``"versions": [[g, v], ...]`` and ``"layout": n``; absent means empty and
-    0. ``grant`` is the
+    none). On the wire ``"versions": [[g, v], ...]`` and ``"layout": n``, left out for a file
+    never edited (absent means empty and 0). ``grant`` is the
     read grant the tracker's ``GET /meta/files`` answer carries for it (``""`` elsewhere): the
     SDK forwards it to the storage nodes it reads from. It is not part of ``to_dict``, its
     equality or its repr (a credential stays out of logs and printed records).
@@ -62,7 +62,8 @@ class FileRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The wire form; ``versions`` and ``layout`` only for a file edited in place."""
+        wire: dict[str, Any] = {
             "path": self.path,
             "file_id": self.file_id,
             "size": self.size,
@@ -72,9 +73,11 @@ class FileRecord:
             "ctime": self.ctime,
             "mtime": self.mtime,
             "version": self.version,
-            "versions": [[g, v] for g, v in self.versions],
-            "layout": self.layout,
         }
+        if self.versions or self.layout:
+            wire["versions"] = [[g, v] for g, v in self.versions]
+            wire["layout"] = self.layout
+        return wire
 
     def version_of(self, group: int) -> int:
         """``versions.get(group, 0)``: the version a chain run of ``group`` must report."""

@@ -125,7 +125,12 @@ class Edits:
                     "the path is a directory; only files are edited", reason="directory", path=path
                 )
             raise NotFound("no such file", path=path)
-        return {"entry": entry.to_dict(path), "grant": self._t.grant("write", entry.file_id)}
+        wire = dict(
+            entry.to_dict(path),
+            versions=[[g, v] for g, v in entry.versions],
+            layout=entry.layout,
+        )
+        return {"entry": wire, "grant": self._t.grant("write", entry.file_id)}
 
     async def commit(self, txn: str, body: Any) -> dict[str, Any]:
         """Decide ``txn``: commit (200 + the decision) or abort with the refusal (4xx)."""

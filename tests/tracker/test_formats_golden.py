@@ -217,7 +217,7 @@ def test_edited_entry_golden() -> None:
     assert FileEntry.unpack(no_hash.pack()) == no_hash
     record = EDITED.record("/a/b.bin").to_dict()
     assert record["versions"] == [[2, 4], [7, 5]] and record["layout"] == 4
-    assert ENTRY_EXAMPLE.record("/a").to_dict()["versions"] == []
+    assert "versions" not in ENTRY_EXAMPLE.record("/a").to_dict()  # never edited: as before
     assert FileRecord.from_dict(record) == EDITED.record("/a/b.bin")
     old_wire = {k: v for k, v in record.items() if k not in ("versions", "layout")}
     assert (
