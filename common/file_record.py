@@ -18,7 +18,13 @@ class FileRecord:
     """A file of the namespace: where its chain starts and what the client said about it.
 
     ``hash`` is the client's content hash (``crc32c:1a2b3c4d``), ``""`` when none was given
-    (``null`` on the wire); ``version`` is 1 at creation, +1 per overwrite. ``grant`` is the
+    (``null`` on the wire); ``version`` is 1 at creation, +1 per overwrite or committed edit.
+    ``versions`` says, for every group an in-place edit ever touched, the version of the last
+    committed edit that touched it (``((group, version), ...)`` by group; empty for a file never
+    edited): a reader accepts a chain run of group ``g`` only when the node reports exactly
+    ``versions.get(g, 0)``. ``layout`` is the version of the last layout-changing edit (0:
+    none). On the wire ``"versions": [[g, v], ...]`` and ``"layout": n``, left out for a file
+    never edited (absent means empty and 0). ``grant`` is the
     read grant the tracker's ``GET /meta/files`` answer carries for it (``""`` elsewhere): the
     SDK forwards it to the storage nodes it reads from. It is not part of ``to_dict``, its
     equality or its repr (a credential stays out of logs and printed records).
@@ -33,6 +39,8 @@ class FileRecord:
     ctime: float
     mtime: float
     version: int
+    versions: tuple[tuple[int, int], ...] = ()
+    layout: int = 0
     grant: str = field(default="", compare=False, repr=False)
 
     @classmethod
@@ -48,11 +56,14 @@ class FileRecord:
             ctime=float(d.get("ctime") or 0),
             mtime=float(d.get("mtime") or 0),
             version=int(d.get("version") or 1),
+            versions=tuple(sorted((int(g), int(v)) for g, v in d.get("versions") or ())),
+            layout=int(d.get("layout") or 0),
             grant=str(d.get("grant") or ""),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The wire form; ``versions`` and ``layout`` only for a file edited in place."""
+        wire: dict[str, Any] = {
             "path": self.path,
             "file_id": self.file_id,
             "size": self.size,
@@ -63,3 +74,14 @@ class FileRecord:
             "mtime": self.mtime,
             "version": self.version,
         }
+        if self.versions or self.layout:
+            wire["versions"] = [[g, v] for g, v in self.versions]
+            wire["layout"] = self.layout
+        return wire
+
+    def version_of(self, group: int) -> int:
+        """``versions.get(group, 0)``: the version a chain run of ``group`` must report."""
+        for g, v in self.versions:
+            if g == group:
+                return v
+        return 0

@@ -13,12 +13,21 @@ Token layout (``docs/security.md``)::
 ``key`` is derived from the cluster secret (``HMAC(secret, "mydfs grant v1")``), so a grant's
 MAC can never be confused with the ``X-Mydfs-Auth`` signature of internal calls. Claims:
 
-    op     "read" | "write"      what the bearer may do
+    op     "read" | "write" | "commit" | "abort"   what the bearer may do
     file   32 hex digits or ""   the file id the grant is bound to ("" only with ``path``)
     path   "" or a file path     a shared download URL (``mydfs share``) names a path instead
     groups [int, ...]            the groups a write grant may reserve in ([] = any group)
     n      int                   at most this many slices per group (0 = no bound)
     exp    int                   unix seconds after which the grant is refused
+
+A **decision token** is a grant with op ``"commit"`` or ``"abort"``: the tracker's signed word
+on an edit transaction, which a storage group applies (``commit``) or rolls back on. It carries
+three more claims, present only in decision tokens:
+
+    txn    32 hex digits         the edit transaction
+    ver    int                   the file's new version (0 for an abort)
+    prev   [[group, prev], ...]  per participant group, the file's version for that group
+                                 before this commit (the group applies it only from there)
 
 Checking is pure (no clock unless ``now`` is omitted): :func:`check` raises
 :class:`~mydfs.common.errors.Unauthorized` (401) for a missing, malformed or forged token and
@@ -46,7 +55,9 @@ GRANT_PARAM = "grant"
 #: Longest token accepted before any decoding (a grant is about 200 characters).
 MAX_TOKEN_CHARS = 2048
 
-OPS = ("read", "write")
+#: Grants for slices, and decision tokens (:func:`issue_decision`, :func:`decision_of`).
+DECISION_OPS = ("commit", "abort")
+OPS = ("read", "write", *DECISION_OPS)
 _VERSION = "v1"
 
 
@@ -60,9 +71,13 @@ class Grant:
     path: str = ""
     groups: tuple[int, ...] = field(default=())
     slices: int = 0
+    #: Decision tokens only: the transaction, the new version, the prevs by group.
+    txn: str = ""
+    version: int = 0
+    prevs: tuple[tuple[int, int], ...] = field(default=())
 
     def to_claims(self) -> dict[str, Any]:
-        return {
+        claims: dict[str, Any] = {
             "op": self.op,
             "file": self.file_id,
             "path": self.path,
@@ -70,6 +85,11 @@ class Grant:
             "n": self.slices,
             "exp": self.expires,
         }
+        if self.op in DECISION_OPS:
+            claims["txn"] = self.txn
+            claims["ver"] = self.version
+            claims["prev"] = [[g, p] for g, p in self.prevs]
+        return claims
 
     @classmethod
     def from_claims(cls, data: Any) -> Grant:
@@ -83,7 +103,23 @@ class Grant:
             raise ValueError("bad groups")
         if type(slices) is not int or type(expires) is not int:
             raise ValueError("bad n or exp")
-        return cls(op, expires, file_id, path, tuple(groups), slices)
+        txn, version, prev = data.get("txn", ""), data.get("ver", 0), data.get("prev", [])
+        if not isinstance(txn, str) or type(version) is not int:
+            raise ValueError("bad txn or ver")
+        if not isinstance(prev, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) for p in prev
+        ):
+            raise ValueError("bad prev")
+        prevs = tuple((p[0], p[1]) for p in prev)
+        return cls(op, expires, file_id, path, tuple(groups), slices, txn, version, prevs)
+
+    def prev_for(self, group: int) -> int:
+        """A decision token's prev for ``group``: the version the group must be at (0 if the
+        token names no prev for it)."""
+        for g, p in self.prevs:
+            if g == group:
+                return p
+        return 0
 
 
 def issue(secret: str, grant: Grant) -> str:
@@ -149,13 +185,16 @@ def check(
 
     Raises :class:`Unauthorized` (401) when the token is missing or does not verify and
     :class:`Forbidden` (403) when it verifies but is expired or names something else. A read
-    is allowed by a read or a write grant; a write only by a write grant.
+    is allowed by a read or a write grant; a write only by a write grant; ``commit`` and
+    ``abort`` only by a decision token of exactly that op (a decision token allows no read or
+    write).
     """
     grant = decode(secret, token)
     current = time.time() if now is None else now
     if current > grant.expires:
         raise Forbidden("grant expired", expired_at=grant.expires)
-    if op == "write" and grant.op != "write":
+    allowed = ("read", "write") if op == "read" else (op,)
+    if grant.op not in allowed:
         raise Forbidden(f"a {grant.op} grant does not allow {op}")
     if file_id is not None and grant.file_id != file_id:
         raise Forbidden("grant is for another file", file=file_id)
@@ -163,6 +202,38 @@ def check(
         raise Forbidden("grant is for another path", path=path)
     if group is not None and grant.groups and group not in grant.groups:
         raise Forbidden("grant is for other groups", group=group)
+    return grant
+
+
+def issue_decision(
+    secret: str,
+    op: str,
+    *,
+    file_id: str,
+    txn: str,
+    version: int,
+    prevs: tuple[tuple[int, int], ...],
+    expires: int,
+) -> str:
+    """The decision token for ``txn`` (``op`` "commit" or "abort"; an abort has version 0 and
+    no prevs)."""
+    if op not in DECISION_OPS:
+        raise ValueError(f"a decision is commit or abort, not {op!r}")
+    return issue(secret, Grant(op, expires, file_id, txn=txn, version=version, prevs=tuple(prevs)))
+
+
+def decision_of(secret: str, token: str | None, txn: str, *, now: float | None = None) -> Grant:
+    """The tracker's decision on ``txn`` in ``token``: a commit or abort token that verifies,
+    is not expired and names that transaction. Raises :class:`Unauthorized` (missing, malformed,
+    forged) or :class:`Forbidden` (expired, not a decision, another txn)."""
+    grant = decode(secret, token)
+    current = time.time() if now is None else now
+    if current > grant.expires:
+        raise Forbidden("decision token expired", expired_at=grant.expires, txn=txn)
+    if grant.op not in DECISION_OPS:
+        raise Forbidden(f"a {grant.op} grant is not a decision", txn=txn)
+    if grant.txn != txn:
+        raise Forbidden("the decision is for another transaction", txn=txn)
     return grant
 
 

@@ -1,11 +1,12 @@
 """Who may call which tracker route: API keys with roles, share URLs, public folders.
 
 One table (:data:`ROUTES`) says what each route needs: ``None`` (open: health, metrics, the
-dashboard's static files, and ``/heartbeat``, which its handler checks against the cluster
-secret), or a role, ``read < write < admin`` (:mod:`mydfs.tracker.keys`). A caller names its
-key with ``Authorization: Bearer <token>``; no token or an unknown one is a 401
-(:class:`Unauthorized`), a key whose role is too low a 403 (:class:`Forbidden`). A route missing
-from the table needs ``admin``, so a new route is closed until it is listed.
+dashboard's static files, and ``/heartbeat`` and ``/internal/edits/{txn}/resolve``, whose
+handlers check the cluster signature), or a role, ``read < write < admin``
+(:mod:`mydfs.tracker.keys`). A caller names its key with ``Authorization: Bearer <token>``;
+no token or an unknown one is a 401 (:class:`Unauthorized`), a key whose role is too low a 403
+(:class:`Forbidden`). A route missing from the table needs ``admin``, so a new route is closed
+until it is listed.
 
 Two ways to read without a key:
 
@@ -53,6 +54,7 @@ OPEN = None
 #: (method, route) → the role it needs, or None for an open route. HEAD is checked as GET.
 ROUTES: dict[tuple[str, str], str | None] = {
     ("POST", "/heartbeat"): OPEN,  # signed with the cluster secret (X-Mydfs-Auth)
+    ("POST", "/internal/edits/{txn}/resolve"): OPEN,  # signed like /heartbeat (body included)
     ("GET", "/health"): OPEN,
     ("GET", "/metrics"): OPEN,
     ("GET", "/ui"): OPEN,
@@ -64,11 +66,15 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/meta/list/{path}"): "read",
     ("GET", "/files/{path}"): "read",
     ("POST", "/share"): "read",
+    ("GET", "/meta/edits/{txn}"): "read",
     ("POST", "/placements"): "write",
     ("PUT", "/meta/files/{path}"): "write",
     ("DELETE", "/meta/files/{path}"): "write",
     ("POST", "/meta/intents"): "write",
     ("DELETE", "/meta/intents/{file_id}"): "write",
+    ("POST", "/meta/edits"): "write",
+    ("POST", "/meta/edits/{txn}/commit"): "write",
+    ("POST", "/meta/edits/{txn}/abort"): "write",
     ("GET", "/meta/intents"): "admin",
     ("GET", "/meta/trash"): "admin",
     ("DELETE", "/meta/trash/{file_id}"): "admin",

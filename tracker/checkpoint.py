@@ -1,7 +1,8 @@
 """Checkpoints of the namespace (HDFS's fsimage): the whole state as of one edit seq.
 
 A checkpoint file ``checkpoint-<seq, 20 digits>.ckpt`` holds a header naming the last edit it
-covers, then one frame per file, trash record and intent, then an END frame with the counts
+covers, then one frame per file, trash record, intent and edit decision (oldest first), then an
+END frame with the counts
 (format: :mod:`mydfs.tracker.framing`, ``docs/tracker.md``). It is written to a ``.tmp`` name,
 fsync'ed, renamed into place and the folder fsync'ed, so a checkpoint either exists whole or not
 at all: on a full disk the partial ``.tmp`` is removed, :class:`DiskFull` is raised, and the
@@ -32,6 +33,8 @@ from mydfs.tracker.framing import (
 from mydfs.tracker.namespace import Namespace, Snapshot
 from mydfs.tracker.records import (
     COUNTS,
+    COUNTS4,
+    Decision,
     EditType,
     TrashRecord,
     decode_intent,
@@ -73,11 +76,16 @@ def encode_checkpoint(seq: int, snapshot: Snapshot, created: float, out: BinaryI
     for intent in snapshot.intents:
         n += 1
         total += out.write(encode_frame(n, EditType.CK_INTENT, encode_intent(intent))) or 0
+    for decision in snapshot.decisions:
+        n += 1
+        total += out.write(encode_frame(n, EditType.CK_DECISION, decision.pack())) or 0
     if files != snapshot.files:
         raise InvariantViolation(
             "snapshot file count drifted", files=files, expected=snapshot.files
         )
-    counts = COUNTS.pack(files, len(snapshot.trash), len(snapshot.intents))
+    counts = COUNTS4.pack(
+        files, len(snapshot.trash), len(snapshot.intents), len(snapshot.decisions)
+    )
     total += out.write(encode_frame(n + 1, EditType.CK_END, counts)) or 0
     return total
 
@@ -112,7 +120,7 @@ def decode_checkpoint(data: bytes) -> tuple[int, float, Namespace]:
     """``(seq covered, created, namespace)``; anything malformed raises :class:`Corrupt`."""
     seq, created = decode_checkpoint_header(data)
     ns = Namespace()
-    counts = [0, 0]  # trash, intents
+    counts = [0, 0, 0]  # trash, intents, decisions
     end: list[bytes] = []
 
     def load(frame: Frame) -> None:
@@ -127,6 +135,9 @@ def decode_checkpoint(data: bytes) -> tuple[int, float, Namespace]:
         elif frame.kind == EditType.CK_INTENT:
             ns.load_intent(decode_intent(frame.payload))
             counts[1] += 1
+        elif frame.kind == EditType.CK_DECISION:
+            ns.load_decision(Decision.unpack(frame.payload))
+            counts[2] += 1
         elif frame.kind == EditType.CK_END:
             end.append(frame.payload)
         else:
@@ -140,13 +151,16 @@ def decode_checkpoint(data: bytes) -> tuple[int, float, Namespace]:
         raise Corrupt(f"checkpoint damaged at byte {scan.end} ({scan.stop.value})")
     if not end:
         raise Corrupt("checkpoint has no END record (incomplete)")
-    if len(end[0]) != COUNTS.size:
+    # Format version 1 counted files, trash and intents; version 2 adds decisions.
+    if len(end[0]) == COUNTS.size:
+        said: tuple[int, ...] = (*COUNTS.unpack(end[0]), 0)
+    elif len(end[0]) == COUNTS4.size:
+        said = COUNTS4.unpack(end[0])
+    else:
         raise Corrupt("checkpoint END record has the wrong size")
-    found = (ns.files, counts[0], counts[1])
-    if COUNTS.unpack(end[0]) != found:
-        raise Corrupt(
-            f"checkpoint END counts {COUNTS.unpack(end[0])} do not match the records {found}"
-        )
+    found = (ns.files, counts[0], counts[1], counts[2])
+    if said != found:
+        raise Corrupt(f"checkpoint END counts {said} do not match the records {found}")
     return seq, created, ns
 
 

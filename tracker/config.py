@@ -82,6 +82,13 @@ OPTIONS: tuple[Option, ...] = (
         1.0,
         "seconds between passes of the reclaimer over the trash (and after a failed pass)",
     ),
+    Option(
+        "edit_decision_retention",
+        "float",
+        3600.0,
+        "seconds the tracker remembers the decision of an in-place edit (and decision tokens "
+        "stay valid); a participant asking about an older prepare gets 'unknown'",
+    ),
     *SECRET_OPTIONS,
     *TLS_OPTIONS,
     Option("log_level", "str", "info", "debug, info, warning or error"),
@@ -114,6 +121,7 @@ class TrackerConfig:
     grant_ttl: float = 3600.0
     reclaim_rate: float = 200.0
     reclaim_interval: float = 1.0
+    edit_decision_retention: float = 3600.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -161,6 +169,10 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         raise ConfigError("config key reclaim_rate: must be between 0.1 and 1000000 slices/s")
     if not 0.01 <= v["reclaim_interval"] <= 3600:
         raise ConfigError("config key reclaim_interval: must be between 0.01 and 3600 seconds")
+    if not 1 <= v["edit_decision_retention"] <= 7 * 86400:
+        raise ConfigError(
+            "config key edit_decision_retention: must be between 1 and 604800 seconds"
+        )
     level = v["log_level"].lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(
@@ -198,6 +210,7 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         grant_ttl=v["grant_ttl"],
         reclaim_rate=v["reclaim_rate"],
         reclaim_interval=v["reclaim_interval"],
+        edit_decision_retention=v["edit_decision_retention"],
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_ca=tls_ca,

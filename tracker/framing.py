@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from mydfs.common.checksum import Buffer, crc32c
 from mydfs.common.errors import Corrupt
 
-FORMAT_VERSION = 1
+#: The version new segments and checkpoints are written with. Version 2 added the decision
+#: records (log type 6, checkpoint type 20), the extension of packed entries and trash records
+#: (per-group versions, layout) and a decision count in ``CK_END``; a version 1 file still
+#: reads (it holds none of these), and a tracker of version 1 refuses a version 2 file.
+FORMAT_VERSION = 2
+#: The versions this tracker reads.
+READABLE_VERSIONS = (1, 2)
 
 FRAME = struct.Struct("<IIQB")
 FRAME_BODY = struct.Struct("<IQB")  # the part of the header the CRC covers
@@ -58,6 +64,10 @@ def encode_frame(seq: int, kind: int, payload: bytes) -> bytes:
     return _U32.pack(crc32c(body)) + body
 
 
+def _readable() -> str:
+    return " and ".join(str(v) for v in READABLE_VERSIONS)
+
+
 def encode_segment_header(first_seq: int) -> bytes:
     head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, first_seq)
     return head + _U32.pack(crc32c(head))
@@ -74,8 +84,8 @@ def decode_segment_header(data: Buffer) -> int:
         raise Corrupt(f"not an edit-log segment (magic {bytes(magic)!r})")
     if crc != crc32c(view[: SEGMENT_HEADER.size]):
         raise Corrupt("segment header checksum mismatch")
-    if version != FORMAT_VERSION:
-        raise Corrupt(f"segment format version {version}, this tracker reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise Corrupt(f"segment format version {version}, this tracker reads {_readable()}")
     return int(first_seq)
 
 
@@ -95,8 +105,8 @@ def decode_checkpoint_header(data: Buffer) -> tuple[int, float]:
         raise Corrupt(f"not a checkpoint (magic {bytes(magic)!r})")
     if crc != crc32c(view[: CHECKPOINT_HEADER.size]):
         raise Corrupt("checkpoint header checksum mismatch")
-    if version != FORMAT_VERSION:
-        raise Corrupt(f"checkpoint format version {version}, this tracker reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise Corrupt(f"checkpoint format version {version}, this tracker reads {_readable()}")
     return int(seq), float(created)
 
 

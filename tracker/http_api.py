@@ -7,13 +7,16 @@ Namespace: PUT|GET|DELETE /meta/files/{path}
            GET  /meta/list/{path}          a directory ("" or "/" = the root)
            POST /meta/intents, GET /meta/intents, DELETE /meta/intents/{file_id}
            GET  /meta/trash, DELETE /meta/trash/{file_id}
+Edits:     POST /meta/edits, POST /meta/edits/{txn}/commit|abort, GET /meta/edits/{txn}
+           POST /internal/edits/{txn}/resolve   a participant's question     (signed)
 Reads:     GET|HEAD /files/{path}          307 to a storage node of the head's group
 Ops:       GET  /health, /metrics
 Monitor:   GET  /cluster/view, /ui             live cluster view, dashboard (tracker/ui.py)
 Access:    GET|POST /admin/keys, DELETE /admin/keys/{name}, POST /share     (tracker/auth.py)
 
-Every route but /health, /metrics, /ui and /heartbeat needs an API key with a role
-(``Authorization: Bearer``); the table is :data:`mydfs.tracker.auth.ROUTES`.
+Every route but /health, /metrics, /ui, /heartbeat and /internal/edits/{txn}/resolve (signed)
+needs an API key with a role (``Authorization: Bearer``); the table is
+:data:`mydfs.tracker.auth.ROUTES`.
 
 Paths in URLs are percent-quoted per component (:func:`mydfs.common.paths.url_quote`); the tracker
 decodes the raw URL itself, so nothing is normalised on the way and a bad path gets a 400.
@@ -83,16 +86,22 @@ def _flag(request: web.Request, name: str) -> bool:
 # --- cluster -------------------------------------------------------------------------------------
 
 
-async def heartbeat(request: web.Request) -> web.Response:
-    tracker = request.app[TRACKER_KEY]
-    config = tracker.config
+async def _signed_body(request: web.Request, what: str) -> Any:
+    """The JSON body of a call signed with the cluster secret, body included (401 otherwise;
+    without the header at all, before the body is read)."""
+    config = request.app[TRACKER_KEY].config
     signature = request.headers.get(AUTH_HEADER)
-    if not signature:  # refused before the body is read
-        raise Unauthorized(f"heartbeat without a {AUTH_HEADER} signature")
+    if not signature:
+        raise Unauthorized(f"{what} without a {AUTH_HEADER} signature")
     data = await read_body(request, config.max_body_bytes, config.limits.body_timeout)
     if not verify(config.secret, "POST", request.path_qs, signature, body=data):
-        raise Unauthorized(f"heartbeat without a valid {AUTH_HEADER} signature (body included)")
-    return json_response(tracker.heartbeat(_decode_json(data)))
+        raise Unauthorized(f"{what} without a valid {AUTH_HEADER} signature (body included)")
+    return _decode_json(data)
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    body = await _signed_body(request, "heartbeat")
+    return json_response(request.app[TRACKER_KEY].heartbeat(body))
 
 
 async def cluster(request: web.Request) -> web.Response:
@@ -162,6 +171,37 @@ async def drop_trash(request: web.Request) -> web.Response:
     return json_response(await request.app[TRACKER_KEY].drop_trash(file_id))
 
 
+# --- edits ---------------------------------------------------------------------------------------
+
+
+async def begin_edit(request: web.Request) -> web.Response:
+    edits = request.app[TRACKER_KEY].edits
+    return json_response(await edits.begin(await _json_body(request)))
+
+
+async def commit_edit(request: web.Request) -> web.Response:
+    edits = request.app[TRACKER_KEY].edits
+    txn = request.match_info["txn"]
+    return json_response(await edits.commit(txn, await _json_body(request)))
+
+
+async def abort_edit(request: web.Request) -> web.Response:
+    edits = request.app[TRACKER_KEY].edits
+    txn = request.match_info["txn"]
+    return json_response(await edits.abort(txn, await _json_body(request)))
+
+
+async def resolve_edit(request: web.Request) -> web.Response:
+    body = await _signed_body(request, "resolve")
+    edits = request.app[TRACKER_KEY].edits
+    return json_response(await edits.resolve(request.match_info["txn"], body))
+
+
+async def get_edit(request: web.Request) -> web.Response:
+    edits = request.app[TRACKER_KEY].edits
+    return json_response(await edits.get(request.match_info["txn"]))
+
+
 # --- reads ---------------------------------------------------------------------------------------
 
 
@@ -228,6 +268,11 @@ def make_app(tracker: Tracker, keys: KeyStore) -> web.Application:
     r.add_delete("/meta/intents/{file_id}", drop_intent)
     r.add_get("/meta/trash", list_trash)
     r.add_delete("/meta/trash/{file_id}", drop_trash)
+    r.add_post("/meta/edits", begin_edit)
+    r.add_post("/meta/edits/{txn}/commit", commit_edit)
+    r.add_post("/meta/edits/{txn}/abort", abort_edit)
+    r.add_get("/meta/edits/{txn}", get_edit)
+    r.add_post("/internal/edits/{txn}/resolve", resolve_edit)
     r.add_get("/files/{path:[\\s\\S]*}", read_file)
     r.add_get("/health", health)
     r.add_get("/metrics", metrics)

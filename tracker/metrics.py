@@ -31,6 +31,11 @@ class TrackerMetrics:
         )
         self.trash = Gauge("mydfs_tracker_trash_records", "files waiting for the GC", registry=r)
         self.intents = Gauge("mydfs_tracker_intents", "uploads in progress", registry=r)
+        self.decisions = Gauge(
+            "mydfs_tracker_edit_decisions",
+            "decisions of in-place edits remembered (edit_decision_retention)",
+            registry=r,
+        )
         self.heartbeats = Counter("mydfs_tracker_heartbeats", "heartbeats accepted", registry=r)
         self.placements = Counter(
             "mydfs_tracker_placed_slices", "slices placed, by group", ["group"], registry=r

@@ -10,6 +10,10 @@ code serves live requests and log replay:
 
 The durable shell (:mod:`mydfs.tracker.store`) logs the edit between the two steps.
 
+The namespace also holds the decisions of in-place edits (:attr:`Namespace.decisions`, a
+:class:`~mydfs.tracker.decisions.DecisionTable`): a ``Decide`` edit records one and, for a
+commit, replaces the file's entry in place. Their rules are in :mod:`mydfs.tracker.decisions`.
+
 Layout in memory: one dict per directory, ``dirs[dir_path][name]`` → the file's packed entry
 (``bytes``, see :mod:`mydfs.tracker.records`) or ``None`` for a subdirectory. A file's full path
 is never stored: it is its directory's key (shared by all its files) plus its name. Directories
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mydfs.common.errors import (
@@ -34,10 +38,13 @@ from mydfs.common.errors import (
 from mydfs.common.location import Location
 from mydfs.common.paths import ROOT, check_dir_path, check_file_path, join, parents, split
 from mydfs.common.slices import PAYLOAD_CAPACITY
+from mydfs.tracker.decisions import DecisionTable
 from mydfs.tracker.records import (
     MAX_SIZE,
     MAX_U32,
     AddIntent,
+    Decide,
+    Decision,
     DeleteFile,
     DropIntent,
     DropTrash,
@@ -122,6 +129,7 @@ class Snapshot:
     trash: list[TrashRecord]
     intents: list[Intent]
     files: int
+    decisions: list[Decision] = field(default_factory=list)
 
     def iter_files(self) -> Iterator[tuple[str, bytes]]:
         for d, children in self.dirs.items():
@@ -137,6 +145,8 @@ class Namespace:
         self._dirs: dict[str, Children] = {ROOT: {}}
         self._trash: dict[str, TrashRecord] = {}
         self._intents: dict[str, Intent] = {}
+        #: Decisions of in-place edits (``tracker/decisions.py``), kept in checkpoints too.
+        self.decisions = DecisionTable()
         self.files = 0
         self.bytes = 0
 
@@ -306,6 +316,8 @@ class Namespace:
             if self._intents.pop(edit.file_id, None) is None:
                 raise InvariantViolation("drop of an unknown intent", file_id=edit.file_id)
             return None
+        if isinstance(edit, Decide):
+            return self._apply_decide(edit.decision)
         if self._trash.pop(edit.file_id, None) is None:
             raise InvariantViolation("drop of an unknown trash record", file_id=edit.file_id)
         return None
@@ -342,11 +354,31 @@ class Namespace:
         self._prune(parent)
         return old
 
+    def _apply_decide(self, decision: Decision) -> FileEntry | None:
+        """Record a decision; a commit replaces the entry at its path in place (same file id:
+        no trash, the groups drop the replaced slices themselves). Returns the old entry."""
+        old: FileEntry | None = None
+        if decision.entry is not None:
+            parent, name = split(decision.path)
+            children = self._dirs.get(parent)
+            packed = None if children is None else children.get(name)
+            if children is None or packed is None:
+                raise InvariantViolation("commit of an edit to a missing file", path=decision.path)
+            old = FileEntry.unpack(packed)
+            if old.file_id != decision.file_id:
+                raise InvariantViolation(
+                    "commit of an edit to another file", path=decision.path, file_id=old.file_id
+                )
+            children[name] = decision.entry.pack()
+            self.bytes += decision.entry.size - old.size
+        self.decisions.put(decision)
+        return old
+
     def _to_trash(self, path: str, old: FileEntry, when: float, reason: TrashReason) -> None:
         if old.head is None:
             return  # an empty file has no slices to collect
         self._trash[old.file_id] = TrashRecord(
-            old.file_id, path, old.size, old.slices, old.head, when, reason
+            old.file_id, path, old.size, old.slices, old.head, when, reason, old.versions
         )
 
     def _ensure_dir(self, d: str, path: str) -> Children:
@@ -382,6 +414,7 @@ class Namespace:
             list(self._trash.values()),
             list(self._intents.values()),
             self.files,
+            self.decisions.snapshot(),
         )
 
     def load_file(self, path: str, packed: bytes) -> None:
@@ -400,6 +433,10 @@ class Namespace:
     def load_intent(self, intent: Intent) -> None:
         self._intents[intent.file_id] = intent
 
+    def load_decision(self, decision: Decision) -> None:
+        """Insert one decision from a checkpoint (its entry is already among the files)."""
+        self.decisions.put(decision)
+
     # --- for tests --------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -409,6 +446,7 @@ class Namespace:
             "files": files,
             "trash": sorted(r.pack() for r in self._trash.values()),
             "intents": sorted((i.file_id, i.path, i.time) for i in self._intents.values()),
+            "decisions": [d.pack() for d in self.decisions],
         }
 
     def check_invariants(self) -> None:

@@ -19,6 +19,14 @@ For each trash record, oldest first:
    check), at most ``reclaim_rate`` slices per second over the whole tracker.
 3. **Forget** the trash record (a ``DROP_TRASH`` edit).
 
+A file that was **edited in place** (its record carries per-group versions) is walked by file
+id only (its slices' indexes no longer count: ``X-Mydfs-Index`` is not sent), and its chain may
+pass through 301 slots: each walked entry names them (``via``, the ``(slot, generation)`` of
+every 301 passed to reach it, in its own group). Those are deleted too, after the live slot
+they lead to, the one nearest to it first; the storage node releases a 301 slot of the file at
+that generation (301 → 404). A pass interrupted between a slice's live slot and its 301 slots
+leaves those 301 slots behind (the next walk stops at them).
+
 Deleting from the tail keeps the walkable prefix intact: a tracker killed in the middle
 (kill -9) finds the record in its trash after restart, walks what is left from the head and
 finishes. A record whose group is down or whose leader does not answer waits for the next
@@ -65,11 +73,13 @@ WALK_GRANT_TTL = 300.0
 
 
 class Found(NamedTuple):
-    """One slice of a trashed file, as its group's leader walked it."""
+    """One slice of a trashed file, as its group's leader walked it; ``via`` are the 301 slots
+    ``(slot, generation)`` of the same group passed through to reach it (edited files)."""
 
     group: int
     slot: int
     generation: int
+    via: tuple[tuple[int, int], ...] = ()
 
 
 class Walk(enum.Enum):
@@ -108,19 +118,34 @@ def delete_outcome(status: int, error: MydfsError | None) -> Delete:
 
 
 def deletion_order(found: Sequence[Found]) -> list[Found]:
-    """Last slice first: an interrupted pass leaves the file's head and a walkable prefix."""
-    return list(reversed(found))
+    """Last slice first: an interrupted pass leaves the file's head and a walkable prefix.
+    Each slice's 301 slots (``via``) follow its live slot, the one nearest to it first."""
+    out: list[Found] = []
+    for item in reversed(found):
+        out.append(Found(item.group, item.slot, item.generation))
+        out.extend(Found(item.group, slot, gen) for slot, gen in reversed(item.via))
+    return out
 
 
-def step_headers(secret: str, file_id: str, index: int, now: float) -> dict[str, str]:
-    """The headers of one walk step: the owner expected and a read grant for the file."""
-    return {
+def step_headers(secret: str, file_id: str, index: int | None, now: float) -> dict[str, str]:
+    """The headers of one walk step: the owner expected (the file id, and the slice index
+    unless ``index`` is None: an edited file) and a read grant for the file."""
+    headers = {
         "X-Mydfs-File": file_id,
-        "X-Mydfs-Index": str(index),
         grants.GRANT_HEADER: grants.issue_for(
             secret, "read", WALK_GRANT_TTL, file_id=file_id, now=now
         ),
     }
+    if index is not None:
+        headers["X-Mydfs-Index"] = str(index)
+    return headers
+
+
+def parse_via(value: Any) -> tuple[tuple[int, int], ...]:
+    """A chain entry's ``via`` (``[[slot, generation], ...]``; absent from older nodes)."""
+    if not value:
+        return ()
+    return tuple((int(slot), int(gen)) for slot, gen in value)
 
 
 @dataclass
@@ -245,7 +270,8 @@ class Reclaimer:
         found: list[Found] = []
         current = record.head
         while current is not None and len(found) < record.slices:
-            step = await self._step(record.file_id, current, len(found))
+            index = None if record.edited else len(found)
+            step = await self._step(record.file_id, current, index)
             if step is None:
                 break
             item, current = step
@@ -261,7 +287,7 @@ class Reclaimer:
         return found
 
     async def _step(
-        self, file_id: str, at: Location, index: int
+        self, file_id: str, at: Location, index: int | None
     ) -> tuple[Found, Location | None] | None:
         """One slice of the walk; None where the file's chain ends for the reclaimer."""
         assert self._session is not None
@@ -289,7 +315,9 @@ class Reclaimer:
             e = entries[0]
             nxt = body.get("next")
             following = None if nxt is None else Location(int(nxt[0]), int(nxt[1]))
-            return Found(int(e["group"]), int(e["slot"]), int(e["generation"])), following
+            via = parse_via(e.get("via"))
+            found = Found(int(e["group"]), int(e["slot"]), int(e["generation"]), via)
+            return found, following
         raise last
 
     async def delete(self, file_id: str, item: Found) -> bool:

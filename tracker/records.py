@@ -14,14 +14,28 @@ Packed file entry (``ENTRY``, 60 bytes + hash)::
     32  8   head slot
     40  8   ctime, f64 unix seconds
     48  8   mtime, f64 unix seconds
-    56  4   version (1 at creation, +1 per overwrite)
+    56  4   version (1 at creation, +1 per overwrite or committed edit)
     60  ..  hash, ASCII, as given by the client (may be empty)
+
+An entry of a file that was edited in place carries an **extension** after the hash (the hash
+is printable ASCII, so the NUL byte cannot be part of it)::
+
+    00          marker
+    u32         layout (version of the last layout-changing commit, 0 none)
+    u32 n       number of (group, version) pairs
+    n x 8       u32 group, u32 version (the last commit that touched the group), groups ascending
+
+An entry without edits has no extension: its bytes are those of format version 1. Trash records
+carry the same ``00 | u32 n | n x (u32, u32)`` extension after their path (a path holds no NUL)
+when the file was edited.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +57,15 @@ U16 = struct.Struct("<H")
 F64 = struct.Struct("<d")
 TIME_ID = struct.Struct("<16sd")
 COUNTS = struct.Struct("<QQQ")
+COUNTS4 = struct.Struct("<QQQQ")
+U32 = struct.Struct("<I")
+PAIR = struct.Struct("<II")
+EXT_HEAD = struct.Struct("<II")  # layout, n pairs
+DECISION = struct.Struct("<16s16sBIdQI")
+#: Most (group, version) pairs an entry or a decision may carry.
+MAX_PAIRS = 65_536
+
+Versions = tuple[tuple[int, int], ...]
 
 
 class EditType(enum.IntEnum):
@@ -53,10 +76,12 @@ class EditType(enum.IntEnum):
     ADD_INTENT = 3
     DROP_INTENT = 4
     DROP_TRASH = 5
+    DECIDE = 6
     CK_FILE = 16
     CK_TRASH = 17
     CK_INTENT = 18
     CK_END = 19
+    CK_DECISION = 20
 
 
 class TrashReason(enum.IntEnum):
@@ -118,10 +143,14 @@ class FileEntry:
     ctime: float
     mtime: float
     version: int
+    #: (group, version of the last committed edit that touched the group), groups ascending.
+    versions: Versions = ()
+    #: The version of the last layout-changing edit (0: none).
+    layout: int = 0
 
     def pack(self) -> bytes:
         group, slot = _loc_fields(self.head)
-        return ENTRY.pack(
+        packed = ENTRY.pack(
             bytes.fromhex(self.file_id),
             self.size,
             self.slices,
@@ -131,14 +160,33 @@ class FileEntry:
             self.mtime,
             self.version,
         ) + self.hash.encode("ascii")
+        if not self.versions and not self.layout:
+            return packed
+        return (
+            packed
+            + b"\x00"
+            + EXT_HEAD.pack(self.layout, len(self.versions))
+            + _pairs(self.versions)
+        )
 
     @staticmethod
     def unpack(data: bytes) -> FileEntry:
         if len(data) < ENTRY.size:
             raise Corrupt(f"file entry of {len(data)} bytes, expected at least {ENTRY.size}")
         fid, size, slices, group, slot, ctime, mtime, version = ENTRY.unpack_from(data)
+        cut = data.find(b"\x00", ENTRY.size)
+        versions: Versions = ()
+        layout = 0
+        if cut >= 0:
+            ext = data[cut + 1 :]
+            if len(ext) < EXT_HEAD.size:
+                raise Corrupt("file entry extension too short")
+            layout, n = EXT_HEAD.unpack_from(ext)
+            versions = _unpairs(ext[EXT_HEAD.size :], n, "file entry")
+        else:
+            cut = len(data)
         try:
-            hash_text = data[ENTRY.size :].decode("ascii")
+            hash_text = data[ENTRY.size : cut].decode("ascii")
         except UnicodeDecodeError:
             raise Corrupt("file entry hash is not ASCII") from None
         return FileEntry(
@@ -150,7 +198,16 @@ class FileEntry:
             ctime,
             mtime,
             version,
+            versions,
+            layout,
         )
+
+    def version_of(self, group: int) -> int:
+        """The version of the last committed edit that touched ``group`` (0: none)."""
+        for g, v in self.versions:
+            if g == group:
+                return v
+        return 0
 
     def record(self, path: str) -> FileRecord:
         """The entry of the file at ``path`` in its wire form (the JSON the tracker answers)."""
@@ -164,10 +221,34 @@ class FileEntry:
             self.ctime,
             self.mtime,
             self.version,
+            self.versions,
+            self.layout,
         )
 
     def to_dict(self, path: str) -> dict[str, Any]:
         return self.record(path).to_dict()
+
+
+def _pairs(pairs: Versions) -> bytes:
+    return b"".join(PAIR.pack(g, v) for g, v in pairs)
+
+
+def _unpairs(data: bytes, n: int, what: str) -> Versions:
+    """``n`` (u32, u32) pairs filling ``data`` exactly, strictly ascending by the first."""
+    if n > MAX_PAIRS or len(data) != n * PAIR.size:
+        raise Corrupt(f"{what}: {len(data)} bytes do not hold {n} (group, version) pairs")
+    pairs = tuple(PAIR.unpack_from(data, i * PAIR.size) for i in range(n))
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(pairs)):
+        raise Corrupt(f"{what}: (group, version) pairs not in ascending group order")
+    return pairs
+
+
+def merge_versions(versions: Versions, groups: Iterable[int], version: int) -> Versions:
+    """``versions`` with ``(g, version)`` for every ``g`` of ``groups`` (sorted by group)."""
+    merged = dict(versions)
+    for g in groups:
+        merged[g] = version
+    return tuple(sorted(merged.items()))
 
 
 def entry_size(packed: bytes) -> int:
@@ -186,10 +267,17 @@ class TrashRecord:
     head: Location | None
     time: float
     reason: TrashReason
+    #: The file's per-group versions when it was edited in place (its chain then holds 301
+    #: slots and slices whose indexes do not count: the reclaimer walks it by file id only).
+    versions: Versions = ()
+
+    @property
+    def edited(self) -> bool:
+        return bool(self.versions)
 
     def pack(self) -> bytes:
         group, slot = _loc_fields(self.head)
-        return TRASH.pack(
+        packed = TRASH.pack(
             bytes.fromhex(self.file_id),
             self.size,
             self.slices,
@@ -198,6 +286,9 @@ class TrashRecord:
             self.time,
             int(self.reason),
         ) + self.path.encode("utf-8")
+        if not self.versions:
+            return packed
+        return packed + b"\x00" + U32.pack(len(self.versions)) + _pairs(self.versions)
 
     @staticmethod
     def unpack(data: bytes) -> TrashRecord:
@@ -208,14 +299,25 @@ class TrashRecord:
             why = TrashReason(reason)
         except ValueError:
             raise Corrupt(f"trash record with unknown reason {reason}") from None
+        cut = data.find(b"\x00", TRASH.size)
+        versions: Versions = ()
+        if cut >= 0:
+            ext = data[cut + 1 :]
+            if len(ext) < U32.size:
+                raise Corrupt("trash record extension too short")
+            (n,) = U32.unpack_from(ext)
+            versions = _unpairs(ext[U32.size :], n, "trash record")
+        else:
+            cut = len(data)
         return TrashRecord(
             fid.hex(),
-            _decode_path(data[TRASH.size :]),
+            _decode_path(data[TRASH.size : cut]),
             size,
             slices,
             _loc(group, slot, "trash head"),
             when,
             why,
+            versions,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,6 +329,7 @@ class TrashRecord:
             "head": None if self.head is None else [self.head.group, self.head.slot],
             "time": self.time,
             "reason": self.reason.name.lower(),
+            "versions": [list(p) for p in self.versions],
         }
 
 
@@ -274,7 +377,114 @@ class DropTrash:
     file_id: str
 
 
-Edit = PutFile | DeleteFile | AddIntent | DropIntent | DropTrash
+class Outcome(enum.IntEnum):
+    """What the tracker decided for an edit transaction."""
+
+    COMMIT = 1
+    ABORT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The tracker's decision for edit transaction ``txn`` (first decision wins).
+
+    A commit carries the file's new ``entry`` (at ``path``), its new ``version`` and, per
+    participant group, the entry's version for that group before this commit (``prevs``, which
+    the group checks to apply commits in order). An abort carries version 0, no prevs, no entry;
+    its ``path`` may be empty (an abort recorded for a storage node that asked). ``offset`` is
+    what the client passed (an append's offset), ``at`` the tracker's wall clock.
+
+    Payload of ``DECIDE`` (log) and ``CK_DECISION`` (checkpoint)::
+
+        0   16  txn              (the 32 hex digits as 16 bytes)
+        16  16  file id
+        32  1   outcome          1 commit, 2 abort
+        33  4   version
+        37  8   at               f64 unix seconds
+        45  8   offset           ff..ff = none
+        53  4   n prevs
+        57  n*8 u32 group, u32 prev
+        ..  2   path length, then the path (UTF-8)
+        ..  ..  packed entry     (commit only)
+    """
+
+    txn: str
+    file_id: str
+    path: str
+    outcome: Outcome
+    version: int
+    prevs: Versions
+    offset: int | None
+    at: float
+    entry: FileEntry | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.outcome is Outcome.COMMIT
+
+    def pack(self) -> bytes:
+        raw = self.path.encode("utf-8")
+        return (
+            DECISION.pack(
+                bytes.fromhex(self.txn),
+                bytes.fromhex(self.file_id),
+                int(self.outcome),
+                self.version,
+                self.at,
+                NONE64 if self.offset is None else self.offset,
+                len(self.prevs),
+            )
+            + b"".join(PAIR.pack(g, p) for g, p in self.prevs)
+            + U16.pack(len(raw))
+            + raw
+            + (b"" if self.entry is None else self.entry.pack())
+        )
+
+    @staticmethod
+    def unpack(data: bytes) -> Decision:
+        if len(data) < DECISION.size:
+            raise Corrupt(f"decision of {len(data)} bytes, expected at least {DECISION.size}")
+        txn, fid, outcome, version, at, offset, n = DECISION.unpack_from(data)
+        try:
+            kind = Outcome(outcome)
+        except ValueError:
+            raise Corrupt(f"decision with unknown outcome {outcome}") from None
+        at_path = DECISION.size + n * PAIR.size
+        if n > MAX_PAIRS or len(data) < at_path + U16.size:
+            raise Corrupt("decision too short for its prevs")
+        prevs = tuple(PAIR.unpack_from(data, DECISION.size + i * PAIR.size) for i in range(n))
+        (length,) = U16.unpack_from(data, at_path)
+        start = at_path + U16.size
+        if len(data) < start + length:
+            raise Corrupt("decision too short for its path")
+        path = _decode_path(data[start : start + length])
+        rest = bytes(data[start + length :])
+        entry = FileEntry.unpack(rest) if rest else None
+        if (entry is not None) != (kind is Outcome.COMMIT):
+            raise Corrupt("a commit decision carries the new entry, an abort none")
+        if entry is not None and entry.file_id != fid.hex():
+            raise Corrupt("a commit decision's entry is for another file id")
+        return Decision(
+            txn.hex(),
+            fid.hex(),
+            path,
+            kind,
+            version,
+            prevs,
+            None if offset == NONE64 else offset,
+            at,
+            entry,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decide:
+    """Record ``decision``; a commit also replaces the entry at its path (same file id)."""
+
+    decision: Decision
+
+
+Edit = PutFile | DeleteFile | AddIntent | DropIntent | DropTrash | Decide
 
 
 def _decode_path(data: bytes) -> str:
@@ -321,6 +531,8 @@ def encode_edit(edit: Edit) -> tuple[EditType, bytes]:
         return EditType.ADD_INTENT, encode_intent(edit.intent)
     if isinstance(edit, DropIntent):
         return EditType.DROP_INTENT, bytes.fromhex(edit.file_id)
+    if isinstance(edit, Decide):
+        return EditType.DECIDE, edit.decision.pack()
     return EditType.DROP_TRASH, bytes.fromhex(edit.file_id)
 
 
@@ -336,6 +548,8 @@ def decode_edit(kind: int, payload: bytes) -> Edit:
         return DeleteFile(_decode_path(payload[F64.size :]), when)
     if kind == EditType.ADD_INTENT:
         return AddIntent(decode_intent(payload))
+    if kind == EditType.DECIDE:
+        return Decide(Decision.unpack(payload))
     if kind in (EditType.DROP_INTENT, EditType.DROP_TRASH):
         if len(payload) != 16:
             raise Corrupt(f"record type {kind}: payload of {len(payload)} bytes, expected 16")

@@ -20,6 +20,7 @@ from mydfs.common import grants
 from mydfs.common.errors import Forbidden, InvalidArgument, MydfsError, Unavailable
 from mydfs.common.paths import url_quote
 from mydfs.tracker.config import TrackerConfig
+from mydfs.tracker.edits import Edits
 from mydfs.tracker.metrics import TrackerMetrics
 from mydfs.tracker.namespace import Registration
 from mydfs.tracker.records import Edit, FileEntry, TrashRecord
@@ -56,6 +57,11 @@ class Tracker:
         self._clock = clock
         self._wall = wall
         self._rng = rng or random.Random()
+        self.edits = Edits(self)
+
+    def wall(self) -> float:
+        """The tracker's wall clock (unix seconds): file times, grants, decisions."""
+        return self._wall()
 
     # --- grants ----------------------------------------------------------------------------------
 
@@ -81,6 +87,7 @@ class Tracker:
         }
 
     def tick(self) -> None:
+        self.store.ns.decisions.expire(self._wall(), self.config.edit_decision_retention)
         for event in self.registry.tick(self._clock()):
             bad = " is down" in event or "NOT writable" in event or "leader: none" in event
             log.log(logging.WARNING if bad else logging.INFO, "%s", event)
@@ -136,7 +143,8 @@ class Tracker:
 
     # --- namespace changes -----------------------------------------------------------------------
 
-    async def _commit(self, edit: Edit, op: str) -> FileEntry | None:
+    async def record_edit(self, edit: Edit, op: str) -> FileEntry | None:
+        """Log and apply ``edit``; return once it is durable (counted as ``op``)."""
         started = time.perf_counter()
         result = await self.store.commit(edit)
         self.metrics.commit_latency.observe(time.perf_counter() - started)
@@ -164,7 +172,7 @@ class Tracker:
             await self.store.barrier()
             entry = self.store.ns.stat(path)
             return 200, dict(entry.to_dict(path), unchanged=True)
-        old = await self._commit(edit, "put")
+        old = await self.record_edit(edit, "put")
         data = edit.entry.to_dict(path)
         if old is None:
             return 201, data
@@ -177,7 +185,7 @@ class Tracker:
         except MydfsError:
             await self.store.barrier()
             raise
-        old = await self._commit(edit, "delete")
+        old = await self.record_edit(edit, "delete")
         assert old is not None
         return {"deleted": old.to_dict(path)}
 
@@ -185,7 +193,7 @@ class Tracker:
         if not isinstance(body, dict):
             raise InvalidArgument('the body must be {"file_id": ..., "path": ...}')
         edit = self.store.ns.plan_intent(body.get("file_id"), body.get("path"), now=self._wall())
-        await self._commit(edit, "intent")
+        await self.record_edit(edit, "intent")
         return dict(edit.intent.to_dict(), grant=self.grant("write", edit.intent.file_id))
 
     async def drop_intent(self, file_id: str) -> dict[str, Any]:
@@ -196,7 +204,7 @@ class Tracker:
             raise
         found = self.store.ns.find_intent(file_id)
         assert found is not None
-        await self._commit(edit, "drop_intent")
+        await self.record_edit(edit, "drop_intent")
         return {"dropped": found.to_dict()}
 
     async def drop_trash(self, file_id: str) -> dict[str, Any]:
@@ -207,7 +215,7 @@ class Tracker:
             raise
         found = self.store.ns.find_trash(file_id)
         assert found is not None
-        await self._commit(edit, "drop_trash")
+        await self.record_edit(edit, "drop_trash")
         return {"dropped": found.to_dict()}
 
     # --- namespace reads -------------------------------------------------------------------------
@@ -249,7 +257,9 @@ class Tracker:
         return {"intents": [i.to_dict() for i in self.store.ns.intents()]}
 
     async def locate(self, path: str) -> Located:
-        """Pick a random up node of the head's group for a read of ``path``."""
+        """Pick a random up node of the head's group for a read of ``path``. The URL carries
+        the entry (head, size, slices, file id, mtime, version; ``gv=g:v,...`` = the versions
+        of an edited file) and a read grant."""
         entry = await self.stat(path)
         if entry.head is None:
             return Located(entry, None)
@@ -264,18 +274,18 @@ class Tracker:
         fresh_within = 1.5 * self.config.heartbeat_interval
         fresh = [n for n in view.up if now - n.last_seen <= fresh_within]
         node = self._rng.choice(fresh or view.up)
-        query = urlencode(
-            {
-                "head": f"{entry.head.group}:{entry.head.slot}",
-                "size": entry.size,
-                "slices": entry.slices,
-                "file": entry.file_id,
-                "mtime": repr(entry.mtime),
-                "version": entry.version,
-                grants.GRANT_PARAM: self.grant("read", entry.file_id),
-            },
-            safe=":",
-        )
+        params: dict[str, str | int] = {
+            "head": f"{entry.head.group}:{entry.head.slot}",
+            "size": entry.size,
+            "slices": entry.slices,
+            "file": entry.file_id,
+            "mtime": repr(entry.mtime),
+            "version": entry.version,
+        }
+        if entry.versions:  # an edited file: the version each group's chain runs must report
+            params["gv"] = ",".join(f"{g}:{v}" for g, v in entry.versions)
+        params[grants.GRANT_PARAM] = self.grant("read", entry.file_id)
+        query = urlencode(params, safe=":,")
         return Located(entry, f"{node.hb.url}/files{url_quote(path)}?{query}")
 
     # --- health and metrics ----------------------------------------------------------------------
@@ -310,6 +320,7 @@ class Tracker:
         m.directories.set(ns.directories)
         m.trash.set(ns.trash_count)
         m.intents.set(ns.intent_count)
+        m.decisions.set(len(ns.decisions))
         m.log_seq.set(self.store.log.last_seq)
         m.log_durable.set(self.store.log.durable_seq)
         m.log_syncs.set(self.store.log.syncs)

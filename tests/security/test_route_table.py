@@ -58,6 +58,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 SECRET = "route-table-secret-0123456789abcdef"
 WRONG_SECRET = "another-secret-0123456789abcdef"
 TRACKER, STORAGE = "tracker", "storage node"
+#: Tracker routes open in the table whose handlers check the cluster signature (body included).
+SIGNED_TRACKER_ROUTES = ("/heartbeat", "/internal/edits/{txn}/resolve")
 
 
 # --- the tables ----------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def doc_routes() -> dict[tuple[str, str, str], list[str]]:
 def _doc_says(process: str, need: str | None, route: str) -> list[str]:
     """Words the authentication cell of a route must contain, from the code table."""
     if process == TRACKER:
-        if route == "/heartbeat":
+        if route in SIGNED_TRACKER_ROUTES:
             return ["X-Mydfs-Auth"]
         return ["open"] if need is None else [f"bearer `{need}`"]
     return {
@@ -337,6 +339,7 @@ def tracker_samples(w: World) -> dict[tuple[str, str], Sample]:
         "load": 0.0,
     }
     json_type = {"Content-Type": "application/json"}
+    txn = secrets.token_hex(16)
     return {
         ("POST", "/heartbeat"): Sample("POST", "/heartbeat", json_type, _json(heartbeat)),
         ("GET", "/cluster"): Sample("GET", "/cluster"),
@@ -361,6 +364,37 @@ def tracker_samples(w: World) -> dict[tuple[str, str], Sample]:
         ("GET", "/meta/intents"): Sample("GET", "/meta/intents"),
         ("GET", "/meta/trash"): Sample("GET", "/meta/trash"),
         ("DELETE", "/meta/trash/{file_id}"): Sample("DELETE", f"/meta/trash/{t['file_id']}"),
+        ("POST", "/meta/edits"): Sample("POST", "/meta/edits", json_type, _json({"path": TARGET})),
+        ("POST", "/meta/edits/{txn}/commit"): Sample(
+            "POST",
+            f"/meta/edits/{txn}/commit",
+            json_type,
+            _json(
+                {
+                    "path": TARGET,
+                    "file_id": t["file_id"],
+                    "base": t["version"],
+                    "layout_change": True,
+                    "size": 0,
+                    "slices": 0,
+                    "head": None,
+                    "groups": [1],
+                }
+            ),
+        ),
+        ("POST", "/meta/edits/{txn}/abort"): Sample(
+            "POST",
+            f"/meta/edits/{txn}/abort",
+            json_type,
+            _json({"path": TARGET, "file_id": t["file_id"]}),
+        ),
+        ("GET", "/meta/edits/{txn}"): Sample("GET", f"/meta/edits/{txn}"),
+        ("POST", "/internal/edits/{txn}/resolve"): Sample(
+            "POST",
+            f"/internal/edits/{txn}/resolve",
+            json_type,
+            _json({"file_id": t["file_id"], "group": 1, "prepared_at_ms": 0}),
+        ),
         ("GET", "/admin/keys"): Sample("GET", "/admin/keys"),
         ("POST", "/admin/keys"): Sample(
             "POST", "/admin/keys", json_type, _json({"name": "intruder", "role": "admin"})
@@ -448,7 +482,7 @@ def test_protected_routes_refuse_and_change_nothing(world: World) -> None:
     check = Checker()
     tracker, samples = c.tracker_url, tracker_samples(w)
     protected = {k for k, need in auth.ROUTES.items() if need is not None} | {
-        ("POST", "/heartbeat")
+        ("POST", route) for route in SIGNED_TRACKER_ROUTES
     }
     assert set(samples) == protected, "every protected tracker route needs a sample here"
     forged_key = auth_headers("mydfs-" + secrets.token_urlsafe(32))
@@ -462,7 +496,7 @@ def test_protected_routes_refuse_and_change_nothing(world: World) -> None:
         fid = w.entries[TARGET]["file_id"]
         check.expect(tracker, sample, grant_headers(SECRET, "write", fid), 401, "a grant header")
         need = auth.ROUTES[(method, route)]
-        if route == "/heartbeat":
+        if route in SIGNED_TRACKER_ROUTES:
             signature = {AUTH_HEADER: sign(WRONG_SECRET, method, sample.path_qs)}
             check.expect(tracker, sample, signature, 401, "signed with another secret")
             stale = _expired_signature(SECRET, method, sample.path_qs)

@@ -5,12 +5,14 @@ If one of these fails, the on-disk format changed: bump ``FORMAT_VERSION`` and u
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt
+from mydfs.common.file_record import FileRecord
 from mydfs.common.location import Location
 from mydfs.tracker.checkpoint import decode_checkpoint, encode_checkpoint
 from mydfs.tracker.framing import (
@@ -27,12 +29,15 @@ from mydfs.tracker.namespace import Namespace
 from mydfs.tracker.records import (
     ENTRY,
     AddIntent,
+    Decide,
+    Decision,
     DeleteFile,
     DropIntent,
     DropTrash,
     EditType,
     FileEntry,
     Intent,
+    Outcome,
     PutFile,
     TrashReason,
     TrashRecord,
@@ -135,18 +140,22 @@ def test_trash_record_golden() -> None:
 
 def test_headers_golden() -> None:
     seg = encode_segment_header(1)
-    assert seg == h("4d44454c 0100 0000 0100000000000000 a4b7b8d3")
+    assert seg == h("4d44454c 0200 0000 0100000000000000 f4cb2a80")
     assert decode_segment_header(seg) == 1
     ck = encode_checkpoint_header(42, 1700000000.0)
-    assert ck == h("4d44434b 0100 0000 2a00000000000000 00000040fc54d941 23c78370")
+    assert ck == h("4d44434b 0200 0000 2a00000000000000 00000040fc54d941 e4df4729")
     assert decode_checkpoint_header(ck) == (42, 1700000000.0)
+    # Version 1 files (before edits) still read.
+    assert decode_segment_header(h("4d44454c 0100 0000 0100000000000000 a4b7b8d3")) == 1
+    old_ck = h("4d44434b 0100 0000 2a00000000000000 00000040fc54d941 23c78370")
+    assert decode_checkpoint_header(old_ck) == (42, 1700000000.0)
     for damaged in (seg[:-1], b"XDEL" + seg[4:], seg[:8] + b"\x02" + seg[9:]):
         with pytest.raises(Corrupt):
             decode_segment_header(damaged)
     newer = bytearray(encode_segment_header(1))
-    newer[4] = 2
+    newer[4] = 3
     newer[16:20] = crc32c(bytes(newer[:16])).to_bytes(4, "little")
-    with pytest.raises(Corrupt, match="version 2"):
+    with pytest.raises(Corrupt, match="version 3"):
         decode_segment_header(bytes(newer))
 
 
@@ -160,12 +169,131 @@ def test_checkpoint_file_golden() -> None:
     out = io.BytesIO()
     size = encode_checkpoint(42, ns.snapshot(), 1700000000.0, out)
     data = out.getvalue()
-    assert size == len(data) == 28 + (17 + 10 + 75) + (17 + 53) + (17 + 27) + (17 + 24)
+    assert size == len(data) == 28 + (17 + 10 + 75) + (17 + 53) + (17 + 27) + (17 + 32)
     assert data[:28] == encode_checkpoint_header(42, 1700000000.0)
-    # frames: records numbered from 1, END last with (files, trash, intents) counts
+    # frames: records numbered from 1, END last with (files, trash, intents, decisions) counts
     assert data[28 + 8 : 28 + 17] == h("0100000000000000 10")
-    end = h("0100000000000000 0100000000000000 0100000000000000")
-    assert data[-41:] == encode_frame(4, EditType.CK_END, end)
+    end = h("0100000000000000 0100000000000000 0100000000000000 0000000000000000")
+    assert data[-49:] == encode_frame(4, EditType.CK_END, end)
     seq, created, back = decode_checkpoint(data)
     assert (seq, created) == (42, 1700000000.0)
     assert back.state() == ns.state()
+
+
+def test_version_1_checkpoint_still_loads() -> None:
+    """A checkpoint of format version 1: old header, END with three counts."""
+    ns = Namespace()
+    ns.load_file("/a/b.bin", ENTRY_EXAMPLE.pack())
+    frames = encode_frame(1, EditType.CK_FILE, h("0800") + b"/a/b.bin" + ENTRY_BYTES)
+    end = h("0100000000000000 0000000000000000 0000000000000000")
+    old = (
+        h("4d44434b 0100 0000 2a00000000000000 00000040fc54d941 23c78370")
+        + frames
+        + encode_frame(2, EditType.CK_END, end)
+    )
+    seq, _, back = decode_checkpoint(old)
+    assert seq == 42 and back.state() == ns.state()
+
+
+# --- format version 2: edits in place -------------------------------------------------------
+
+EDITED = dataclasses.replace(ENTRY_EXAMPLE, version=5, versions=((2, 4), (7, 5)), layout=4)
+EXTENSION = h(
+    "00"  # marker (after the hash: a hash is printable ASCII)
+    "04000000"  # layout 4
+    "02000000"  # 2 pairs
+    "02000000 04000000"  # group 2 at version 4
+    "07000000 05000000"  # group 7 at version 5
+)
+
+
+def test_edited_entry_golden() -> None:
+    packed = EDITED.pack()
+    assert packed == ENTRY_BYTES[:56] + h("05000000") + ENTRY_BYTES[60:] + EXTENSION
+    back = FileEntry.unpack(packed)
+    assert back == EDITED and back.hash == "crc32c:deadbeef"
+    assert back.version_of(7) == 5 and back.version_of(3) == 0
+    no_hash = dataclasses.replace(EDITED, hash="")
+    assert FileEntry.unpack(no_hash.pack()) == no_hash
+    record = EDITED.record("/a/b.bin").to_dict()
+    assert record["versions"] == [[2, 4], [7, 5]] and record["layout"] == 4
+    assert "versions" not in ENTRY_EXAMPLE.record("/a").to_dict()  # never edited: as before
+    assert FileRecord.from_dict(record) == EDITED.record("/a/b.bin")
+    old_wire = {k: v for k, v in record.items() if k not in ("versions", "layout")}
+    assert (
+        FileRecord.from_dict(old_wire).versions == () and FileRecord.from_dict(old_wire).layout == 0
+    )
+    assert EDITED.record("/a").version_of(2) == 4
+    for bad in (packed[:-1], packed[:-8] + h("01000000 01000000"), packed + b"\x00"):
+        with pytest.raises(Corrupt):
+            FileEntry.unpack(bad)
+    unsorted = ENTRY_BYTES + h("00 00000000 02000000 07000000 01000000 02000000 01000000")
+    with pytest.raises(Corrupt, match="ascending"):
+        FileEntry.unpack(unsorted)
+
+
+DECISION_EXAMPLE = Decision(
+    "ab" * 16,
+    FID,
+    "/a/b.bin",
+    Outcome.COMMIT,
+    5,
+    ((2, 4), (7, 0)),
+    70000,
+    1700000004.0,
+    EDITED,
+)
+DECISION_BYTES = (
+    h("abababababababababababababababab")  # txn
+    + bytes(range(16))  # file id
+    + h("01 05000000 00000041fc54d941")  # commit, version 5, at 1700000004.0
+    + h("7011010000000000 02000000")  # offset 70000, 2 prevs
+    + h("02000000 04000000 07000000 00000000")  # prevs: group 2 from 4, group 7 from 0
+    + h("0800")
+    + b"/a/b.bin"
+    + EDITED.pack()
+)
+
+
+def test_decision_golden() -> None:
+    kind, payload = encode_edit(Decide(DECISION_EXAMPLE))
+    assert kind == EditType.DECIDE == 6
+    assert payload == DECISION_BYTES
+    assert decode_edit(kind, payload) == Decide(DECISION_EXAMPLE)
+    abort = Decision("cd" * 16, FID, "", Outcome.ABORT, 0, (), None, 1700000004.0)
+    packed = abort.pack()
+    assert packed == (
+        h("cd" * 16)
+        + bytes(range(16))
+        + h("02 00000000 00000041fc54d941 ffffffffffffffff 00000000 0000")
+    )
+    assert Decision.unpack(packed) == abort
+    with pytest.raises(Corrupt, match="carries the new entry"):
+        Decision.unpack(packed + EDITED.pack())
+    with pytest.raises(Corrupt):
+        Decision.unpack(DECISION_BYTES[:60])
+
+
+def test_edited_trash_record_golden() -> None:
+    record = TrashRecord(
+        FID, "/a/b.bin", 70000, 1, Location(2, 9), 1700000002.0, TrashReason.DELETED, ((2, 4),)
+    )
+    plain = dataclasses.replace(record, versions=())
+    assert record.pack() == plain.pack() + h("00 01000000 02000000 04000000")
+    assert TrashRecord.unpack(record.pack()) == record and record.edited
+    assert TrashRecord.unpack(plain.pack()) == plain and not plain.edited
+
+
+def test_checkpoint_with_decisions_round_trips() -> None:
+    ns = Namespace()
+    ns.load_file("/a/b.bin", EDITED.pack())
+    ns.load_decision(DECISION_EXAMPLE)
+    ns.load_decision(Decision("cd" * 16, FID, "", Outcome.ABORT, 0, (), None, 1700000005.0))
+    out = io.BytesIO()
+    encode_checkpoint(43, ns.snapshot(), 1700000006.0, out)
+    data = out.getvalue()
+    end = h("0100000000000000 0000000000000000 0000000000000000 0200000000000000")
+    assert data.endswith(encode_frame(4, EditType.CK_END, end))
+    _, _, back = decode_checkpoint(data)
+    assert back.state() == ns.state()
+    assert back.decisions.get("ab" * 16) == DECISION_EXAMPLE

@@ -182,3 +182,91 @@ async def test_a_pass_resumes_a_half_deleted_file() -> None:
     finally:
         await reclaimer._session.close()
         await server.close()
+
+
+def test_deletion_order_frees_301_slots_after_their_live_slot() -> None:
+    found = [Found(1, 8, 1, ((5, 2),)), Found(1, 12, 1, ((10, 3), (11, 4)))]
+    assert deletion_order(found) == [
+        Found(1, 12, 1),
+        Found(1, 11, 4),
+        Found(1, 10, 3),
+        Found(1, 8, 1),
+        Found(1, 5, 2),
+    ]
+
+
+class EditedGroup(Group):
+    """A stand-in leader whose chain has 301 slots (slot -> (generation, target slot)); it
+    checks the index only when the walker sends one (the reclaimer sends none for an edited
+    file)."""
+
+    def __init__(self, group: int, table: dict[int, tuple[str, int, int, Location | None]]):
+        super().__init__(group, table)
+        self.moved: dict[int, list[Any]] = {}  # slot -> [generation, target, released]
+        self.indexes_sent: list[str | None] = []
+
+    async def chain(self, request: web.Request) -> web.Response:
+        slot = int(request.match_info["slot"])
+        fid = request.headers["X-Mydfs-File"]
+        self.indexes_sent.append(request.headers.get("X-Mydfs-Index"))
+        via = []
+        while slot in self.moved and not self.moved[slot][2]:
+            via.append([slot, self.moved[slot][0]])
+            slot = self.moved[slot][1]
+        row = self.table.get(slot)
+        if row is None or row[4] or slot in self.moved:
+            return web.json_response({"error": "corrupt", "message": "deleted"}, status=500)
+        if row[0] != fid:
+            return web.json_response({"error": "not_found", "message": "other"}, status=404)
+        nxt = row[3]
+        entry = {"group": self.group, "slot": slot, "generation": row[2], "via": via}
+        return web.json_response({"entries": [entry], "next": None if nxt is None else list(nxt)})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        slot = int(request.match_info["slot"])
+        if slot in self.moved:
+            assert verify(SECRET, "DELETE", request.path_qs, request.headers.get(AUTH_HEADER))
+            assert int(request.query["gen"]) == self.moved[slot][0]
+            self.deletes.append((slot, request.query["file"]))
+            self.moved[slot][2] = True
+            return web.json_response({"duplicate": False})
+        return await super().delete(request)
+
+
+async def test_an_edited_file_is_walked_by_file_id_and_its_301_slots_are_freed() -> None:
+    # head 1:5 -301-> 1:8 (index 9: indexes of an edited file do not count) -> 1:6 ->
+    # 1:10 -301-> 1:11 -301-> 1:12
+    g1 = EditedGroup(
+        1,
+        {
+            8: (MINE, 9, 1, Location(1, 6)),
+            6: (MINE, 1, 1, Location(1, 10)),
+            12: (MINE, 0, 5, None),
+        },
+    )
+    g1.moved = {5: [2, 8, False], 10: [3, 11, False], 11: [4, 12, False]}
+    server = await _serve(g1)
+    record = TrashRecord(
+        MINE, "/e", 10, 3, Location(1, 5), 1.0, TrashReason.DELETED, versions=((1, 4),)
+    )
+    dropped: list[str] = []
+
+    async def get_trash() -> list[TrashRecord]:
+        return [] if dropped else [record]
+
+    async def drop(file_id: str) -> dict[str, Any]:
+        dropped.append(file_id)
+        return {}
+
+    reclaimer = Reclaimer(
+        Cluster(SECRET, lambda g: [g1.url], get_trash, drop), rate=1000.0, interval=0.01
+    )
+    reclaimer._session = aiohttp.ClientSession()
+    try:
+        assert await reclaimer.pass_once() == 1
+        assert [slot for slot, _ in g1.deletes] == [12, 11, 10, 6, 8, 5]
+        assert set(g1.indexes_sent) == {None} and dropped == [MINE]
+        assert reclaimer.freed == 6
+    finally:
+        await reclaimer._session.close()
+        await server.close()
