@@ -67,6 +67,9 @@ class SliceLoc:
     replicas: tuple[str, ...]
     file_id: str = ""  # the owner: when set, a replica must answer with it and ``index``
     index: int = 0  # the slice's position in its file
+    #: The 301 slots ``(slot, generation)`` of this group the walk passed through to reach the
+    #: slice, in order (empty when the pointer named its live slot): an edit's entry point.
+    via: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_wire(cls, entry: Mapping[str, Any]) -> SliceLoc:
@@ -80,14 +83,17 @@ class SliceLoc:
             replicas=tuple(entry.get("replicas") or ()),
             file_id=str(entry.get("file_id") or ""),
             index=int(entry.get("index") or 0),
+            via=tuple((int(v[0]), int(v[1])) for v in entry.get("via") or ()),
         )
 
 
 class ChainRun(NamedTuple):
-    """One group's run of a chain, and where the chain continues (None: it ends)."""
+    """One group's run of a chain, where the chain continues (None: it ends), and the version
+    of the file the answering node's group last applied (0: never edited, or an old node)."""
 
     entries: list[SliceLoc]
     next: Location | None
+    version: int = 0
 
 
 class Piece(NamedTuple):
@@ -240,7 +246,8 @@ async def walk_chain(
     current = head
     while current is not None and len(locs) < count:
         start = current
-        part, current = await run(start, count - len(locs), len(locs))
+        got = await run(start, count - len(locs), len(locs))
+        part, current = got.entries, got.next
         if not part and current == start:
             raise Corrupt(
                 "chain walk made no progress",
