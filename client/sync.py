@@ -140,6 +140,29 @@ class Client:
     def status(self) -> dict[str, Any]:
         return self._run(self._aio.status())
 
+    # --- editing in place (client/editor.py) -----------------------------------------------
+
+    def write(
+        self, path: str, offset: int, data: Source, *, if_version: int | None = None
+    ) -> FileInfo:
+        return self._run(self._aio.write(path, offset, data, if_version=if_version))
+
+    def append(self, path: str, data: Source, *, if_version: int | None = None) -> int:
+        return self._run(self._aio.append(path, data, if_version=if_version))
+
+    def truncate(self, path: str, size: int, *, if_version: int | None = None) -> FileInfo:
+        return self._run(self._aio.truncate(path, size, if_version=if_version))
+
+    def insert(
+        self, path: str, offset: int, data: Source, *, if_version: int | None = None
+    ) -> FileInfo:
+        return self._run(self._aio.insert(path, offset, data, if_version=if_version))
+
+    def cut(
+        self, path: str, offset: int, length: int, *, if_version: int | None = None
+    ) -> FileInfo:
+        return self._run(self._aio.cut(path, offset, length, if_version=if_version))
+
 
 class Reader:
     """Blocking reader returned by :meth:`Client.open`: ``read(n)`` and iteration."""

@@ -22,6 +22,11 @@ class FileRecord:
     read grant the tracker's ``GET /meta/files`` answer carries for it (``""`` elsewhere): the
     SDK forwards it to the storage nodes it reads from. It is not part of ``to_dict``, its
     equality or its repr (a credential stays out of logs and printed records).
+
+    ``versions``: for each group an edit ever touched, the version of the last commit that
+    touched it (``(group, version)`` sorted by group; empty for a never-edited file): a reader
+    accepts a chain run from group ``g`` only at version ``versions.get(g, 0)``. ``layout``:
+    the version of the last edit that changed the slices' layout (0: none).
     """
 
     path: str
@@ -33,6 +38,8 @@ class FileRecord:
     ctime: float
     mtime: float
     version: int
+    versions: tuple[tuple[int, int], ...] = ()
+    layout: int = 0
     grant: str = field(default="", compare=False, repr=False)
 
     @classmethod
@@ -48,11 +55,15 @@ class FileRecord:
             ctime=float(d.get("ctime") or 0),
             mtime=float(d.get("mtime") or 0),
             version=int(d.get("version") or 1),
+            versions=tuple(sorted((int(g), int(v)) for g, v in d.get("versions") or ())),
+            layout=int(d.get("layout") or 0),
             grant=str(d.get("grant") or ""),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The wire form; ``versions`` and ``layout`` only when the file was edited (absent
+        reads as empty / 0)."""
+        out = {
             "path": self.path,
             "file_id": self.file_id,
             "size": self.size,
@@ -63,3 +74,8 @@ class FileRecord:
             "mtime": self.mtime,
             "version": self.version,
         }
+        if self.versions:
+            out["versions"] = [[g, v] for g, v in self.versions]
+        if self.layout:
+            out["layout"] = self.layout
+        return out
