@@ -50,6 +50,7 @@ from mydfs.common.errors import (
     InvalidArgument,
     MydfsError,
     NotFound,
+    OutcomeUnknown,
     StaleEntry,
     Unavailable,
 )
@@ -268,13 +269,33 @@ class _Editor:
             if decision is not None and decision.outcome == "commit":
                 await self.commit_all(txn, decision.token, parts)
                 return await c.stat(path), p.data_at
-            if isinstance(exc, Conflict | NotFound) and exc.context.get("reason") in RETRY_REASONS:
+            if decision is None and isinstance(exc, Unavailable) and parts:
+                raise OutcomeUnknown(
+                    f"the edit's outcome is not known (the tracker did not answer): {exc.message}",
+                    path=path,
+                    txn=txn,
+                ) from exc
+            if isinstance(exc, Conflict | NotFound) and await self.worth_again(exc, info):
                 raise _Retry(exc) from None
             raise
         await self.commit_all(txn, str(answer["token"]), parts)
         entry = FileRecord.from_dict(answer["entry"])
         offset = answer.get("offset")
         return entry, p.data_at if offset is None else int(offset)
+
+    async def worth_again(self, exc: MydfsError, info: FileRecord) -> bool:
+        """Is a refusal worth a new attempt: a conflict with another edit, or a refusal by a
+        participant whose slots changed since the chain was walked (the file's version moved
+        on: a concurrent edit committed)?"""
+        reason = exc.context.get("reason")
+        if reason in RETRY_REASONS:
+            return True
+        if reason == "version":
+            return False
+        try:
+            return (await self.c.stat(info.path)).version != info.version
+        except MydfsError:
+            return False
 
     async def chain(self, info: FileRecord, grant: str) -> list[SliceLoc]:
         """The file's chain with every slice's ``via`` (always walked: the entry point and
