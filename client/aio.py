@@ -24,7 +24,9 @@ Reading (``get``, ``open``, ``read``) goes through the read path every role shar
 (``common/readpath.py``), each step under the SDK's retry policy: it asks each group once for
 its run of the chain (``GET /chain``), then fetches slices in parallel from replicas chosen at
 random, checking every run's and slice's owner and generation against the file's entry (the
-reader's rule), every slice's CRC32C and the whole file's.
+reader's rule), every slice's CRC32C and the whole file's; a read that finds its entry stale
+(an edit committed since) starts again from a fresh entry. Editing in place (``write``,
+``append``, ``truncate``, ``insert``, ``cut``): ``client/editor.py``, mixed in.
 """
 
 from __future__ import annotations

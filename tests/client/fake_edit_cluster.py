@@ -21,7 +21,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from mydfs.common.checksum import crc32c
-from mydfs.common.errors import Conflict, Corrupt, InvalidArgument, MydfsError, NotFound
+from mydfs.common.errors import (
+    Conflict,
+    Corrupt,
+    InvalidArgument,
+    MydfsError,
+    NotFound,
+    Unavailable,
+)
 from mydfs.common.httprange import parse_range
 from mydfs.common.web import error_response, json_response
 
@@ -246,6 +253,7 @@ class FakeTracker:
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     commits: int = 0
     placed: int = 0
+    lose_answers: int = 0  # commit answers to lose (503 after recording the decision)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -352,6 +360,9 @@ class FakeTracker:
             "offset": body.get("offset"),
         }
         self.decisions[txn] = d
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise Unavailable("the answer was lost (test)")
         return json_response(d)
 
     async def abort(self, request: web.Request) -> web.Response:

@@ -172,3 +172,15 @@ async def test_bad_arguments_are_refused_before_anything(
     assert info.version == tracker.files["/f"]["version"]
     assert await c.append("/f", b"") == 10
     assert tracker.commits == 1
+
+
+async def test_a_lost_commit_answer_is_asked_again_and_appends_once(
+    fake: tuple[FakeTracker, AsyncClient],
+) -> None:
+    tracker, c = fake
+    await c.append("/f", b"a")
+    tracker.lose_answers = 2  # the decision is recorded, its answer lost twice
+    assert await c.append("/f", b"b") == 1
+    assert await c.read("/f") == b"ab"
+    assert tracker.commits == 2
+    settled(tracker)
