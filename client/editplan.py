@@ -42,6 +42,9 @@ from mydfs.common.slices import PAYLOAD_CAPACITY
 #: Largest file an edit may produce (as many slices as a file may have, all full).
 MAX_FILE_SIZE = 1_000_000 * PAYLOAD_CAPACITY
 
+#: Most slots one participant's ``prepare`` may lock, and most new slices it may name.
+MAX_PREPARE = 4096
+
 OpKind = Literal["write", "append", "truncate", "insert", "cut"]
 HeadChange = Literal["keep", "set", "clear"]
 
@@ -279,6 +282,10 @@ def plan(locs: Sequence[SliceLoc], op: Op, capacity: int = PAYLOAD_CAPACITY) -> 
     m = sum(s.length for s in splice.middle)
     new_size = size - (splice.stop - splice.start) + m
     if not locs:
+        if len(cut_lengths(m, capacity)) > MAX_PREPARE:
+            raise InvalidArgument(
+                f"the edit would write more than {MAX_PREPARE} slices; split it into smaller edits"
+            )
         return Plan(
             size_before=0,
             size=new_size,
@@ -325,6 +332,13 @@ def plan(locs: Sequence[SliceLoc], op: Op, capacity: int = PAYLOAD_CAPACITY) -> 
     locks: dict[int, list[tuple[int, int]]] = {}
     for loc in locs[i : j + 1]:
         locks.setdefault(loc.group, []).extend(old_slots(loc))
+    too_many = [g for g, slots in locks.items() if len(slots) > MAX_PREPARE]
+    if len(new_lengths) > MAX_PREPARE or too_many:
+        raise InvalidArgument(
+            f"the edit would replace or write more than {MAX_PREPARE} slices in one group;"
+            " split it into smaller edits",
+            new_slices=len(new_lengths),
+        )
     whole = total == 0
     after = None if j == last else locs[j + 1]
     return Plan(

@@ -283,3 +283,11 @@ def test_prepares_refuses_new_slices_outside_the_home_group() -> None:
         prepares(p, [(2, 1, 1)])
     with pytest.raises(InvalidArgument):
         prepares(p, [])
+
+
+def test_an_edit_bigger_than_a_prepare_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="more than 4096"):
+        plan(locs_of(8), Op.write(0, 4097 * CAP), CAP)
+    with pytest.raises(InvalidArgument, match="more than 4096"):
+        plan([], Op.truncate(4096 * CAP + 1), CAP)
+    assert plan([], Op.truncate(4096 * CAP), CAP) is not None
