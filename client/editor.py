@@ -466,7 +466,11 @@ class _Editor:
         delay = 0.05
         while True:
             try:
-                await c._on_leader(part.group, call, f"edit {step}", txn=txn)
+                async with asyncio.timeout(max(0.1, until - time.monotonic())):
+                    await c._on_leader(part.group, call, f"edit {step}", txn=txn)
+                return
+            except TimeoutError:
+                log.warning("edit %s %s left to group %d: no answer in time", txn, step, part.group)
                 return
             except Conflict as exc:
                 if exc.context.get("reason") != "out_of_order":

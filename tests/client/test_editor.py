@@ -7,8 +7,10 @@ from a stale entry starting again, bad arguments refused before anything is writ
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from fake_edit_cluster import FakeTracker, start_fake
@@ -183,4 +185,34 @@ async def test_a_lost_commit_answer_is_asked_again_and_appends_once(
     assert await c.append("/f", b"b") == 1
     assert await c.read("/f") == b"ab"
     assert tracker.commits == 2
+    settled(tracker)
+
+
+class _Pipe:
+    """A stream that cannot be rewound (like standard input)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, n: int = -1) -> bytes:
+        n = len(self._data) if n < 0 else n
+        out, self._data = self._data[:n], self._data[n:]
+        return out
+
+
+async def test_data_from_paths_file_objects_and_streams(
+    fake: tuple[FakeTracker, AsyncClient], tmp_path: Path
+) -> None:
+    tracker, c = fake
+    local = tmp_path / "part.bin"
+    local.write_bytes(b"from a file")
+    await c.write("/f", 0, local)
+    with open(local, "rb") as f:
+        f.read(5)
+        assert await c.append("/f", f) == 11  # from its position: "a file"
+    home = next(g for g in tracker.groups if g.versions)
+    home.refuse_next_prepare = "locked"  # the retry reads the stream again
+    await c.insert("/f", 0, _Pipe(b">> "))  # type: ignore[arg-type]
+    await c.append("/f", io.BytesIO(b"."))
+    assert await c.read("/f") == b">> from a filea file."
     settled(tracker)
