@@ -88,13 +88,13 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     token = token_of(request)
     size, slices = _shape(request)
+    versions = parse_gv(request.query.get("gv"))
     version = parse_uint(request.query.get("version"), "version", default=1)
     file_id = parse_hex_id(request.query.get("file"), "file", required=False) or ""
     grant = require(node.config.secret, token, "read", file_id=file_id or None)
     mtime = parse_finite(request.query.get("mtime"), "mtime", lo=0, hi=MAX_MTIME, default=0.0)
     head_text = request.query.get("head", "none")
     head = None if head_text in ("", "none") else Location.parse(head_text)
-    versions = parse_gv(request.query.get("gv"))
     headers = {
         "ETag": f'"{file_id}-{version}"',
         "Last-Modified": email.utils.formatdate(mtime, usegmt=True),
