@@ -170,7 +170,11 @@ class Reader:
     def __init__(self, client: Client, reader: AsyncReader) -> None:
         self._client = client
         self._reader = reader
-        self.info = reader.info
+
+    @property
+    def info(self) -> FileInfo:
+        """The file's entry (a fresher one once a read started again after an edit)."""
+        return self._reader.info
 
     def read(self, n: int = -1) -> bytes:
         return self._client._run(self._reader.read(n))
