@@ -2,7 +2,8 @@
 
 ``AsyncClient`` (asyncio, aiohttp) and ``Client`` (blocking) have the same methods: ``put``,
 ``get``, ``open``, ``read``, ``stat``, ``listdir``, ``exists``, ``delete``, ``status``, and
-``share``, ``create_key``, ``list_keys``, ``delete_key``; both take ``token=`` (else
+``share``, ``create_key``, ``list_keys``, ``delete_key``, and the in-place edits ``write``,
+``append``, ``truncate``, ``insert``, ``cut`` (``client/editor.py``); both take ``token=`` (else
 ``$MYDFS_TOKEN``, else the credentials file, :mod:`mydfs.client.credentials`). Errors
 are the typed mydfs errors re-exported here; each carries ``context`` naming the path and what
 failed.
@@ -21,6 +22,7 @@ from mydfs.common.errors import (
     InvalidPath,
     MydfsError,
     NotFound,
+    StaleEntry,
     Timeout,
     Unauthorized,
     Unavailable,
@@ -42,6 +44,7 @@ __all__ = [
     "NotFound",
     "Reader",
     "RetryPolicy",
+    "StaleEntry",
     "Timeout",
     "Unauthorized",
     "Unavailable",

@@ -24,7 +24,9 @@ Reading (``get``, ``open``, ``read``) goes through the read path every role shar
 (``common/readpath.py``), each step under the SDK's retry policy: it asks each group once for
 its run of the chain (``GET /chain``), then fetches slices in parallel from replicas chosen at
 random, checking every run's and slice's owner and generation against the file's entry (the
-reader's rule), every slice's CRC32C and the whole file's.
+reader's rule), every slice's CRC32C and the whole file's; a read that finds its entry stale
+(an edit committed since) starts again from a fresh entry. Editing in place (``write``,
+``append``, ``truncate``, ``insert``, ``cut``): ``client/editor.py``, mixed in.
 """
 
 from __future__ import annotations
@@ -42,17 +44,20 @@ import aiohttp
 
 from mydfs.client import credentials
 from mydfs.client._transport import RetryPolicy, Transport
-from mydfs.client.reader import AsyncReader, check_hash
+from mydfs.client.editor import EditMethods
+from mydfs.client.reader import STALE_RETRIES, AsyncReader, chain_of, check_hash
 from mydfs.client.routing import GroupPlan, Leaders
 from mydfs.client.source import SLICE, Source, chunks, source_size, source_stamp
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
     AlreadyExists,
+    Conflict,
     InvalidArgument,
     MydfsError,
     NotFound,
     NotLeader,
     SliceDeleted,
+    StaleEntry,
     Unavailable,
 )
 from mydfs.common.file_record import FileRecord
@@ -87,6 +92,7 @@ class _Pending:
     group: int
     upload_id: str
     grant: str = ""  # the upload's write grant
+    file_id: str = ""  # the owner (else the upload id's first part: a put's file id)
     slot: int = -1
     generation: int = 0
     sealed_next: Location | str | None = "unsealed"
@@ -101,7 +107,7 @@ class _Pending:
         return {GRANT_HEADER: self.grant} if self.grant else {}
 
 
-class AsyncClient:
+class AsyncClient(EditMethods):
     """A mydfs client. ``async with AsyncClient("http://127.0.0.1:8100") as c: ...``"""
 
     def __init__(
@@ -463,7 +469,7 @@ class AsyncClient:
                 except SliceDeleted:
                     # The reservation was settled away (e.g. a leader change): reserve again.
                     # The previous slice may already point at the old slot; _repair_links fixes it.
-                    await self._reserve(s, s.upload_id.rsplit(".", 1)[0])
+                    await self._reserve(s, s.file_id or s.upload_id.rsplit(".", 1)[0])
                     continue
                 s.sealed_next = target
                 if progress is not None:
@@ -499,56 +505,44 @@ class AsyncClient:
             await self.status()
         return self._groups.get(group, (None, ()))[1]
 
-    async def _chain(self, info: FileInfo, *, refresh: bool = False) -> list[SliceLoc]:
-        """Every slice location of the file: one ``/chain`` walk per group run (cached)."""
-        key = (info.file_id, info.version)
-        if not refresh and key in self._chains:
-            return self._chains[key]
-        one_slice = info.slices == 1 and info.head is not None
-        if one_slice and info.hash.startswith("crc32c:"):
-            assert info.head is not None
-            # One slice: the entry says all there is (where, how long, its CRC), so skip the
-            # chain walk; the replica's owner headers (this file id, slice 0) prove the slot
-            # still holds it.
-            one = SliceLoc(
-                group=info.head.group,
-                slot=info.head.slot,
-                generation=0,
-                length=info.size,
-                crc32c=int(info.hash[7:], 16),
-                replicas=(),
-                file_id=info.file_id,
-                index=0,
-            )
-            return [one]
-        locs = await self._read.chain(
-            info.head,
-            info.slices,
-            info.size,
-            file_id=info.file_id,
-            grant=info.grant,
-            path=info.path,
-        )
-        self._chains[key] = locs
-        return locs
+    async def _chain(self, info: FileInfo) -> list[SliceLoc]:
+        """Every slice location of the file (:func:`~mydfs.client.reader.chain_of`)."""
+        return await chain_of(self._read, info, self._chains)
 
     async def _slices_in_order(
-        self, info: FileInfo, offset: int = 0, length: int | None = None
+        self, seen: list[FileInfo], offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        """The file's bytes [offset, offset+length) as a stream of pieces, fetched ``window``
-        slices ahead, in order."""
-        end = info.size if length is None else min(info.size, offset + length)
-        if offset < 0 or offset > info.size:
-            raise InvalidArgument(
-                f"offset {offset} outside file of {info.size} bytes", path=info.path
-            )
-        if end <= offset:
-            return
-        locs = await self._chain(info)
-        stream = self._read.stream(locs, offset, end, grant=info.grant, path=info.path)
-        async with contextlib.aclosing(stream) as s:
-            async for piece in s:
-                yield piece
+        """The bytes [offset, offset+length) of the file whose entry is ``seen[-1]`` as a
+        stream of pieces, fetched ``window`` slices ahead, in order. A stale entry (an edit
+        committed since) starts it again from a fresh one (appended to ``seen``) while no byte
+        was handed out, else is :class:`Conflict` ``reason=changed``."""
+        for attempt in itertools.count():
+            info, sent = seen[-1], False
+            end = info.size if length is None else min(info.size, offset + length)
+            if offset < 0 or offset > info.size:
+                raise InvalidArgument(
+                    f"offset {offset} outside file of {info.size} bytes", path=info.path
+                )
+            if end <= offset:
+                return
+            try:
+                locs = await self._chain(info)
+                edited = bool(info.versions)
+                stream = self._read.stream(locs, offset, end, grant=info.grant, edited=edited)
+                async with contextlib.aclosing(stream) as s:
+                    async for piece in s:
+                        sent = True
+                        yield piece
+                return
+            except StaleEntry as exc:
+                self._chains.pop((info.file_id, info.version), None)
+                if sent:
+                    raise Conflict(
+                        "the file changed while it was read", path=info.path, reason="changed"
+                    ) from exc
+                if attempt >= STALE_RETRIES:
+                    raise
+                seen.append(await self.stat(info.path))
 
     @traced
     async def get(
@@ -560,27 +554,28 @@ class AsyncClient:
         own = isinstance(dst, str | os.PathLike)
         out: BinaryIO = open(dst, "wb") if own else dst  # type: ignore[arg-type,assignment]  # noqa: SIM115
         total = 0
+        seen = [info]
         try:
-            async for piece in self._slices_in_order(info):
+            async for piece in self._slices_in_order(seen):
                 total = crc32c(piece, total)
                 await asyncio.to_thread(out.write, piece)
                 if progress is not None:
                     progress(len(piece))
-            check_hash(info, total)
+            check_hash(seen[-1], total)
         finally:
             if own:
                 out.close()
-        return info
+        return seen[-1]
 
     @traced
     async def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes [offset, offset+length) of the file (to its end if ``length`` is None)."""
         info = await self.stat(path)
-        parts = [p async for p in self._slices_in_order(info, offset, length)]
+        parts = [p async for p in self._slices_in_order([info], offset, length)]
         return b"".join(parts)
 
     @traced
     async def open(self, path: str) -> AsyncReader:
         """A streaming reader of the file: ``await r.read(n)``, ``async for chunk in r``."""
         info = await self.stat(path)
-        return AsyncReader(info, lambda: self._slices_in_order(info))
+        return AsyncReader(info, self._slices_in_order)

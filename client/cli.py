@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 
 from mydfs.client import credentials
+from mydfs.client.cli_edit import COMMANDS as EDIT_COMMANDS
+from mydfs.client.cli_edit import add_edit_commands, run_edit
 from mydfs.common import __version__
 from mydfs.common.errors import InvalidArgument, MydfsError
 
@@ -72,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rm", help="delete a file")
     p.add_argument("remote")
+
+    add_edit_commands(sub)  # write, append, truncate, insert, cut (client/cli_edit.py)
 
     p = sub.add_parser("status", help="groups, nodes, roles, free space and health")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -200,6 +204,8 @@ def _run(args: argparse.Namespace, tracker: str, token: str | None) -> int:
             return _keys(client, args)
         if cmd == "put":
             return _put(client, args.local, args.remote, args.overwrite)
+        if cmd in EDIT_COMMANDS:
+            return run_edit(client, args)
         if cmd in ("get", "cat"):
             local = "-" if cmd == "cat" else args.local
             return _get(client, args.remote, local)

@@ -140,6 +140,29 @@ class Client:
     def status(self) -> dict[str, Any]:
         return self._run(self._aio.status())
 
+    # --- editing in place (client/editor.py) -----------------------------------------------
+
+    def write(
+        self, path: str, offset: int, data: Source, *, if_version: int | None = None
+    ) -> FileInfo:
+        return self._run(self._aio.write(path, offset, data, if_version=if_version))
+
+    def append(self, path: str, data: Source, *, if_version: int | None = None) -> int:
+        return self._run(self._aio.append(path, data, if_version=if_version))
+
+    def truncate(self, path: str, size: int, *, if_version: int | None = None) -> FileInfo:
+        return self._run(self._aio.truncate(path, size, if_version=if_version))
+
+    def insert(
+        self, path: str, offset: int, data: Source, *, if_version: int | None = None
+    ) -> FileInfo:
+        return self._run(self._aio.insert(path, offset, data, if_version=if_version))
+
+    def cut(
+        self, path: str, offset: int, length: int, *, if_version: int | None = None
+    ) -> FileInfo:
+        return self._run(self._aio.cut(path, offset, length, if_version=if_version))
+
 
 class Reader:
     """Blocking reader returned by :meth:`Client.open`: ``read(n)`` and iteration."""
@@ -147,7 +170,11 @@ class Reader:
     def __init__(self, client: Client, reader: AsyncReader) -> None:
         self._client = client
         self._reader = reader
-        self.info = reader.info
+
+    @property
+    def info(self) -> FileInfo:
+        """The file's entry (a fresher one once a read started again after an edit)."""
+        return self._reader.info
 
     def read(self, n: int = -1) -> bytes:
         return self._client._run(self._reader.read(n))

@@ -22,6 +22,8 @@ flag, and a ``context`` dict naming what failed (``path``, ``group``, ``slot``, 
       Redirect                   307  not a failure: another node must answer (``url``)
       AlreadyExists              409  the path (or upload id) is taken
       Conflict                   409  the operation does not fit the current state
+        StaleEntry               409  the reader's file entry is older than a group's table:
+                                      re-read the entry and read again
       Corrupt                    500  stored bytes fail their checksum or structure checks
         IncompatibleVolume       500  a foreign, newer-version or other node's volume file
       StorageIOError             500  the disk refused (EIO, fsync failure...)
@@ -153,6 +155,14 @@ class AlreadyExists(MydfsError):
 class Conflict(MydfsError):
     code = "conflict"
     status = 409
+
+
+class StaleEntry(Conflict):
+    """A node's group applied a later edit of the file than the reader's entry knows (or a
+    slice of an edited file is gone): the reader re-reads the entry and starts its read again.
+    Not retryable as is: repeating the same request with the same entry cannot succeed."""
+
+    code = "stale_entry"
 
 
 class Corrupt(MydfsError):

@@ -3,6 +3,9 @@
 Both the SDK (``client/aio.py``) and a storage node serving ``GET /files`` (through
 ``storage/file_reader.py``) read files with what is here:
 
+The pure rules (records, owner, version and generation checks, range cuts) are in
+``common/readrules.py`` and re-exported here.
+
 1. **The chain** (:func:`walk_chain`, :func:`fetch_chain_run`, :func:`check_chain`): one
    ``GET /chain/{slot}?max=n`` per group run. A node of the group walks the run it holds in its
    replicated table and answers with the slices' locations and where the chain continues; the
@@ -31,6 +34,17 @@ The reader sends what it expects (``X-Mydfs-File``, ``X-Mydfs-Index`` request he
 a node whose table disagrees proves itself current or sends the reader to its leader; a
 mismatch that still arrives is a stale answer, tried on another node, never data.
 
+**Versions** (edited files): the entry carries ``versions``, for each group an edit touched the
+version of the last commit that touched it. Each chain run request says which version the
+reader expects from that group (``X-Mydfs-Version``: ``versions.get(group, 0)``) and the answer
+says which one the node's group applied (``"version"``; absent from an old node: 0). Equal: the
+run is used. Higher: the reader's entry is stale (:class:`StaleEntry`: re-read the entry, read
+again). Lower: the node is behind, the next node is asked (and the walk retried under the
+caller's policy). So a read sees exactly one committed version of the file, never a mix. The
+slices of an edited file do not carry consecutive indexes (new slices are numbered from the
+first slice they replaced): for it the walk checks the file id only (``owner_mismatch(...,
+indexes=False)``), and a slice or chain slot gone (404, deleted) is a stale entry too.
+
 **Grants**: a storage node serves ``/chain`` and ``/slices`` only to a reader that shows a read
 grant for the file (``X-Mydfs-Grant``, signed by the tracker; ``common/grants.py``). Every
 step here takes the ``grant`` the reader got with the file's entry and sends it along.
@@ -42,60 +56,58 @@ import asyncio
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
 from mydfs.common.checksum import crc32c
-from mydfs.common.errors import Corrupt, MydfsError, NotFound, Unavailable
-from mydfs.common.grants import GRANT_HEADER
+from mydfs.common.errors import Corrupt, MydfsError, NotFound, StaleEntry, Unavailable
 from mydfs.common.http_errors import error_of
 from mydfs.common.location import Location
+from mydfs.common.readrules import (
+    VERSION_HEADER,
+    ChainRun,
+    Owned,
+    Piece,
+    SliceLoc,
+    check_chain,
+    cut_range,
+    expect_headers,
+    foreign_owner,
+    owner_mismatch,
+    stale_generation,
+    version_check,
+    versions_of,
+)
+
+__all__ = [
+    "VERSION_HEADER",
+    "ChainRun",
+    "LocalRun",
+    "LocalSlice",
+    "NodesOf",
+    "Owned",
+    "Piece",
+    "ReadPath",
+    "ReadTimeouts",
+    "Retry",
+    "SliceLoc",
+    "check_chain",
+    "cut_range",
+    "expect_headers",
+    "fetch_chain_run",
+    "fetch_slice",
+    "foreign_owner",
+    "once",
+    "owner_mismatch",
+    "stale_generation",
+    "stream_pieces",
+    "version_check",
+    "versions_of",
+    "walk_chain",
+]
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class SliceLoc:
-    """Where one slice of a file is, as its group's chain walk reported it."""
-
-    group: int
-    slot: int
-    generation: int  # 0: not known (a one-slice file located from its entry alone)
-    length: int
-    crc32c: int
-    replicas: tuple[str, ...]
-    file_id: str = ""  # the owner: when set, a replica must answer with it and ``index``
-    index: int = 0  # the slice's position in its file
-
-    @classmethod
-    def from_wire(cls, entry: Mapping[str, Any]) -> SliceLoc:
-        """An entry of a ``GET /chain`` answer (its owner is what the walking table says)."""
-        return cls(
-            group=int(entry["group"]),
-            slot=int(entry["slot"]),
-            generation=int(entry["generation"]),
-            length=int(entry["length"]),
-            crc32c=int(entry["crc32c"]),
-            replicas=tuple(entry.get("replicas") or ()),
-            file_id=str(entry.get("file_id") or ""),
-            index=int(entry.get("index") or 0),
-        )
-
-
-class ChainRun(NamedTuple):
-    """One group's run of a chain, and where the chain continues (None: it ends)."""
-
-    entries: list[SliceLoc]
-    next: Location | None
-
-
-class Piece(NamedTuple):
-    """The bytes ``[offset, offset + length)`` of one slice."""
-
-    loc: SliceLoc
-    offset: int
-    length: int
 
 
 class NodesOf(Protocol):
@@ -110,16 +122,6 @@ class Retry(Protocol):
     def __call__(
         self, what: str, attempt: Callable[[], Awaitable[_T]], **context: Any
     ) -> Awaitable[_T]: ...
-
-
-class Owned(Protocol):
-    """Anything that names its owner: a chain entry, a slice location."""
-
-    @property
-    def file_id(self) -> str: ...
-
-    @property
-    def index(self) -> int: ...
 
 
 class LocalRun(Protocol):
@@ -147,83 +149,6 @@ class ReadTimeouts:
     slice: float = 60.0
 
 
-# --- pure parts -------------------------------------------------------------------------------
-
-
-def check_chain(locs: Sequence[SliceLoc], slices: int, size: int, **context: Any) -> None:
-    """:class:`Corrupt` unless the chain holds as many slices and bytes as the file entry says."""
-    total = sum(loc.length for loc in locs)
-    if len(locs) != slices or total != size:
-        raise Corrupt(
-            f"chain has {len(locs)} slices / {total} bytes; the file entry says {slices} / {size}",
-            **context,
-        )
-
-
-def owner_mismatch(entries: Sequence[Owned], file_id: str, first: int) -> str | None:
-    """Why a run of a chain is not the file's (None when it is): every entry must carry
-    ``file_id`` and the consecutive slice indexes ``first, first + 1, ...``. An empty
-    ``file_id`` (a reader that does not know the file) checks nothing."""
-    if not file_id:
-        return None
-    for i, entry in enumerate(entries):
-        if entry.file_id != file_id or entry.index != first + i:
-            return (
-                f"the chain names slice {entry.file_id or '?'}#{entry.index} where "
-                f"{file_id}#{first + i} was expected"
-            )
-    return None
-
-
-def foreign_owner(loc: SliceLoc, headers: Mapping[str, str], **context: Any) -> NotFound | None:
-    """:class:`NotFound` when ``loc`` names an owner and the replica's answer carries another
-    (``X-Mydfs-File``, ``X-Mydfs-Index``): the slot was freed and reused since, or the node's
-    table is behind. None when the owner is right (or ``loc`` names none)."""
-    if not loc.file_id:
-        return None
-    owner = (headers.get("X-Mydfs-File"), headers.get("X-Mydfs-Index"))
-    if owner == (loc.file_id, str(loc.index)):
-        return None
-    return NotFound(
-        f"the slot holds another file now ({owner[0]}#{owner[1]}, not {loc.file_id}#{loc.index})",
-        **context,
-    )
-
-
-def stale_generation(
-    loc: SliceLoc, headers: Mapping[str, str], **context: Any
-) -> Unavailable | None:
-    """:class:`Unavailable` (a stale answer, worth another replica) when ``loc`` knows its
-    generation and the replica answered another (``X-Mydfs-Generation``); else None."""
-    got = headers.get("X-Mydfs-Generation")
-    if not loc.generation or got == str(loc.generation):
-        return None
-    return Unavailable(
-        f"the replica answered generation {got}, not {loc.generation}", **context, reason="stale"
-    )
-
-
-def expect_headers(file_id: str, index: int, grant: str = "") -> dict[str, str]:
-    """The request headers telling a node which owner the reader expects (none if unknown),
-    and the reader's grant (none if it has none)."""
-    headers = {"X-Mydfs-File": file_id, "X-Mydfs-Index": str(index)} if file_id else {}
-    if grant:
-        headers[GRANT_HEADER] = grant
-    return headers
-
-
-def cut_range(locs: Sequence[SliceLoc], offset: int, end: int) -> list[Piece]:
-    """The pieces of the slices (in chain order) that overlap the file's bytes [offset, end)."""
-    pieces: list[Piece] = []
-    pos = 0
-    for loc in locs:
-        lo, hi = max(offset, pos), min(end, pos + loc.length)
-        if lo < hi:
-            pieces.append(Piece(loc, lo - pos, hi - lo))
-        pos += loc.length
-    return pieces
-
-
 # --- the chain --------------------------------------------------------------------------------
 
 
@@ -240,7 +165,8 @@ async def walk_chain(
     current = head
     while current is not None and len(locs) < count:
         start = current
-        part, current = await run(start, count - len(locs), len(locs))
+        got = await run(start, count - len(locs), len(locs))
+        part, current = got.entries, got.next
         if not part and current == start:
             raise Corrupt(
                 "chain walk made no progress",
@@ -260,9 +186,17 @@ async def fetch_chain_run(
     file_id: str = "",
     first: int = 0,
     grant: str = "",
+    version: int | None = None,
+    edited: bool = False,
     **context: Any,
 ) -> ChainRun:
     """One group's run from ``start`` (at most ``limit`` slices), asked of ``urls`` in turn.
+
+    ``version`` (None: not checked): the file's version the reader's entry expects of this
+    group (:func:`version_check`: a later one raises :class:`StaleEntry` at once, an earlier
+    one skips the node). ``edited``: the file was edited (its entry has versions): the run's
+    slice indexes are not checked, and a definitive NotFound or Corrupt answer (a slot of the
+    chain deleted since) is a :class:`StaleEntry`.
 
     With ``file_id``, the run must be that file's from slice index ``first`` on
     (:func:`owner_mismatch`); the node is told so (request headers) and a run naming another
@@ -280,11 +214,17 @@ async def fetch_chain_run(
         try:
             async with session.get(
                 f"{url}/chain/{start.slot}?max={limit}",
-                headers=expect_headers(file_id, first, grant),
+                headers=expect_headers(file_id, None if edited else first, grant, version),
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 if resp.status != 200:
                     err = await error_of(resp, **context)
+                    if edited and isinstance(err, NotFound | Corrupt):
+                        raise StaleEntry(
+                            f"a slot of the edited file's chain is gone: {err.message}",
+                            **where,
+                            reason="stale_entry",
+                        ) from err
                     if not err.retryable:
                         raise err
                     last = err
@@ -294,11 +234,19 @@ async def fetch_chain_run(
             run = ChainRun(
                 [SliceLoc.from_wire(e) for e in body["entries"]],
                 None if nxt is None else Location(int(nxt[0]), int(nxt[1])),
+                int(body.get("version") or 0),
             )
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             last = exc
             continue
-        why = owner_mismatch(run.entries, file_id, first)
+        if version is not None:
+            verdict = version_check(version, run.version, **where, peer=url)
+            if isinstance(verdict, StaleEntry):
+                raise verdict
+            if verdict is not None:
+                last = verdict.message
+                continue
+        why = owner_mismatch(run.entries, file_id, first, indexes=not edited)
         if why is None:
             return run
         last = f"stale answer from {url}: {why}"
@@ -438,16 +386,29 @@ class ReadPath:
         *,
         file_id: str = "",
         grant: str = "",
+        versions: Mapping[int, int] | None = None,
         **context: Any,
     ) -> list[SliceLoc]:
         """Every slice of the file whose entry says ``head``, ``slices``, ``size`` and
         ``file_id``, checked against those: each run must be the file's (its id, the next slice
         indexes), the whole chain its count and size. Every reader that has the entry passes
-        its file id; an empty one checks no owner. ``grant``: the reader's read grant."""
+        its file id; an empty one checks no owner. ``grant``: the reader's read grant.
+        ``versions`` (None: not checked): the entry's versions by group; every run must come
+        from a node that applied exactly ``versions.get(group, 0)`` (:class:`StaleEntry` when
+        later); non-empty means the file was edited (indexes not checked)."""
+        edited = bool(versions)
 
         async def run(start: Location, limit: int, first: int) -> ChainRun:
+            version = None if versions is None else versions.get(start.group, 0)
             return await self.run(
-                start, limit, file_id=file_id, first=first, grant=grant, **context
+                start,
+                limit,
+                file_id=file_id,
+                first=first,
+                grant=grant,
+                version=version,
+                edited=edited,
+                **context,
             )
 
         locs = await walk_chain(head, slices, run, **context)
@@ -462,14 +423,20 @@ class ReadPath:
         file_id: str = "",
         first: int = 0,
         grant: str = "",
+        version: int | None = None,
+        edited: bool = False,
         **context: Any,
     ) -> ChainRun:
         """One group's run of the chain from ``start``: the local hook's when it is the file's
-        (``file_id`` from slice ``first`` on), else a random node's of that group (others tried
-        on failure or a stale answer)."""
+        (``file_id`` from slice ``first`` on, at ``version`` when given), else a random node's
+        of that group (others tried on failure or a stale answer)."""
         if self.local_run is not None:
             here = await self.local_run(start, limit)
-            if here is not None and owner_mismatch(here.entries, file_id, first) is None:
+            if (
+                here is not None
+                and owner_mismatch(here.entries, file_id, first, indexes=not edited) is None
+                and (version is None or here.version == version)
+            ):
                 return here
 
         async def attempt() -> ChainRun:
@@ -484,6 +451,8 @@ class ReadPath:
                 file_id=file_id,
                 first=first,
                 grant=grant,
+                version=version,
+                edited=edited,
                 **context,
             )
 
@@ -496,10 +465,13 @@ class ReadPath:
         length: int | None = None,
         *,
         grant: str = "",
+        edited: bool = False,
         **context: Any,
     ) -> bytes:
         """Bytes of one slice (or a range of it): the local hook's, else from a replica chosen
-        at random (others tried on failure), checked."""
+        at random (others tried on failure), checked. ``edited``: the slice belongs to an
+        edited file, where a slice gone (NotFound) means the reader's entry is stale
+        (:class:`StaleEntry`)."""
         want = loc.length - offset if length is None else length
         if self.local_slice is not None:
             data = await self.local_slice(loc, offset, want)
@@ -520,16 +492,32 @@ class ReadPath:
                 **context,
             )
 
-        return await self.retry(
-            "slice read", attempt, **{**context, "group": loc.group, "slot": loc.slot}
-        )
+        where = {**context, "group": loc.group, "slot": loc.slot}
+        try:
+            return await self.retry("slice read", attempt, **where)
+        except NotFound as exc:
+            if not edited:
+                raise
+            raise StaleEntry(
+                f"a slice of the edited file is gone: {exc.message}", **where, reason="stale_entry"
+            ) from exc
 
     def stream(
-        self, locs: Sequence[SliceLoc], offset: int, end: int, *, grant: str = "", **context: Any
+        self,
+        locs: Sequence[SliceLoc],
+        offset: int,
+        end: int,
+        *,
+        grant: str = "",
+        edited: bool = False,
+        **context: Any,
     ) -> AsyncGenerator[bytes, None]:
-        """The file's bytes [offset, end) as pieces in order, ``window`` fetches ahead."""
+        """The file's bytes [offset, end) as pieces in order, ``window`` fetches ahead
+        (``edited``: see :meth:`slice`)."""
 
         def fetch(piece: Piece) -> Awaitable[bytes]:
-            return self.slice(piece.loc, piece.offset, piece.length, grant=grant, **context)
+            return self.slice(
+                piece.loc, piece.offset, piece.length, grant=grant, edited=edited, **context
+            )
 
         return stream_pieces(cut_range(locs, offset, end), fetch, self.window)

@@ -11,6 +11,10 @@
   when the bytes' own header names the owner and generation the chain gave; the others come
   from a replica of their group, checked the same way.
 * Other groups' nodes are the tracker's view from the heartbeats.
+* Versions (edited files): the tracker's 307 carries the entry's ``versions`` (``gv``); every
+  run must come from a table that applied exactly the version the entry expects of its group
+  (the reader's rule, ``common/readpath.py``). Its own group's run carries the version read
+  from its table in the same read as the walk.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import aiohttp
 from mydfs.common.errors import Corrupt
 from mydfs.common.location import Location
 from mydfs.common.readpath import ChainRun, ReadPath, ReadTimeouts, SliceLoc
+from mydfs.storage.chain import ChainEntry, walk
 
 if TYPE_CHECKING:
+    from mydfs.storage.group_state import GroupState
     from mydfs.storage.node import StorageNode
 
 #: Seconds for one chain walk and one slice fetch asked of another node.
@@ -56,17 +62,28 @@ class FileReader:
         *,
         file_id: str,
         grant: str = "",
+        versions: dict[int, int] | None = None,
         **context: Any,
     ) -> list[SliceLoc]:
-        """Every slice of the file ``file_id``, checked against its entry's count and size;
-        ``grant`` (the reader's read grant) goes along to the other nodes asked."""
-        return await self._path.chain(head, slices, size, file_id=file_id, grant=grant, **context)
+        """Every slice of the file ``file_id``, checked against its entry's count and size
+        (and ``versions``: the entry's versions by group, see the reader's rule); ``grant``
+        (the reader's read grant) goes along to the other nodes asked."""
+        return await self._path.chain(
+            head, slices, size, file_id=file_id, grant=grant, versions=versions, **context
+        )
 
     def stream(
-        self, locs: list[SliceLoc], offset: int, end: int, *, grant: str = "", **context: Any
+        self,
+        locs: list[SliceLoc],
+        offset: int,
+        end: int,
+        *,
+        grant: str = "",
+        edited: bool = False,
+        **context: Any,
     ) -> AsyncGenerator[bytes, None]:
         """The file's bytes [offset, end) in order, one slice ahead."""
-        return self._path.stream(locs, offset, end, grant=grant, **context)
+        return self._path.stream(locs, offset, end, grant=grant, edited=edited, **context)
 
     async def _urls_of(self, group: int) -> list[str]:
         node = self._node
@@ -80,13 +97,18 @@ class FileReader:
         node = self._node
         if start.group != node.group_id:
             return None
+
+        def here(state: GroupState) -> tuple[list[ChainEntry], Location | None, int]:
+            entries, nxt = walk(state, start.slot, limit)
+            return entries, nxt, file_version(state, entries[0].file_id) if entries else 0
+
         try:
-            entries, nxt = node.chain_here(start.slot, limit)
+            entries, nxt, version = node.group.read(here)
         except Corrupt:
             if node.is_leader():
                 raise
             return None
-        return ChainRun([SliceLoc.from_wire(e) for e in entries], nxt)
+        return ChainRun([SliceLoc.from_wire(e.to_dict(node.urls)) for e in entries], nxt, version)
 
     async def _read_here(self, loc: SliceLoc, offset: int, length: int) -> bytes | None:
         """The piece from this node's disk when it holds the slice the chain named (owner and
@@ -103,3 +125,10 @@ class FileReader:
         if loc.file_id and owner != (loc.file_id, loc.index, loc.generation):
             return None
         return got.data
+
+
+def file_version(state: GroupState, file_id: str) -> int:
+    """The version of ``file_id``'s last edit this group's table applied (0: never edited).
+    A table without edit support (before ``GroupState.file_version`` existed) counts as 0."""
+    read = getattr(state, "file_version", None)
+    return 0 if read is None else int(read(file_id))

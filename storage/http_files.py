@@ -11,7 +11,10 @@ in ``docs/client.md``), so a stale table never streams another file's bytes. The
 carry a read grant for that file (the ``grant`` query parameter the tracker's 307 adds, or the
 ``X-Mydfs-Grant`` header); the node forwards it to the other nodes it reads from. Content-Length,
 ETag, Last-Modified, HEAD and one Range work, so curl, ``wget -c`` and multi-connection
-downloaders do.
+downloaders do. ``gv=g:v,g:v`` (absent for a never-edited file) carries the entry's versions by
+group: every run of the chain must come from a table at exactly that version (the reader's
+rule); a read that finds the entry stale fails 409 ``stale_entry`` before the first byte (the
+client asks the tracker again) and is cut short after it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,31 @@ def _file_id(request: web.Request) -> str:
     return text
 
 
+#: Most groups ``gv`` may name.
+MAX_GV_GROUPS = 4096
+
+
+def parse_gv(text: str | None) -> dict[int, int]:
+    """``g:v,g:v`` (the entry's versions by group) as a mapping; empty when absent.
+    :class:`InvalidArgument` for anything else."""
+    if not text:
+        return {}
+    out: dict[int, int] = {}
+    parts = text.split(",")
+    if len(parts) > MAX_GV_GROUPS:
+        raise InvalidArgument(f"gv names more than {MAX_GV_GROUPS} groups")
+    for part in parts:
+        group, sep, version = part.partition(":")
+        if not sep or not (group.isascii() and group.isdigit()):
+            raise InvalidArgument(f"bad gv entry {part[:40]!r}: use GROUP:VERSION", gv=text[:80])
+        if not (version.isascii() and version.isdigit()) or len(group) > 9 or len(version) > 18:
+            raise InvalidArgument(f"bad gv entry {part[:40]!r}: use GROUP:VERSION", gv=text[:80])
+        if int(group) in out:
+            raise InvalidArgument(f"gv names group {int(group)} twice", gv=text[:80])
+        out[int(group)] = int(version)
+    return out
+
+
 def _shape(request: web.Request) -> tuple[int, int]:
     """``size`` and ``slices``, consistent with each other: every slice holds 1 byte to one
     slice's capacity, so a bad pair is a 400 here rather than a failed walk later."""
@@ -60,6 +88,7 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     token = token_of(request)
     size, slices = _shape(request)
+    versions = parse_gv(request.query.get("gv"))
     version = parse_uint(request.query.get("version"), "version", default=1)
     file_id = parse_hex_id(request.query.get("file"), "file", required=False) or ""
     grant = require(node.config.secret, token, "read", file_id=file_id or None)
@@ -86,7 +115,13 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
             raise InvalidArgument("query parameter file must name the grant's file")
         try:
             locs = await reader.chain(
-                head, slices, size, file_id=file_id, grant=token or "", file=file_id
+                head,
+                slices,
+                size,
+                file_id=file_id,
+                grant=token or "",
+                versions=versions,
+                file=file_id,
             )
         except Corrupt as exc:
             raise broken_chain(exc) from None
@@ -106,7 +141,7 @@ async def stream_file(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD" or length == 0:
         await response.write_eof()
         return response
-    stream = reader.stream(locs, offset, offset + length, grant=token or "")
+    stream = reader.stream(locs, offset, offset + length, grant=token or "", edited=bool(versions))
     async with contextlib.aclosing(stream) as pieces:
         async for data in pieces:
             await response.write(data)

@@ -342,7 +342,7 @@ def test_stale_one_slice_entry_never_reads_another_files_bytes(
 
     async def read_stale() -> bytes:
         aio = client._aio
-        return b"".join([piece async for piece in aio._slices_in_order(stale)])
+        return b"".join([piece async for piece in aio._slices_in_order([stale])])
 
     with pytest.raises(NotFound):
         client._run(read_stale())

@@ -85,6 +85,7 @@ async def test_bad_numbers_are_400_with_a_reason(
             ("GET", f"{node}/slices/0", {"X-Mydfs-File": "0" * 32, "X-Mydfs-Index": bad}),
             ("GET", f"{node}/files/x?head=1:0&size={q}&slices=1&file={'0' * 32}", {}),
             ("GET", f"{node}/files/x?head=1:0&size=5&slices={q}&file={'0' * 32}", {}),
+            ("GET", f"{node}/files/x?head=1:0&size=5&slices=1&gv=1:{q}", {}),
             ("GET", f"{c.tracker_url}/meta/list/?limit={q}", {}),
         ]
         if bad not in ("-1", "+1", "0x10", " 1"):
