@@ -26,6 +26,7 @@ from mydfs.storage.group_commands import (
     Unconfirm,
     decode_command,
 )
+from mydfs.storage.edit_commands import Commit, Prepare, Rollback
 
 FILE = "0123456789abcdef0123456789abcdef"
 
@@ -57,6 +58,17 @@ SAMPLES: list[Command] = [
     Configure(max_slots=None, min_holders=2, upload_window=100),
     Configure(max_slots=1024, min_holders=1, upload_window=0),
     Noop(),
+    Prepare(
+        txn="ab" * 16,
+        file_id=FILE,
+        now_ms=5,
+        lock=((3, 4), (5, 6)),
+        move=(3, 4, Location(1, 9)),
+        new=((9, 10),),
+    ),
+    Prepare(txn="cd" * 16, file_id=FILE, now_ms=0, lock=(), move=None, new=((1, 1),)),
+    Commit(txn="ab" * 16, version=3, prev=1),
+    Rollback(txn="ab" * 16),
 ]
 
 
