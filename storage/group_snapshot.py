@@ -26,6 +26,7 @@ import orjson
 
 from mydfs.common.errors import Corrupt, IncompatibleVolume, InvalidArgument
 from mydfs.common.location import MAX_SLOT
+from mydfs.storage.edit_commands import MAX_VERSION, Prepare, check_txn
 from mydfs.storage.group_commands import (
     MAX_CRC32C,
     MAX_GENERATION,
@@ -40,7 +41,6 @@ from mydfs.storage.group_commands import (
     check_upload_id,
     parse_location,
 )
-from mydfs.storage.edit_commands import MAX_VERSION, Prepare, check_txn
 from mydfs.storage.group_records import (
     COMMITTED,
     EDIT_WINDOW,

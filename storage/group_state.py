@@ -54,6 +54,7 @@ from mydfs.common.errors import (
     MydfsError,
 )
 from mydfs.common.location import Location
+from mydfs.storage.edit_commands import Commit, Prepare, Rollback
 from mydfs.storage.group_commands import (
     MAX_GENERATION,
     MAX_HOLDERS,
@@ -71,6 +72,7 @@ from mydfs.storage.group_commands import (
     Unconfirm,
     decode_command,
 )
+from mydfs.storage.group_edits import EditHandlers
 from mydfs.storage.group_records import (
     DEFAULT_MIN_HOLDERS,
     DEFAULT_UPLOAD_WINDOW,
@@ -78,14 +80,12 @@ from mydfs.storage.group_records import (
     GroupStats,
     Result,
     SlotInfo,
+    TxnInfo,
     UploadRef,
     raise_for_result,
     refusal,
     wire_location,
 )
-from mydfs.storage.edit_commands import Commit, Prepare, Rollback
-from mydfs.storage.group_edits import EditHandlers
-from mydfs.storage.group_records import TxnInfo
 from mydfs.storage.group_snapshot import SNAPSHOT_FORMAT, SNAPSHOT_VERSION
 from mydfs.storage.slot_state import SlotState
 

@@ -34,13 +34,13 @@ from mydfs.common.location import MAX_GROUP
 from mydfs.storage import group_snapshot
 from mydfs.storage.group_commands import Configure, check_int
 from mydfs.storage.group_records import (
+    COMMITTED,
     DEFAULT_MIN_HOLDERS,
     DEFAULT_UPLOAD_WINDOW,
-    GroupConfig,
-    COMMITTED,
     EDIT_WINDOW,
     PREPARED,
     ROLLED_BACK,
+    GroupConfig,
     GroupStats,
     SlotInfo,
     TxnInfo,

@@ -9,6 +9,7 @@ import pytest
 
 from mydfs.common.errors import InvalidArgument, PayloadTooLarge, SlotOutOfRange
 from mydfs.common.location import MAX_GROUP, MAX_SLOT, Location
+from mydfs.storage.edit_commands import Commit, Prepare, Rollback
 from mydfs.storage.format import PAYLOAD_CAPACITY
 from mydfs.storage.group_commands import (
     COMMAND_TYPES,
@@ -26,7 +27,6 @@ from mydfs.storage.group_commands import (
     Unconfirm,
     decode_command,
 )
-from mydfs.storage.edit_commands import Commit, Prepare, Rollback
 
 FILE = "0123456789abcdef0123456789abcdef"
 
