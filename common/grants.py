@@ -20,6 +20,15 @@ MAC can never be confused with the ``X-Mydfs-Auth`` signature of internal calls.
     n      int                   at most this many slices per group (0 = no bound)
     exp    int                   unix seconds after which the grant is refused
 
+Decision tokens (an edit's two-phase commit, ``op`` "commit" or "abort") add three claims:
+
+    txn    32 hex digits         the edit transaction decided
+    ver    int                   the file's version the commit gives it (0 for an abort)
+    prev   [[group, prev], ...]  per participant group, the version the commit follows
+
+A decision token is no grant for anything else: :func:`check` accepts it only for its own op,
+and a read or write grant never passes as a decision (:func:`decision_of`).
+
 Checking is pure (no clock unless ``now`` is omitted): :func:`check` raises
 :class:`~mydfs.common.errors.Unauthorized` (401) for a missing, malformed or forged token and
 :class:`~mydfs.common.errors.Forbidden` (403) for a genuine one that is expired or for another
@@ -46,7 +55,9 @@ GRANT_PARAM = "grant"
 #: Longest token accepted before any decoding (a grant is about 200 characters).
 MAX_TOKEN_CHARS = 2048
 
-OPS = ("read", "write")
+OPS = ("read", "write", "commit", "abort")
+#: The ops of decision tokens (an edit's outcome, signed by the tracker).
+DECISIONS = ("commit", "abort")
 _VERSION = "v1"
 
 
@@ -60,9 +71,19 @@ class Grant:
     path: str = ""
     groups: tuple[int, ...] = field(default=())
     slices: int = 0
+    txn: str = ""
+    """Decision tokens only: the edit transaction."""
+    ver: int = 0
+    """Decision tokens only: the version a commit gives the file (0 for an abort)."""
+    prev: tuple[tuple[int, int], ...] = ()
+    """Decision tokens only: ``(group, prev)`` per participant group."""
+
+    def prev_for(self, group: int) -> int:
+        """The version ``group`` must be at for this commit to apply there (0 if unnamed)."""
+        return next((p for g, p in self.prev if g == group), 0)
 
     def to_claims(self) -> dict[str, Any]:
-        return {
+        claims: dict[str, Any] = {
             "op": self.op,
             "file": self.file_id,
             "path": self.path,
@@ -70,6 +91,9 @@ class Grant:
             "n": self.slices,
             "exp": self.expires,
         }
+        if self.op in DECISIONS:
+            claims.update(txn=self.txn, ver=self.ver, prev=[list(p) for p in self.prev])
+        return claims
 
     @classmethod
     def from_claims(cls, data: Any) -> Grant:
@@ -83,7 +107,19 @@ class Grant:
             raise ValueError("bad groups")
         if type(slices) is not int or type(expires) is not int:
             raise ValueError("bad n or exp")
-        return cls(op, expires, file_id, path, tuple(groups), slices)
+        txn, ver, prev = data.get("txn", ""), data.get("ver", 0), data.get("prev", [])
+        if not isinstance(txn, str) or type(ver) is not int or not isinstance(prev, list):
+            raise ValueError("bad txn, ver or prev")
+        pairs = []
+        for item in prev:
+            if (
+                not isinstance(item, list)
+                or len(item) != 2
+                or not all(type(v) is int for v in item)
+            ):
+                raise ValueError("bad prev")
+            pairs.append((item[0], item[1]))
+        return cls(op, expires, file_id, path, tuple(groups), slices, txn, ver, tuple(pairs))
 
 
 def issue(secret: str, grant: Grant) -> str:
@@ -155,7 +191,7 @@ def check(
     current = time.time() if now is None else now
     if current > grant.expires:
         raise Forbidden("grant expired", expired_at=grant.expires)
-    if op == "write" and grant.op != "write":
+    if (op in ("write", *DECISIONS) or grant.op in DECISIONS) and grant.op != op:
         raise Forbidden(f"a {grant.op} grant does not allow {op}")
     if file_id is not None and grant.file_id != file_id:
         raise Forbidden("grant is for another file", file=file_id)
@@ -163,6 +199,21 @@ def check(
         raise Forbidden("grant is for another path", path=path)
     if group is not None and grant.groups and group not in grant.groups:
         raise Forbidden("grant is for other groups", group=group)
+    return grant
+
+
+def decision_of(secret: str, token: str | None, txn: str, *, now: float | None = None) -> Grant:
+    """The decision (op "commit" or "abort") a token carries for edit ``txn``: 401 for a
+    missing, malformed or forged token, 403 for an expired one, another txn, or a token that
+    is no decision (a read or write grant)."""
+    grant = decode(secret, token)
+    current = time.time() if now is None else now
+    if current > grant.expires:
+        raise Forbidden("decision expired", expired_at=grant.expires)
+    if grant.op not in DECISIONS:
+        raise Forbidden(f"a {grant.op} grant is no edit decision")
+    if grant.txn != txn:
+        raise Forbidden("the decision is for another edit", txn=txn)
     return grant
 
 

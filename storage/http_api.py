@@ -7,7 +7,8 @@ Public (each needs a grant for the file, ``storage/http_grants.py``; W = write, 
           PUT /slices/{slot}?upload&gen&next  step 2: write the reserved slice and seal it   W
           POST /slices/{slot}/relink?gen&next  change a slice's next pointer (leader)       W
           GET /chain/{slot}?max=N        walk a file's chain through this group's table     R
-                                         (X-Mydfs-File/-Index: the owner the reader expects)
+                                         (X-Mydfs-File/-Index: the owner the reader expects;
+                                         X-Mydfs-Version: the file version it expects here)
           GET|HEAD /files/{path}?head=G:S&size&slices&file&mtime&version&grant  a whole file R
           GET|HEAD /slices/{slot}[?gen=G] read a slice, whole or one Range                   R
           GET /slices/{slot}/meta        the slot's record (signed, or R for its owner)
@@ -290,16 +291,24 @@ async def chain(request: web.Request) -> web.Response:
     slot = _slot(request)
     most = node.config.max_chain
     limit = min(_int_arg(request, "max") or most, most)
+    expected = _header_int(request.headers.get(VERSION_HEADER), VERSION_HEADER)
     try:
-        entries, nxt = await node.reads.walk(slot, limit, (file_id, first))
+        entries, nxt, version = await node.reads.walk_versioned(
+            slot, limit, (file_id, first), expected
+        )
     except Corrupt as exc:
         raise broken_chain(exc) from None
     return json_response(
         {
             "entries": [e.to_dict(node.urls) for e in entries],
             "next": None if nxt is None else [nxt.group, nxt.slot],
+            "version": version,
         }
     )
+
+
+#: Request header of ``GET /chain``: the file version the reader's entry expects in this group.
+VERSION_HEADER = "X-Mydfs-Version"
 
 
 def _header_int(text: str | None, name: str) -> int | None:

@@ -10,6 +10,7 @@ import pytest
 from mydfs.common.errors import InvalidArgument, SlotOutOfRange
 from mydfs.common.location import Location
 from mydfs.storage import group_snapshot
+from mydfs.storage.chain import walk
 from mydfs.storage.edit_commands import MAX_EDIT_SLOTS, Commit, Prepare, Rollback
 from mydfs.storage.group_commands import (
     Abort,
@@ -434,3 +435,60 @@ def test_golden_snapshot_v2() -> None:
         "slots",
         "version",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the chain walk after edits: via
+
+
+def _linked(g: GroupState, count: int) -> list[tuple[int, int]]:
+    """``count`` live slices of FILE chained in slot order (each reserved with its next)."""
+    refs = []
+    for i in range(count):
+        nxt = Location(GROUP, i + 1) if i + 1 < count else None
+        got = ok(
+            g,
+            Reserve(
+                upload_id=f"c{i}",
+                file_id=FILE,
+                slice_index=i,
+                length=10,
+                crc32c=1,
+                now_ms=1,
+                next=nxt,
+            ),
+        )
+        assert got["slot"] == i
+        ok(g, Seal(slot=i, upload_id=f"c{i}", generation=got["generation"], holders=NODES))
+        refs.append((i, got["generation"]))
+    return refs
+
+
+def test_walk_reports_the_301_slots_passed_through() -> None:
+    g = GroupState(GROUP)
+    a, b, c = _linked(g, 3)
+    entries, nxt = walk(g, 0, 10)
+    assert [e.slot for e in entries] == [0, 1, 2] and nxt is None
+    assert all(e.via == () for e in entries)
+    # an edit of slice b: its entry point (slot 1) becomes a 301 to a new slice -> c
+    got = ok(
+        g,
+        Reserve(
+            upload_id="n",
+            file_id=FILE,
+            slice_index=1,
+            length=5,
+            crc32c=2,
+            now_ms=1,
+            next=Location(GROUP, 2),
+        ),
+    )
+    n = (got["slot"], got["generation"])
+    ok(g, Seal(slot=n[0], upload_id="n", generation=n[1], holders=NODES))
+    ok(g, prepare(lock=(b,), move=(*b, Location(GROUP, n[0])), new=(n,)))
+    ok(g, Commit(txn=TXN, version=1, prev=0))
+    entries, _ = walk(g, 0, 10)
+    assert [e.slot for e in entries] == [0, n[0], 2]
+    assert entries[1].via == (b,)
+    assert entries[1].to_dict({})["via"] == [list(b)]
+    assert entries[0].to_dict({})["via"] == []
