@@ -376,18 +376,18 @@ class GroupTable:
         for uid, slot, generation in parts.sealed:
             fresh._sealed[uid] = (slot, generation)
         try:
-            for info in parts.prepared:
-                if info.txn in fresh._prepared:
-                    raise InvariantViolation("a txn is prepared twice", txn=info.txn)
-                fresh._prepared[info.txn] = info
-                for slot, _ in info.slots():
+            for txn in parts.prepared:
+                if txn.txn in fresh._prepared:
+                    raise InvariantViolation("a txn is prepared twice", txn=txn.txn)
+                fresh._prepared[txn.txn] = txn
+                for slot, _ in txn.slots():
                     if slot in fresh._locks:
                         raise InvariantViolation("a slot is locked twice", slot=slot)
-                    fresh._locks[slot] = info.txn
-            for info in parts.finished:
-                if info.txn in fresh._finished:
-                    raise InvariantViolation("a txn is finished twice", txn=info.txn)
-                fresh._finished[info.txn] = info
+                    fresh._locks[slot] = txn.txn
+            for txn in parts.finished:
+                if txn.txn in fresh._finished:
+                    raise InvariantViolation("a txn is finished twice", txn=txn.txn)
+                fresh._finished[txn.txn] = txn
             fresh._file_versions = dict(parts.file_versions)
             fresh.check_invariants()
         except InvariantViolation as exc:
