@@ -143,7 +143,7 @@ def test_decision_tokens_verify_only_for_their_txn_and_outcome() -> None:
         grants.check(SECRET, decision("abort"), op="commit")
 
 
-# --- prepare, decide, the resolver ------------------------------------------------------------------
+# --- prepare, decide, the resolver ---------------------------------------------------------------
 
 
 async def test_prepare_then_commit_through_the_participant() -> None:

@@ -466,7 +466,7 @@ def _linked(g: GroupState, count: int) -> list[tuple[int, int]]:
 
 def test_walk_reports_the_301_slots_passed_through() -> None:
     g = GroupState(GROUP)
-    a, b, c = _linked(g, 3)
+    _, b, _ = _linked(g, 3)
     entries, nxt = walk(g, 0, 10)
     assert [e.slot for e in entries] == [0, 1, 2] and nxt is None
     assert all(e.via == () for e in entries)
