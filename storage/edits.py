@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 RESOLVE_INTERVAL = 1.0
 #: Seconds one resolve call to the tracker may take.
 RESOLVE_TIMEOUT = 5.0
+#: The tracker's answer for a txn it has no decision on and may have forgotten.
+UNKNOWN = "unknown"
 
 Resolve = Callable[[TxnInfo], Awaitable[Mapping[str, Any]]]
 """Ask the tracker about a prepared txn; its JSON answer (``{"decision": ..., "token"}``)."""
@@ -91,6 +93,8 @@ class EditParticipant:
         self._clock = clock
         #: Decisions known here but not applied yet (a commit refused out_of_order).
         self._waiting: dict[str, Grant] = {}
+        #: Txns whose trouble was logged already (one error per txn, not one a second).
+        self._reported: set[str] = set()
 
     # --- the commands ------------------------------------------------------------------------
 
@@ -172,6 +176,7 @@ class EditParticipant:
         live = {info.txn for info in prepared}
         for txn in [t for t in self._waiting if t not in live]:
             del self._waiting[txn]  # applied or rolled back meanwhile
+        self._reported &= live
         now_ms = int(self._clock() * 1000)
         in_doubt = 0
         for info in prepared:
@@ -184,22 +189,26 @@ class EditParticipant:
                 await self._apply(self._waiting[info.txn])
                 continue
             decision = await self._ask(info)
-            if decision is None:
+            if decision == UNKNOWN:
                 in_doubt += 1
-            else:
+            elif isinstance(decision, Grant):
                 await self._apply(decision)
         ctx.metrics.edits_in_doubt.set(in_doubt)
 
-    async def _ask(self, info: TxnInfo) -> Grant | None:
-        """The tracker's verified decision on ``info``; None when it has none to give (the
-        error is logged)."""
+    async def _ask(self, info: TxnInfo) -> Grant | str | None:
+        """The tracker's verified decision on ``info``; :data:`UNKNOWN` when the tracker has
+        none (it forgot the txn); None when it could not be asked or its answer does not
+        verify (logged)."""
         try:
             answer = await self._resolve(info)
         except (MydfsError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("edit %s: the tracker could not be asked: %s", info.txn, exc)
+            if self._report(info.txn):
+                log.warning("edit %s: the tracker could not be asked: %s", info.txn, exc)
             return None
         outcome = answer.get("decision")
-        if outcome == "unknown":
+        if outcome == UNKNOWN:
+            if not self._report(info.txn):
+                return UNKNOWN
             log.error(
                 "edit %s of file %s is in doubt: prepared at %d ms, the tracker has no "
                 "decision; its slots stay locked",
@@ -207,7 +216,7 @@ class EditParticipant:
                 info.file_id,
                 info.prepared_at_ms,
             )
-            return None
+            return UNKNOWN
         try:
             decision = grants.decision_of(self._ctx.config.secret, answer.get("token"), info.txn)
         except MydfsError as exc:
@@ -217,6 +226,12 @@ class EditParticipant:
             log.error("edit %s: the answer says %s, its token %s", info.txn, outcome, decision.op)
             return None
         return decision
+
+    def _report(self, txn: str) -> bool:
+        """True the first time ``txn`` has a trouble to log (then once more after it left)."""
+        first = txn not in self._reported
+        self._reported.add(txn)
+        return first
 
     async def _apply(self, decision: Grant) -> None:
         try:
