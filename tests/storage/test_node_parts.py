@@ -155,6 +155,8 @@ def test_storage_config_defaults() -> None:
     assert cfg.advertise == "http://127.0.0.1:8101"
     assert cfg.volume_path == Path("/tmp/x/volume.dat")
     assert [p.node_id for p in cfg.members] == ["n1", "n2", "n3"]
+    assert cfg.edit_timeout == 10.0
+    assert _cfg([*BASE, "--edit-timeout", "3"]).edit_timeout == 3.0
 
 
 @pytest.mark.parametrize(
@@ -167,6 +169,7 @@ def test_storage_config_defaults() -> None:
         (["--node-id", "bad id!"], "node_id"),
         (["--log-level", "loud"], "log_level"),
         (["--replica-timeout", "0"], "replica_timeout"),
+        (["--edit-timeout", "0"], "edit_timeout"),
     ],
 )
 def test_storage_config_errors_name_the_key(extra: list[str], key: str) -> None:
