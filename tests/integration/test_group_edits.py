@@ -148,6 +148,8 @@ async def test_an_undecided_edit_keeps_its_locks_until_a_decision(
     status, answer = await post(http, f"{leader.url}/edits/{txn}/prepare", body)
     assert status == 200, answer
     await asyncio.sleep(4.5)
+    status = (await request(http, "GET", f"{leader.url}/status")).json()
+    assert txn in status["edits"]["txns"], status["edits"]
     refused = await delete_slice(http, c, leader.url, old[0], old[1], file_id=FILE)
     assert refused.status == 409 and refused.json()["context"]["reason"] == "locked"
     abort = decision(c, "abort", txn)
