@@ -177,7 +177,7 @@ class EditHandlers(GroupTable):
                 touched.append(ref[0])
         self._unlock(known)
         self._file_versions[known.file_id] = c.version
-        done = TxnInfo(c.txn, COMMITTED, known.file_id, known.prepared_at_ms, version=c.version)
+        done = TxnInfo(c.txn, COMMITTED, known.file_id, 0, version=c.version)
         self._finish(done)
         return self._txn_ok(c.OP, done, duplicate=False, slots=touched)
 
@@ -201,7 +201,7 @@ class EditHandlers(GroupTable):
                 self._free_slot(self._slots[slot])
                 touched.append(slot)
             self._unlock(known)
-            done = TxnInfo(c.txn, ROLLED_BACK, known.file_id, known.prepared_at_ms)
+            done = TxnInfo(c.txn, ROLLED_BACK, known.file_id, 0)
         self._finish(done)
         return self._txn_ok(c.OP, done, duplicate=False, slots=touched)
 

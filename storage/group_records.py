@@ -108,7 +108,8 @@ class TxnInfo:
     """``prepared``, ``committed`` or ``rolled_back``."""
     file_id: str
     prepared_at_ms: int
-    """The leader's clock when the prepare was committed (0 when never prepared here)."""
+    """The leader's clock when the prepare was committed (0 once finished: the window keeps
+    only the outcome)."""
     lock: tuple[tuple[int, int], ...] = ()
     move: tuple[int, int, Location] | None = None
     new: tuple[tuple[int, int], ...] = ()

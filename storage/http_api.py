@@ -298,9 +298,10 @@ async def chain(request: web.Request) -> web.Response:
     most = node.config.max_chain
     limit = min(_int_arg(request, "max") or most, most)
     expected = _header_int(request.headers.get(VERSION_HEADER), VERSION_HEADER)
+    named = "X-Mydfs-File" in request.headers  # the version is that of the file named
     try:
         entries, nxt, version = await node.reads.walk_versioned(
-            slot, limit, (file_id, first), expected
+            slot, limit, (file_id, first), expected if named else None
         )
     except Corrupt as exc:
         raise broken_chain(exc) from None
@@ -308,7 +309,7 @@ async def chain(request: web.Request) -> web.Response:
         {
             "entries": [e.to_dict(node.urls) for e in entries],
             "next": None if nxt is None else [nxt.group, nxt.slot],
-            "version": version,
+            "version": version if named else 0,
         }
     )
 
