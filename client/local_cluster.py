@@ -171,7 +171,7 @@ class LocalCluster:
                     data_dir=self.root / node_id,
                     secret=self.secret,
                     tracker_url=self.tracker_url if self.tracker_process else None,
-                    extra_args=list(storage_args),
+                    extra_args=["--edit-timeout", "3", *storage_args],
                     scheme=self.scheme,
                     ca=self.ca,
                 )

@@ -7,8 +7,9 @@ This is what lets a client (or a storage node streaming a whole file) learn ever
 location with one round trip per group run instead of one per slice.
 
 301 records are followed to their target when it is in the same group (or handed back as
-the continuation when it is not). A 404 (deleted) or pending slice inside a chain is an error:
-a live file never silently reads short.
+the continuation when it is not); each entry lists the 301 slots it was reached through
+(``via``), which an edit locks and frees with the slice. A 404 (deleted) or pending slice
+inside a chain is an error: a live file never silently reads short.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class ChainEntry:
     file_id: str
     index: int
     holders: tuple[str, ...]
+    via: tuple[tuple[int, int], ...] = ()
+    """The 301 slots ``(slot, generation)`` passed through, in order, to reach this slice
+    (empty when the pointer named the live slot itself)."""
 
     def to_dict(self, urls: dict[str, str]) -> dict[str, Any]:
         return {
@@ -47,6 +51,7 @@ class ChainEntry:
             "file_id": self.file_id,
             "index": self.index,
             "replicas": [urls[h] for h in self.holders if h in urls],
+            "via": [[slot, generation] for slot, generation in self.via],
         }
 
 
@@ -63,8 +68,10 @@ def walk(state: GroupState, start: int, limit: int) -> tuple[list[ChainEntry], L
         slot = current.slot
         info = state.get(slot)
         hops = 0
+        via: list[tuple[int, int]] = []
         while info is not None and info.state is SlotState.MOVED:
             hops += 1
+            via.append((slot, info.generation))
             target = info.target
             if target is None or hops > MAX_REDIRECTS:
                 raise Corrupt("301 redirects loop or lack a target", group=group, slot=slot)
@@ -91,6 +98,7 @@ def walk(state: GroupState, start: int, limit: int) -> tuple[list[ChainEntry], L
                 file_id=info.file_id,
                 index=info.slice_index,
                 holders=info.holders,
+                via=tuple(via),
             )
         )
         current = info.next

@@ -62,6 +62,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("registration_ttl", "float", 30.0, "seconds a fresh slice stays in the table"),
     Option("replica_timeout", "float", 10.0, "seconds to get a slice durable on a majority"),
     Option("heartbeat_interval", "float", 1.0, "seconds between tracker heartbeats"),
+    Option(
+        "edit_timeout",
+        "float",
+        10.0,
+        "seconds an edit may stay prepared before the leader asks the tracker for its outcome",
+    ),
     Option("max_chain", "int", 10_000, "most slices one GET /chain answer lists (max= is capped)"),
     Option(
         "max_pending_reservations",
@@ -110,6 +116,7 @@ class StorageConfig:
     max_pending_reservations: int = 4096
     max_json_bytes: int = 65536
     limits: Limits = field(default_factory=Limits)
+    edit_timeout: float = 10.0
 
     @property
     def members(self) -> tuple[Peer, ...]:
@@ -173,7 +180,7 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         raise ConfigError(f"config key log_format: {v['log_format']!r} is not text or json")
     if v["tracker"]:
         _url(v["tracker"], "tracker")
-    for key in ("registration_ttl", "replica_timeout", "heartbeat_interval"):
+    for key in ("registration_ttl", "replica_timeout", "heartbeat_interval", "edit_timeout"):
         if v[key] <= 0:
             raise ConfigError(f"config key {key}: must be > 0")
     if v["registration_mb"] < 0:
@@ -219,6 +226,7 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         max_pending_reservations=v["max_pending_reservations"],
         max_json_bytes=v["max_json_bytes"],
         limits=limits_from_values(v),
+        edit_timeout=v["edit_timeout"],
     )
 
 

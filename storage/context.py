@@ -33,6 +33,9 @@ from mydfs.storage.volume import Volume
 
 _T = TypeVar("_T")
 
+#: The edit commands (storage/edit_commands.py): their results list the slots they changed.
+EDIT_OPS = frozenset({"prepare", "commit", "rollback"})
+
 #: Seconds a command may take to commit through Raft.
 RAFT_TIMEOUT = 5.0
 
@@ -48,6 +51,10 @@ class LockedGroup:
     def apply(self, command: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             result = self._state.apply(command)
+        if command.get("op") in EDIT_OPS:  # only the slots it changed (none when refused)
+            for changed in result.get("slots") or ():
+                self._on_applied(changed)
+            return result
         slot = result.get("slot", command.get("slot"))
         self._on_applied(slot if isinstance(slot, int) else None)
         return result

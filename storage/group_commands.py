@@ -219,6 +219,9 @@ class Command:
 
     OP: ClassVar[str] = ""
     NULLABLE: ClassVar[frozenset[str]] = frozenset()
+    PARSERS: ClassVar[Mapping[str, _Parser]] = {}
+    """Parsers of fields outside the shared vocabulary (by name), for command modules of
+    their own (``storage/edit_commands.py``)."""
 
     def __post_init__(self) -> None:
         for name in _field_names(type(self)):
@@ -227,7 +230,8 @@ class Command:
                 if name not in self.NULLABLE:
                     raise InvalidArgument(f"{name} is required", op=self.OP, field=name)
                 continue
-            object.__setattr__(self, name, _FIELD_PARSERS[name](value, self.OP, name))
+            parse = self.PARSERS.get(name) or _FIELD_PARSERS[name]
+            object.__setattr__(self, name, parse(value, self.OP, name))
         self._check()
 
     def _check(self) -> None:
@@ -413,12 +417,30 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
 }
 
 
+def register(*classes: type[Command]) -> None:
+    """Add command classes defined in other modules (``storage/edit_commands.py``) to
+    :data:`COMMAND_TYPES`, so :func:`decode_command` knows them."""
+    for cls in classes:
+        if cls.OP in COMMAND_TYPES and COMMAND_TYPES[cls.OP] is not cls:
+            raise ValueError(f"command op {cls.OP!r} registered twice")
+        COMMAND_TYPES[cls.OP] = cls
+
+
 def decode_command(data: object) -> Command:
-    """The typed command for a wire dict; raises :class:`InvalidArgument` if it is malformed."""
+    """The typed command for a wire dict; raises :class:`InvalidArgument` if it is malformed.
+    Knows every command of :data:`COMMAND_TYPES`, the edit commands
+    (:mod:`mydfs.storage.edit_commands`) included."""
     if not isinstance(data, Mapping):
         raise InvalidArgument(f"a command must be a mapping, not {type(data).__name__}")
+    _load_edit_commands()
     op = data.get("op")
     cls = COMMAND_TYPES.get(op) if isinstance(op, str) else None
     if cls is None:
         raise InvalidArgument(f"unknown command op {_short(op)}", field="op")
     return cls.from_dict(data)
+
+
+def _load_edit_commands() -> None:
+    """Import :mod:`mydfs.storage.edit_commands` (it registers itself): decoding a wire command
+    must know every command, whoever imported this module first."""
+    from mydfs.storage import edit_commands  # noqa: F401  (cyclic import: edit_commands uses us)

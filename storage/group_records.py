@@ -16,12 +16,18 @@ from mydfs.common.location import Location
 from mydfs.storage.slot_state import SlotState
 
 __all__ = [
+    "COMMITTED",
     "DEFAULT_MIN_HOLDERS",
     "DEFAULT_UPLOAD_WINDOW",
+    "EDIT_WINDOW",
+    "PREPARED",
+    "ROLLED_BACK",
+    "TXN_STATES",
     "GroupConfig",
     "GroupStats",
     "Result",
     "SlotInfo",
+    "TxnInfo",
     "UploadRef",
     "raise_for_result",
     "refusal",
@@ -31,6 +37,14 @@ __all__ = [
 DEFAULT_UPLOAD_WINDOW: Final = 50_000
 """Sealed upload ids kept for retries. At 125 slices/s (500 MB/s of ingest into one group) that
 is more than 6 minutes of uploads; it costs about 250 bytes of memory per id."""
+
+EDIT_WINDOW: Final = 50_000
+"""Finished (committed or rolled back) edit transactions remembered for duplicates."""
+
+PREPARED: Final = "prepared"
+COMMITTED: Final = "committed"
+ROLLED_BACK: Final = "rolled_back"
+TXN_STATES: Final = (PREPARED, COMMITTED, ROLLED_BACK)
 
 DEFAULT_MIN_HOLDERS: Final = 2
 """A seal needs the payload durable on a majority of the 3 nodes of a group."""
@@ -78,6 +92,47 @@ class SlotInfo:
             "holders": list(self.holders),
             "target": wire_location(self.target),
             "reserved_at_ms": self.reserved_at_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TxnInfo:
+    """An edit transaction as this group knows it (``docs/group_state.md``, "Edits").
+
+    A prepared txn carries what it locked; a finished one (``committed`` or ``rolled_back``,
+    kept in a bounded window) only its outcome: ``lock``, ``move`` and ``new`` are empty then.
+    ``file_id`` is ``""`` for a txn rolled back before this group ever saw its prepare."""
+
+    txn: str
+    state: str
+    """``prepared``, ``committed`` or ``rolled_back``."""
+    file_id: str
+    prepared_at_ms: int
+    """The leader's clock when the prepare was committed (0 once finished: the window keeps
+    only the outcome)."""
+    lock: tuple[tuple[int, int], ...] = ()
+    move: tuple[int, int, Location] | None = None
+    new: tuple[tuple[int, int], ...] = ()
+    version: int = 0
+    """The file's version this commit set (0 unless committed)."""
+
+    def slots(self) -> tuple[tuple[int, int], ...]:
+        """Every slot this txn locks: ``lock`` then ``new``."""
+        return self.lock + self.new
+
+    def to_dict(self) -> dict[str, Any]:
+        move = None
+        if self.move is not None:
+            move = [self.move[0], self.move[1], wire_location(self.move[2])]
+        return {
+            "txn": self.txn,
+            "state": self.state,
+            "file_id": self.file_id,
+            "prepared_at_ms": self.prepared_at_ms,
+            "lock": [list(r) for r in self.lock],
+            "move": move,
+            "new": [list(r) for r in self.new],
+            "version": self.version,
         }
 
 

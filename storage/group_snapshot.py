@@ -2,24 +2,31 @@
 
 The document (``docs/group_state.md``, "Snapshot")::
 
-    {"format": "mydfs.group_state", "version": 1, "group": g, "config": {...},
-     "generation": n, "slot_fields": [...], "slots": [[...], ...], "sealed": [[id, slot, gen]]}
+    {"format": "mydfs.group_state", "version": 2, "group": g, "config": {...},
+     "generation": n, "slot_fields": [...], "slots": [[...], ...], "sealed": [[id, slot, gen]],
+     "prepared": [[txn, file_id, prepared_at_ms, lock, move, new], ...],
+     "finished": [[txn, state, file_id, version], ...],
+     "file_versions": [[file_id, version], ...]}
 
 written by orjson with sorted keys, so equal tables give equal bytes. Only the primary tables
-travel (slot records in slot order, the sealed upload window in seal order); the derived ones
-(free-slice table, pending index, counters) are rebuilt by
-:class:`~mydfs.storage.group_table.GroupTable` when it loads the parts.
+travel (slot records in slot order, the sealed upload window in seal order, prepared txns in
+prepare order, the finished txn window oldest first, file versions by file id); the derived
+ones (free-slice table, pending index, counters, slot locks) are rebuilt by
+:class:`~mydfs.storage.group_table.GroupTable` when it loads the parts. A version 1 snapshot
+(before edits) has no ``prepared``, ``finished`` or ``file_versions`` and loads with those
+tables empty.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
 
 from mydfs.common.errors import Corrupt, IncompatibleVolume, InvalidArgument
 from mydfs.common.location import MAX_SLOT
+from mydfs.storage.edit_commands import MAX_VERSION, Prepare, check_txn
 from mydfs.storage.group_commands import (
     MAX_CRC32C,
     MAX_GENERATION,
@@ -34,7 +41,16 @@ from mydfs.storage.group_commands import (
     check_upload_id,
     parse_location,
 )
-from mydfs.storage.group_records import GroupConfig, SlotInfo, wire_location
+from mydfs.storage.group_records import (
+    COMMITTED,
+    EDIT_WINDOW,
+    PREPARED,
+    ROLLED_BACK,
+    GroupConfig,
+    SlotInfo,
+    TxnInfo,
+    wire_location,
+)
 from mydfs.storage.slot_state import RECORD_STATES, SlotState
 
 __all__ = [
@@ -48,7 +64,9 @@ __all__ = [
 ]
 
 SNAPSHOT_FORMAT: Final = "mydfs.group_state"
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
+#: Versions :func:`decode` reads (1: before edits).
+READABLE_VERSIONS: Final = (1, 2)
 
 SLOT_FIELDS: Final = (
     "slot",
@@ -66,9 +84,10 @@ SLOT_FIELDS: Final = (
 )
 """The columns of one slot row, in order (stored in the snapshot as ``slot_fields``)."""
 
-_KEYS: Final = frozenset(
+_KEYS_V1: Final = frozenset(
     {"format", "version", "group", "config", "generation", "slot_fields", "slots", "sealed"}
 )
+_KEYS: Final = _KEYS_V1 | {"prepared", "finished", "file_versions"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +100,12 @@ class SnapshotParts:
     """One record per allocated slot, index == slot number."""
     sealed: list[tuple[str, int, int]]
     """The sealed upload window, oldest first: ``(upload_id, slot, generation)``."""
+    prepared: list[TxnInfo] = field(default_factory=list)
+    """Prepared edit txns, in prepare order."""
+    finished: list[TxnInfo] = field(default_factory=list)
+    """The finished edit txn window, oldest first (slim records: no slot lists)."""
+    file_versions: list[tuple[str, int]] = field(default_factory=list)
+    """``(file_id, version)`` of every file this group applied an edit commit of."""
 
 
 def encode(group: int, parts: SnapshotParts) -> bytes:
@@ -94,6 +119,9 @@ def encode(group: int, parts: SnapshotParts) -> bytes:
         "slot_fields": list(SLOT_FIELDS),
         "slots": [_row(info) for info in parts.slots],
         "sealed": [list(entry) for entry in parts.sealed],
+        "prepared": [_prepared_row(info) for info in parts.prepared],
+        "finished": [[i.txn, i.state, i.file_id, i.version] for i in parts.finished],
+        "file_versions": [[f, v] for f, v in sorted(parts.file_versions)],
     }
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
@@ -119,12 +147,14 @@ def decode(data: bytes, group: int) -> SnapshotParts:
     if doc.get("format") != SNAPSHOT_FORMAT:
         raise IncompatibleVolume("not a group state snapshot", group=group)
     version = doc.get("version")
-    if version != SNAPSHOT_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise IncompatibleVolume(
-            f"snapshot version {_shown(version)} is not {SNAPSHOT_VERSION}", group=group
+            f"snapshot version {_shown(version)} is not one of {list(READABLE_VERSIONS)}",
+            group=group,
         )
-    if set(doc) != _KEYS:
-        raise corrupt(f"keys {sorted(doc)} are not {sorted(_KEYS)}")
+    keys = _KEYS if version == SNAPSHOT_VERSION else _KEYS_V1
+    if set(doc) != keys:
+        raise corrupt(f"keys {sorted(doc)} are not {sorted(keys)}")
     if type(doc["group"]) is not int or doc["group"] != group:
         raise IncompatibleVolume(f"snapshot belongs to group {_shown(doc['group'])}", group=group)
     if doc["slot_fields"] != list(SLOT_FIELDS):
@@ -192,7 +222,99 @@ def _parts(doc: dict[str, Any]) -> SnapshotParts:
         generation=generation,
         slots=slots,
         sealed=list(window.values()),
+        prepared=[_parse_prepared(row) for row in _list(doc.get("prepared", []), "prepared")],
+        finished=_parse_finished(_list(doc.get("finished", []), "finished")),
+        file_versions=_parse_versions(_list(doc.get("file_versions", []), "file_versions")),
     )
+
+
+def _list(raw: object, name: str) -> list[Any]:
+    if not isinstance(raw, list):
+        raise InvalidArgument(f"{name} must be a list", op="restore", field=name)
+    return raw
+
+
+def _prepared_row(info: TxnInfo) -> list[Any]:
+    move = None
+    if info.move is not None:
+        move = [info.move[0], info.move[1], wire_location(info.move[2])]
+    return [
+        info.txn,
+        info.file_id,
+        info.prepared_at_ms,
+        [list(r) for r in info.lock],
+        move,
+        [list(r) for r in info.new],
+    ]
+
+
+def _parse_prepared(row: object) -> TxnInfo:
+    op = "restore"
+    if not isinstance(row, list) or len(row) != 6:
+        raise InvalidArgument("a prepared txn has the wrong shape", op=op, field="prepared")
+    txn, file_id, at, lock, move, new = row
+    # The command's own decoding checks every field and the cross-field rules.
+    prepare = Prepare.from_dict(
+        {
+            "op": Prepare.OP,
+            "txn": txn,
+            "file_id": file_id,
+            "now_ms": at,
+            "lock": lock,
+            "move": move,
+            "new": new,
+        }
+    )
+    return TxnInfo(
+        txn=prepare.txn,
+        state=PREPARED,
+        file_id=prepare.file_id,
+        prepared_at_ms=prepare.now_ms,
+        lock=prepare.lock,
+        move=prepare.move,
+        new=prepare.new,
+    )
+
+
+def _parse_finished(rows: list[Any]) -> list[TxnInfo]:
+    op = "restore"
+    if len(rows) > EDIT_WINDOW:
+        raise InvalidArgument("finished txn window over its bound", op=op, field="finished")
+    out = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 4:
+            raise InvalidArgument("a finished txn has the wrong shape", op=op, field="finished")
+        txn, state, file_id, version = row
+        if state not in (COMMITTED, ROLLED_BACK):
+            raise InvalidArgument("unknown txn state", op=op, field="finished.state")
+        if file_id != "" or state == COMMITTED:
+            check_file_id(file_id, op=op, field="finished.file_id")
+        lo = 1 if state == COMMITTED else 0
+        hi = MAX_VERSION if state == COMMITTED else 0
+        out.append(
+            TxnInfo(
+                txn=check_txn(txn, op=op, field="finished.txn"),
+                state=state,
+                file_id=file_id,
+                prepared_at_ms=0,
+                version=check_int(version, op=op, field="finished.version", lo=lo, hi=hi),
+            )
+        )
+    return out
+
+
+def _parse_versions(rows: list[Any]) -> list[tuple[str, int]]:
+    op = "restore"
+    out: list[tuple[str, int]] = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 2:
+            raise InvalidArgument("a file version has the wrong shape", op=op)
+        file_id = check_file_id(row[0], op=op, field="file_versions.file_id")
+        version = check_int(row[1], op=op, field="file_versions.version", lo=1, hi=MAX_VERSION)
+        out.append((file_id, version))
+    if [f for f, _ in out] != sorted({f for f, _ in out}):
+        raise InvalidArgument("file versions are not sorted by file id, once each", op=op)
+    return out
 
 
 def _parse_row(row: object, index: int) -> SlotInfo:

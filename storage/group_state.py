@@ -54,6 +54,7 @@ from mydfs.common.errors import (
     MydfsError,
 )
 from mydfs.common.location import Location
+from mydfs.storage.edit_commands import Commit, Prepare, Rollback
 from mydfs.storage.group_commands import (
     MAX_GENERATION,
     MAX_HOLDERS,
@@ -71,6 +72,7 @@ from mydfs.storage.group_commands import (
     Unconfirm,
     decode_command,
 )
+from mydfs.storage.group_edits import EditHandlers
 from mydfs.storage.group_records import (
     DEFAULT_MIN_HOLDERS,
     DEFAULT_UPLOAD_WINDOW,
@@ -78,13 +80,13 @@ from mydfs.storage.group_records import (
     GroupStats,
     Result,
     SlotInfo,
+    TxnInfo,
     UploadRef,
     raise_for_result,
     refusal,
     wire_location,
 )
 from mydfs.storage.group_snapshot import SNAPSHOT_FORMAT, SNAPSHOT_VERSION
-from mydfs.storage.group_table import GroupTable
 from mydfs.storage.slot_state import SlotState
 
 __all__ = [
@@ -97,16 +99,18 @@ __all__ = [
     "GroupStats",
     "SlotInfo",
     "SlotState",
+    "TxnInfo",
     "UploadRef",
     "raise_for_result",
 ]
 
 
-class GroupState(GroupTable):
+class GroupState(EditHandlers):
     """The replicated slot table of storage group ``group`` with its command handlers; see the
     module docstring and ``docs/group_state.md``. The constructor (the genesis configuration),
     the tables, the read API, snapshots and the invariant checks come from
-    :class:`~mydfs.storage.group_table.GroupTable`."""
+    :class:`~mydfs.storage.group_table.GroupTable`; the edit handlers (``prepare``, ``commit``,
+    ``rollback``) from :class:`~mydfs.storage.group_edits.EditHandlers`."""
 
     # ----------------------------------------------------------------------------------------
     # applying commands
@@ -149,6 +153,12 @@ class GroupState(GroupTable):
                     return self._release(command)
                 case Configure():
                     return self._configure(command)
+                case Prepare():
+                    return self._prepare(command)
+                case Commit():
+                    return self._commit(command)
+                case Rollback():
+                    return self._rollback(command)
                 case Noop():
                     return {"ok": True, "op": command.OP}
                 case _:
@@ -278,6 +288,7 @@ class GroupState(GroupTable):
     def _abort(self, c: Abort) -> Result:
         info = self._get(c.slot)
         self._check_upload(info, c.upload_id, c.generation)
+        self._check_unlocked(info.slot, c.OP)
         if info.state is SlotState.DELETED:
             return self._ok(c, info, duplicate=True)
         if info.state is not SlotState.PENDING:
@@ -289,6 +300,7 @@ class GroupState(GroupTable):
     def _delete(self, c: Delete) -> Result:
         info = self._get(c.slot)
         self._check_generation(info, c.generation)
+        self._check_unlocked(info.slot, c.OP)
         if info.state is SlotState.DELETED:
             return self._ok(c, info, duplicate=True)
         if info.state is not SlotState.LIVE:
@@ -307,6 +319,7 @@ class GroupState(GroupTable):
                 field="target",
                 reason="self_redirect",
             )
+        self._check_unlocked(info.slot, c.OP)
         if info.state is SlotState.MOVED and info.target == c.target:
             return self._ok(c, info, duplicate=True)
         if info.state is not SlotState.LIVE:
@@ -317,6 +330,7 @@ class GroupState(GroupTable):
     def _relink(self, c: Relink) -> Result:
         info = self._get(c.slot)
         self._check_generation(info, c.generation)
+        self._check_unlocked(info.slot, c.OP)
         if c.next == Location(self._group, info.slot):
             raise InvalidArgument(
                 "a slice cannot be its own next slice",
@@ -362,6 +376,7 @@ class GroupState(GroupTable):
     def _release(self, c: Release) -> Result:
         info = self._get(c.slot)
         self._check_generation(info, c.generation)
+        self._check_unlocked(info.slot, c.OP)
         if info.state is SlotState.DELETED:
             return self._ok(c, info, duplicate=True)
         if info.state is not SlotState.MOVED:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Self
 
@@ -33,11 +34,16 @@ from mydfs.common.location import MAX_GROUP
 from mydfs.storage import group_snapshot
 from mydfs.storage.group_commands import Configure, check_int
 from mydfs.storage.group_records import (
+    COMMITTED,
     DEFAULT_MIN_HOLDERS,
     DEFAULT_UPLOAD_WINDOW,
+    EDIT_WINDOW,
+    PREPARED,
+    ROLLED_BACK,
     GroupConfig,
     GroupStats,
     SlotInfo,
+    TxnInfo,
     UploadRef,
 )
 from mydfs.storage.group_snapshot import SnapshotParts
@@ -72,6 +78,13 @@ class GroupTable:
         self._sealed: OrderedDict[str, tuple[int, int]] = OrderedDict()  # id -> (slot, gen)
         self._counts: dict[SlotState, int] = dict.fromkeys(RECORD_STATES, 0)
         self._bytes: dict[SlotState, int] = dict.fromkeys(RECORD_STATES, 0)
+        # Edits (storage/group_edits.py): prepared txns in prepare order, the bounded window of
+        # finished ones (oldest first), each edited file's version, and the slot locks (derived
+        # from the prepared txns).
+        self._prepared: dict[str, TxnInfo] = {}
+        self._finished: OrderedDict[str, TxnInfo] = OrderedDict()
+        self._file_versions: dict[str, int] = {}
+        self._locks: dict[int, str] = {}  # slot -> txn holding it
 
     # ----------------------------------------------------------------------------------------
     # mutation helpers (with GroupState's handlers, the only code that writes the tables)
@@ -107,6 +120,16 @@ class GroupTable:
         while len(self._sealed) > self._config.upload_window:
             self._sealed.popitem(last=False)
 
+    def _finish(self, info: TxnInfo) -> None:
+        """Remember a finished txn (slim: no slot lists) in the window, evicting the oldest."""
+        self._finished.pop(info.txn, None)
+        self._finished[info.txn] = info
+        while len(self._finished) > self._edit_window:
+            self._finished.popitem(last=False)
+
+    #: How many finished txns :meth:`_finish` keeps (a constant of the replicated state).
+    _edit_window = EDIT_WINDOW
+
     # ----------------------------------------------------------------------------------------
     # precondition helpers (raise, never mutate)
 
@@ -141,6 +164,19 @@ class GroupTable:
             reason="wrong_state",
             **ctx,
         )
+
+    def _check_unlocked(self, slot: int, op: str) -> None:
+        """:class:`Conflict` ``reason=locked`` when an edit txn holds ``slot``."""
+        holder = self._locks.get(slot)
+        if holder is not None:
+            raise Conflict(
+                f"slot {slot} is locked by edit {holder}",
+                group=self._group,
+                slot=slot,
+                op=op,
+                txn=holder,
+                reason="locked",
+            )
 
     def _next_slot(self) -> int | None:
         if self._free:
@@ -244,6 +280,22 @@ class GroupTable:
         refs += [self.upload(uid) for uid in list(self._sealed)]
         return [r for r in refs if r is not None]
 
+    def file_version(self, file_id: str) -> int:
+        """The version of the last edit commit this group applied for ``file_id`` (0: never)."""
+        return self._file_versions.get(file_id, 0)
+
+    def txn(self, txn: str) -> TxnInfo | None:
+        """What this group knows of edit ``txn``: prepared, or finished within the window."""
+        return self._prepared.get(txn) or self._finished.get(txn)
+
+    def prepared_txns(self) -> list[TxnInfo]:
+        """Every prepared (undecided here) edit txn, oldest prepare first: the resolver's list."""
+        return list(self._prepared.values())
+
+    def lock_of(self, slot: int) -> str | None:
+        """The txn holding ``slot`` locked, or None."""
+        return self._locks.get(slot)
+
     def stats(self) -> GroupStats:
         end = len(self._slots)
         room = None if self._config.max_slots is None else self._config.max_slots - end
@@ -269,7 +321,15 @@ class GroupTable:
         """The whole state as canonical JSON (orjson, sorted keys): equal states give equal
         bytes. Derived tables (free table, pending index, counters) are rebuilt on restore."""
         sealed = [(uid, s, g) for uid, (s, g) in self._sealed.items()]
-        parts = SnapshotParts(self._config, self._generation, self._slots, sealed)
+        parts = SnapshotParts(
+            self._config,
+            self._generation,
+            self._slots,
+            sealed,
+            prepared=list(self._prepared.values()),
+            finished=list(self._finished.values()),
+            file_versions=sorted(self._file_versions.items()),
+        )
         return group_snapshot.encode(self._group, parts)
 
     def digest(self) -> str:
@@ -289,6 +349,10 @@ class GroupTable:
         self._sealed = fresh._sealed
         self._counts = fresh._counts
         self._bytes = fresh._bytes
+        self._prepared = fresh._prepared
+        self._finished = fresh._finished
+        self._file_versions = fresh._file_versions
+        self._locks = fresh._locks
 
     def _from_parts(self, parts: SnapshotParts) -> Self:
         """A new table of this group holding ``parts``, derived tables rebuilt and every
@@ -312,6 +376,19 @@ class GroupTable:
         for uid, slot, generation in parts.sealed:
             fresh._sealed[uid] = (slot, generation)
         try:
+            for txn in parts.prepared:
+                if txn.txn in fresh._prepared:
+                    raise InvariantViolation("a txn is prepared twice", txn=txn.txn)
+                fresh._prepared[txn.txn] = txn
+                for slot, _ in txn.slots():
+                    if slot in fresh._locks:
+                        raise InvariantViolation("a slot is locked twice", slot=slot)
+                    fresh._locks[slot] = txn.txn
+            for txn in parts.finished:
+                if txn.txn in fresh._finished:
+                    raise InvariantViolation("a txn is finished twice", txn=txn.txn)
+                fresh._finished[txn.txn] = txn
+            fresh._file_versions = dict(parts.file_versions)
             fresh.check_invariants()
         except InvariantViolation as exc:
             raise group_snapshot.corrupt_snapshot(self._group, exc.message, **exc.context) from exc
@@ -365,3 +442,39 @@ class GroupTable:
                 raise broken("sealed upload points outside the table", upload_id=uid)
         if self._config.max_slots is not None and self._config.max_slots < end:
             raise broken("more slots allocated than max_slots")
+        self._check_edit_invariants(broken)
+
+    def _check_edit_invariants(self, broken: Callable[..., InvariantViolation]) -> None:
+        """The edit tables: a lock is exactly a slot of a prepared txn, and it holds a slice of
+        that txn's file at the generation the prepare named, LIVE or MOVED (``lock``) or LIVE
+        (``new``); finished txns are in the window only, and within its bound."""
+        locks: dict[int, str] = {}
+        for txn, info in self._prepared.items():
+            if info.txn != txn or info.state != PREPARED:
+                raise broken("a prepared txn filed wrongly", txn=txn)
+            if txn in self._finished:
+                raise broken("a txn both prepared and finished", txn=txn)
+            for kind, refs in (("lock", info.lock), ("new", info.new)):
+                allowed = (SlotState.LIVE, SlotState.MOVED) if kind == "lock" else (SlotState.LIVE,)
+                for slot, generation in refs:
+                    if slot in locks:
+                        raise broken("a slot locked twice", slot=slot, txn=txn)
+                    locks[slot] = txn
+                    record = self.get(slot)
+                    if (
+                        record is None
+                        or record.generation != generation
+                        or record.state not in allowed
+                        or record.file_id != info.file_id
+                    ):
+                        raise broken("a locked slot is not the slice its txn locked", slot=slot)
+        if locks != self._locks:
+            raise broken("lock table out of step with the prepared txns")
+        if len(self._finished) > self._edit_window:
+            raise broken("finished txn window over its bound")
+        for txn, info in self._finished.items():
+            if info.txn != txn or info.state not in (COMMITTED, ROLLED_BACK):
+                raise broken("a finished txn filed wrongly", txn=txn)
+        for file_id, version in self._file_versions.items():
+            if version < 1:
+                raise broken("a file version below 1", file_id=file_id)

@@ -7,7 +7,8 @@ Public (each needs a grant for the file, ``storage/http_grants.py``; W = write, 
           PUT /slices/{slot}?upload&gen&next  step 2: write the reserved slice and seal it   W
           POST /slices/{slot}/relink?gen&next  change a slice's next pointer (leader)       W
           GET /chain/{slot}?max=N        walk a file's chain through this group's table     R
-                                         (X-Mydfs-File/-Index: the owner the reader expects)
+                                         (X-Mydfs-File/-Index: the owner the reader expects;
+                                         X-Mydfs-Version: the file version it expects here)
           GET|HEAD /files/{path}?head=G:S&size&slices&file&mtime&version&grant  a whole file R
           GET|HEAD /slices/{slot}[?gen=G] read a slice, whole or one Range                   R
           GET /slices/{slot}/meta        the slot's record (signed, or R for its owner)
@@ -15,7 +16,11 @@ Public (each needs a grant for the file, ``storage/http_grants.py``; W = write, 
 Internal: PUT /internal/slices/{slot}    a payload pushed by the leader      (signed)
           GET /internal/slices/{slot}    a payload fetched by a peer          (signed)
           GET /internal/holds/{slot}     does this node hold it durably?      (signed)
-          DELETE /internal/slices/{slot}?gen&file  leave a 404 if file owns it (signed, leader)
+          DELETE /internal/slices/{slot}?gen&file  leave a 404 if file owns it (signed, leader;
+                                         a 301 slot is released, a locked one is 409)
+Edits (leader; ``storage/http_edits.py``):
+          POST /edits/{txn}/prepare      lock an edit's slots                                W
+          POST /edits/{txn}/commit|rollback  apply the tracker's decision     (decision token)
 
 Each route's protection is in one table, ``storage/http_routes.py``, checked by its middleware
 before the handler (a route missing from it is refused); the handlers bind grants to objects.
@@ -54,10 +59,12 @@ from mydfs.storage.group_commands import (
     MAX_GENERATION,
     MAX_SLICE_INDEX,
     Delete,
+    Release,
     Relink,
 )
-from mydfs.storage.group_state import SlotInfo
+from mydfs.storage.group_state import SlotInfo, SlotState
 from mydfs.storage.http_common import NODE_KEY, broken_chain, json_response
+from mydfs.storage.http_edits import add_edit_routes
 from mydfs.storage.http_files import add_file_routes
 from mydfs.storage.http_grants import check_slot_owner, delete_verdict, require, token_of
 from mydfs.storage.http_routes import route_guard
@@ -290,16 +297,25 @@ async def chain(request: web.Request) -> web.Response:
     slot = _slot(request)
     most = node.config.max_chain
     limit = min(_int_arg(request, "max") or most, most)
+    expected = _header_int(request.headers.get(VERSION_HEADER), VERSION_HEADER)
+    named = "X-Mydfs-File" in request.headers  # the version is that of the file named
     try:
-        entries, nxt = await node.reads.walk(slot, limit, (file_id, first))
+        entries, nxt, version = await node.reads.walk_versioned(
+            slot, limit, (file_id, first), expected if named else None
+        )
     except Corrupt as exc:
         raise broken_chain(exc) from None
     return json_response(
         {
             "entries": [e.to_dict(node.urls) for e in entries],
             "next": None if nxt is None else [nxt.group, nxt.slot],
+            "version": version if named else 0,
         }
     )
+
+
+#: Request header of ``GET /chain``: the file version the reader's entry expects in this group.
+VERSION_HEADER = "X-Mydfs-Version"
 
 
 def _header_int(text: str | None, name: str) -> int | None:
@@ -365,10 +381,15 @@ async def delete_slice(request: web.Request) -> web.Response:
     file_id = _owner(file_text, 0).file_id.hex()
     if not node.is_leader():
         raise node.not_leader_error()
-    if not delete_verdict(node.info(slot), slot, generation, file_id):
+    info = node.info(slot)
+    if not delete_verdict(info, slot, generation, file_id):
         return json_response({"slot": slot, "generation": generation, "duplicate": True})
-    # The command carries the generation: a slot reused meanwhile refuses it in the log.
-    result = await node.writer.command(Delete(slot=slot, generation=generation).to_dict())
+    # The command carries the generation: a slot reused meanwhile refuses it in the log. A 301
+    # slot (an edited file's entry point) is released; a slot an edit holds locked is refused
+    # (409 reason=locked) by the table, and the reclaimer retries on its next pass.
+    moved = info is not None and info.state is SlotState.MOVED
+    command = Release if moved else Delete
+    result = await node.writer.command(command(slot=slot, generation=generation).to_dict())
     return json_response(dict(result))
 
 
@@ -469,6 +490,7 @@ def make_app(node: StorageNode) -> web.Application:
     app.router.add_post("/slices/{slot}/relink", relink)
     app.router.add_get("/chain/{slot}", chain)
     add_file_routes(app)
+    add_edit_routes(app)
     app.router.add_get("/slices/{slot}", read_slice)
     app.router.add_get("/slices/{slot}/meta", slice_meta)
     app.router.add_put("/internal/slices/{slot}", accept_replica)

@@ -6,7 +6,9 @@ shows a grant for that file, signed by the tracker with the cluster secret
 
 * a **write** grant for the file, and for this node's group, on ``PUT /slices?upload``,
   ``POST /slices/reserve`` (the new slice's owner is the grant's file), ``PUT /slices/{slot}``
-  and ``POST /slices/{slot}/relink`` (the slot's owner must be the grant's file);
+  and ``POST /slices/{slot}/relink`` (the slot's owner must be the grant's file), and
+  ``POST /edits/{txn}/prepare`` (the body's ``file_id``; the table refuses to lock a slot of
+  another file);
 * a **read** (or write) grant for the file on ``GET /chain``, ``GET|HEAD /slices/{slot}`` and
   ``GET|HEAD /files/...``: the owner checks of the read path then bind every slice served to
   that file.

@@ -13,6 +13,10 @@ name, so a route added without an entry serves nobody. The protections (``docs/s
 * ``signed``: an ``X-Mydfs-Auth`` signature of the method, path and query with the cluster
   secret (:mod:`mydfs.common.auth`), else 401: the calls nodes and the tracker make to each other.
 * ``signed-or-read``: a valid signature, else what ``read`` asks.
+* ``decision``: the tracker's signed decision token of an edit (op ``commit`` or ``abort``,
+  :func:`mydfs.common.grants.decision_of`) in the JSON body; the guard lets the request through
+  and the handler (:mod:`mydfs.storage.http_edits`) verifies the token before anything else:
+  401 without one or for a forged one, 403 for an expired one, another txn or the other outcome.
 
 The guard checks only that much; the handlers still bind the grant to its object
 (:mod:`mydfs.storage.http_grants`: the file, the group, the slot's owner), and the internal
@@ -38,7 +42,8 @@ READ = "read"
 WRITE = "write"
 SIGNED = "signed"
 SIGNED_OR_READ = "signed-or-read"
-PROTECTIONS = (OPEN, READ, WRITE, SIGNED, SIGNED_OR_READ)
+DECISION = "decision"
+PROTECTIONS = (OPEN, READ, WRITE, SIGNED, SIGNED_OR_READ, DECISION)
 
 #: (method, route) → its protection. HEAD is checked as GET.
 ROUTES: dict[tuple[str, str], str] = {
@@ -54,6 +59,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/internal/slices/{slot}"): SIGNED,
     ("GET", "/internal/holds/{slot}"): SIGNED,
     ("DELETE", "/internal/slices/{slot}"): SIGNED,
+    ("POST", "/edits/{txn}/prepare"): WRITE,
+    ("POST", "/edits/{txn}/commit"): DECISION,
+    ("POST", "/edits/{txn}/rollback"): DECISION,
     ("GET", "/health"): OPEN,
     ("GET", "/status"): OPEN,
     ("GET", "/metrics"): OPEN,
@@ -83,7 +91,7 @@ async def route_guard(request: web.Request, handler: Handler) -> web.StreamRespo
             f"{request.method} {route} has no entry in the node's route table: refused",
             route=route,
         )
-    if need == OPEN:
+    if need in (OPEN, DECISION):  # a decision token is verified by its handler
         return await handler(request)
     secret = request.app[NODE_KEY].config.secret
     if need in (SIGNED, SIGNED_OR_READ) and signed(request, secret):
@@ -95,4 +103,13 @@ async def route_guard(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-__all__ = ["OPEN", "PROTECTIONS", "READ", "ROUTES", "SIGNED", "SIGNED_OR_READ", "WRITE"]
+__all__ = [
+    "DECISION",
+    "OPEN",
+    "PROTECTIONS",
+    "READ",
+    "ROUTES",
+    "SIGNED",
+    "SIGNED_OR_READ",
+    "WRITE",
+]

@@ -29,6 +29,17 @@ class StorageMetrics:
         self.settled = Counter(
             "mydfs_storage_settled", "pending slots settled by a leader", ["outcome"], registry=r
         )
+        self.edits = Counter(
+            "mydfs_storage_edits",
+            "edit transactions this node, as leader, prepared, committed or rolled back",
+            ["outcome"],
+            registry=r,
+        )
+        self.edits_in_doubt = Gauge(
+            "mydfs_storage_edits_in_doubt",
+            "prepared edits past edit_timeout whose outcome the tracker no longer knows",
+            registry=r,
+        )
         self.raft_role = Gauge(
             "mydfs_storage_raft_role", "1 for this node's current role", ["role"], registry=r
         )

@@ -8,6 +8,7 @@ parts, one module per role; the HTTP handlers (:mod:`mydfs.storage.http_api`) ca
 * :mod:`~mydfs.storage.replica` — the replica side (accept a push, serve a fetch, "holds");
 * :mod:`~mydfs.storage.reads` — read resolution (serve, redirect, wait for the log);
 * :mod:`~mydfs.storage.settle` — settlement of pending slots (leader);
+* :mod:`~mydfs.storage.edits` — edit prepare/commit/rollback and the edit resolver (leader);
 * :mod:`~mydfs.storage.reconciler` — the reconciler loop (every node);
 * :mod:`~mydfs.storage.status` — the heartbeat body and ``/status``.
 """
@@ -32,6 +33,7 @@ from mydfs.raft_ext.settings import RaftSettings
 from mydfs.storage.chain import walk
 from mydfs.storage.config import StorageConfig
 from mydfs.storage.context import LockedGroup, NodeContext
+from mydfs.storage.edits import EditParticipant
 from mydfs.storage.file_reader import FileReader
 from mydfs.storage.group_state import SlotInfo
 from mydfs.storage.heartbeat import TrackerLink
@@ -72,6 +74,7 @@ class StorageNode:
         self.reads = ReadResolver(ctx, self.replica.holds, self._mark_dirty)
         self.settler = Settler(ctx, self.replica.holds, inflight)
         self.writer = LeaderWriter(ctx, self.settler.settle_one, inflight)
+        self.edits = EditParticipant(ctx)
         ctx.metrics.registry.register(AccessCollector(ctx))
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -177,6 +180,7 @@ class StorageNode:
     def _became_leader(self) -> None:
         log.info("node %s is now the leader of group %d", self.node_id, self.group_id)
         self._leader_tasks.append(asyncio.create_task(self.settler.run(), name="settle"))
+        self._leader_tasks.append(asyncio.create_task(self.edits.run(), name="edit-resolver"))
 
     def _lost_leadership(self) -> None:
         log.info("node %s is no longer the leader", self.node_id)

@@ -34,7 +34,7 @@ from mydfs.common.location import Location
 from mydfs.common.readpath import owner_mismatch
 from mydfs.storage.chain import ChainEntry, walk
 from mydfs.storage.context import NodeContext
-from mydfs.storage.group_state import SlotInfo, SlotState
+from mydfs.storage.group_state import GroupState, SlotInfo, SlotState
 from mydfs.storage.volume import SliceData
 
 log = logging.getLogger(__name__)
@@ -94,32 +94,49 @@ class ReadResolver:
     async def walk(
         self, start: int, limit: int, owner: tuple[str, int | None] | None = None
     ) -> tuple[list[ChainEntry], Location | None]:
-        """This group's run of a chain from ``start`` (``storage/chain.py``), answered only
-        when this node can stand by it: when the walk fails (a deleted or unknown slice inside
-        the chain) or names another owner than ``owner`` (file id, index of the first slice or
-        None: every entry of that file, whatever its index),
-        this node must first be proven current (:meth:`confirm_current`); then a chain that
-        still names another owner is :class:`NotFound`."""
+        """This group's run of a chain from ``start``; :meth:`walk_versioned` without the
+        version."""
+        entries, nxt, _ = await self.walk_versioned(start, limit, owner)
+        return entries, nxt
+
+    async def walk_versioned(
+        self,
+        start: int,
+        limit: int,
+        owner: tuple[str, int | None] | None = None,
+        expected_version: int | None = None,
+    ) -> tuple[list[ChainEntry], Location | None, int]:
+        """This group's run of a chain from ``start`` (``storage/chain.py``) and the version
+        of the owner's file here (``GroupState.file_version``, 0 without an owner), both from
+        one read of the table, answered only when this node can stand by them: when the walk
+        fails (a deleted or unknown slice inside the chain), names another owner than
+        ``owner`` (file id, index of the first slice or None: every entry of that file,
+        whatever its index), or the version is not ``expected_version`` (the reader's, when
+        given), this node must first be proven current (:meth:`confirm_current`); then a
+        chain that still names another owner is :class:`NotFound`, and a version that still
+        differs is answered as it is (the reader decides what it means)."""
         ctx = self._ctx
         ctx.require()
-        try:
-            entries, nxt = ctx.group.read(lambda g: walk(g, start, limit))
-            why = _run_mismatch(entries, owner)
-        except Corrupt as exc:
-            why = exc.message
+        file_id = None if owner is None else owner[0]
+        entries, nxt, version, why = ctx.group.read(
+            lambda g: _walk_read(g, start, limit, file_id, owner)
+        )
+        if why is None and expected_version is not None and version != expected_version:
+            why = f"file version {version} here, the reader expects {expected_version}"
         if why is None:
-            return entries, nxt
+            return entries, nxt, version
         await self.confirm_current(why, slot=start)
         first = ctx.group.read(lambda g: g.get(start))
         if first is None or first.state not in (SlotState.LIVE, SlotState.MOVED):
             # No chain starts here: a client's question, not a broken file (404, not 500).
             state = "never written" if first is None else first.state.value
             raise NotFound(f"no chain starts at slot {start} ({state})", slot=start)
-        entries, nxt = ctx.group.read(lambda g: walk(g, start, limit))
-        why = _run_mismatch(entries, owner)
+        entries, nxt, version, why = ctx.group.read(
+            lambda g: _walk_read(g, start, limit, file_id, owner, strict=True)
+        )
         if why is not None:
             raise NotFound(why, group=ctx.group_id, slot=start, reason="another_owner")
-        return entries, nxt
+        return entries, nxt, version
 
     async def confirm_current(self, why: str, **context: object) -> None:
         """Return only when this node's table is proven current: it leads and a no-op
@@ -202,6 +219,27 @@ class ReadResolver:
             ctx.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.changed.wait(), timeout=0.05)
+
+
+def _walk_read(
+    g: GroupState,
+    start: int,
+    limit: int,
+    file_id: str | None,
+    owner: tuple[str, int | None] | None,
+    *,
+    strict: bool = False,
+) -> tuple[list[ChainEntry], Location | None, int, str | None]:
+    """One read of the table: the walk, the file's version, and why the run cannot be
+    answered as it is (None when it can). ``strict``: a broken chain raises (Corrupt)."""
+    version = 0 if file_id is None else g.file_version(file_id)
+    try:
+        entries, nxt = walk(g, start, limit)
+    except Corrupt as exc:
+        if strict:
+            raise
+        return [], None, version, exc.message
+    return entries, nxt, version, _run_mismatch(entries, owner)
 
 
 def _run_mismatch(entries: list[ChainEntry], owner: tuple[str, int | None] | None) -> str | None:

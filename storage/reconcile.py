@@ -9,8 +9,9 @@ Rules, per slot the table knows:
 
 * LIVE at generation G: fetch it if the volume lacks G (dropping an older local copy first);
   relink if the next pointer differs; confirm if this node is not yet among the holders.
-* MOVED at G: leave a 301 in the local header if the local copy is G and still live.
-* DELETED at G: drop any local copy of generation <= G.
+* MOVED at G: leave a 301 in the local header if the local copy is G and still live, or
+  re-target a local 301 of G the table re-targeted (an edit of an edited slice).
+* DELETED at G: drop any local copy (live, pending or 301) of generation <= G.
 * PENDING: nothing (the upload is in flight; the leader settles it).
 * A slot quarantined at open (damaged headers): fetched again if LIVE, freed if DELETED.
 
@@ -82,8 +83,12 @@ def plan(
             if node_id not in info.holders:
                 actions.append(Action(Kind.CONFIRM, slot, gen))
         elif info.state == SlotState.MOVED:
-            if mine is not None and mine.generation == gen and mine_live:
+            retarget = mine is not None and mine.state == DiskState.MOVED
+            retarget = retarget and mine is not None and mine.target != info.target
+            if mine is not None and mine.generation == gen and (mine_live or retarget):
                 actions.append(Action(Kind.MOVE, slot, gen, target=info.target))
-        elif info.state == SlotState.DELETED and mine_live:
+        elif info.state == SlotState.DELETED and (
+            mine_live or (mine is not None and mine.state == DiskState.MOVED)
+        ):
             actions.append(Action(Kind.DROP, slot, gen))
     return actions

@@ -54,9 +54,11 @@ def heartbeat_report(ctx: NodeContext, load: float) -> dict[str, Any]:
 
 
 def status_report(ctx: NodeContext, disk_error: str | None) -> dict[str, Any]:
-    """The ``GET /status`` document: identity, role, Raft, table and volume statistics."""
+    """The ``GET /status`` document: identity, role, Raft, table and volume statistics, and
+    the edits prepared in the group and not decided yet."""
     raft_status = ctx.raft.status() if ctx.raft is not None else {}
     group_stats = ctx.group.read(lambda g: g.stats().to_dict())
+    prepared = ctx.group.read(lambda g: [t.txn for t in g.prepared_txns()])
     vstats = ctx.volume.stats() if ctx.volume is not None else None
     return {
         "node_id": ctx.node_id,
@@ -68,5 +70,7 @@ def status_report(ctx: NodeContext, disk_error: str | None) -> dict[str, Any]:
         "group": group_stats,
         "volume": None if vstats is None else asdict(vstats),
         "registration": {"entries": len(ctx.registration), "bytes": ctx.registration.bytes},
+        # Edits prepared in this group and not decided yet (at most the first 100 txn ids).
+        "edits": {"prepared": len(prepared), "txns": prepared[:100]},
         "disk_error": disk_error,
     }

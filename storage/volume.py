@@ -367,9 +367,11 @@ class Volume:
         return self._update(slot, allowed, state=SlotState.DELETED)
 
     def mark_moved(self, slot: int, target: Location) -> SlotHeader:
-        """Leave a 301 redirect to ``target``. The slot is not reused until compaction."""
+        """Leave a 301 redirect to ``target`` (or re-target a 301). The slot is not reused
+        until it is released."""
         check_location(target, "target", self.name, slot)
-        return self._update(slot, {SlotState.LIVE}, state=SlotState.MOVED, target=target)
+        allowed = {SlotState.LIVE, SlotState.MOVED}
+        return self._update(slot, allowed, state=SlotState.MOVED, target=target)
 
     def relink(self, slot: int, next: Location | None) -> SlotHeader:
         """Point the slice's next pointer at ``next`` (None: the last slice of its file)."""

@@ -145,6 +145,7 @@ def _doc_says(process: str, need: str | None, route: str) -> list[str]:
         http_routes.WRITE: ["write grant"],
         http_routes.SIGNED: ["X-Mydfs-Auth"],
         http_routes.SIGNED_OR_READ: ["X-Mydfs-Auth", "read grant"],
+        http_routes.DECISION: ["decision token"],
     }[str(need)]
 
 
@@ -444,7 +445,47 @@ def storage_samples(w: World) -> dict[tuple[str, str], Sample]:
         ("DELETE", "/internal/slices/{slot}"): Sample(
             "DELETE", f"/internal/slices/{slot}?gen={gen}&file={fid}"
         ),
+        # Would lock the target's head (and its 301 through a move), freezing the file.
+        ("POST", "/edits/{txn}/prepare"): Sample(
+            "POST",
+            f"/edits/{EDIT_TXN}/prepare",
+            {},
+            _json({"file_id": fid, "lock": [[slot, gen]], "move": None, "new": []}),
+        ),
+        ("POST", "/edits/{txn}/commit"): Sample(
+            "POST", f"/edits/{EDIT_TXN}/commit", {}, _json({"decision": ""})
+        ),
+        ("POST", "/edits/{txn}/rollback"): Sample(
+            "POST", f"/edits/{EDIT_TXN}/rollback", {}, _json({"decision": ""})
+        ),
     }
+
+
+#: The edit transaction the edit route samples name.
+EDIT_TXN = "e7" * 16
+
+
+def decision_samples(sample: Sample, fid: str) -> list[tuple[Sample, int, str]]:
+    """Variants of a commit or rollback sample whose body carries a bad decision token, with
+    the status each must get."""
+    op = "commit" if sample.path_qs.endswith("/commit") else "abort"
+    other = "abort" if op == "commit" else "commit"
+
+    def token(secret: str, *, outcome: str = op, txn: str = EDIT_TXN, ttl: int = 600) -> str:
+        exp = int(time.time()) + ttl
+        decision = grants.Grant(outcome, exp, file_id=fid, txn=txn, ver=1, prev=((1, 0),))
+        return grants.issue(secret, decision)
+
+    def body(tok: str) -> Sample:
+        return Sample(sample.method, sample.path_qs, sample.headers, _json({"decision": tok}))
+
+    return [
+        (body(token(WRONG_SECRET)), 401, "a decision signed with another secret"),
+        (body(token(SECRET, ttl=-10)), 403, "an expired decision"),
+        (body(token(SECRET, txn="e8" * 16)), 403, "a decision for another txn"),
+        (body(token(SECRET, outcome=other)), 403, "the other outcome's decision"),
+        (body(grants.issue_for(SECRET, "write", 600, file_id=fid)), 403, "a write grant"),
+    ]
 
 
 def _expired_signature(secret: str, method: str, path_qs: str) -> dict[str, str]:
@@ -543,6 +584,12 @@ def test_protected_routes_refuse_and_change_nothing(world: World) -> None:
                 # A grant, even a write grant for this very file, is no signature.
                 check.expect(node, sample, grant_headers(SECRET, "write", fid), 401, "grant")
                 continue
+            if need == http_routes.DECISION:
+                # A grant header is no decision; a bad decision token in the body is refused.
+                check.expect(node, sample, grant_headers(SECRET, "write", fid), 401, "grant")
+                for variant, status, what in decision_samples(sample, fid):
+                    check.expect(node, variant, {}, status, f"with {what}")
+                continue
             check.expect(node, sample, forged, 401, "with a grant signed with another secret")
             expired = grant_headers(SECRET, grant_op, fid, ttl=-10)
             check.expect(node, sample, expired, 403, f"with an expired {grant_op} grant")
@@ -551,7 +598,7 @@ def test_protected_routes_refuse_and_change_nothing(world: World) -> None:
                 check.expect(node, sample, read_grant, 403, "with a read grant on a write route")
             path_grant = {grants.GRANT_HEADER: grants.issue_for(SECRET, "write", 600, path=TARGET)}
             check.expect(node, sample, path_grant, 403, "with a path (share) grant")
-        if need != http_routes.SIGNED:
+        if need not in (http_routes.SIGNED, http_routes.DECISION):
             others = grant_headers(SECRET, grant_op, other)
             check.expect(leader.url, sample, others, 403, "with a grant for another file")
             if need == http_routes.WRITE:

@@ -9,6 +9,7 @@ import pytest
 
 from mydfs.common.errors import InvalidArgument, PayloadTooLarge, SlotOutOfRange
 from mydfs.common.location import MAX_GROUP, MAX_SLOT, Location
+from mydfs.storage.edit_commands import Commit, Prepare, Rollback
 from mydfs.storage.format import PAYLOAD_CAPACITY
 from mydfs.storage.group_commands import (
     COMMAND_TYPES,
@@ -57,6 +58,17 @@ SAMPLES: list[Command] = [
     Configure(max_slots=None, min_holders=2, upload_window=100),
     Configure(max_slots=1024, min_holders=1, upload_window=0),
     Noop(),
+    Prepare(
+        txn="ab" * 16,
+        file_id=FILE,
+        now_ms=5,
+        lock=((3, 4), (5, 6)),
+        move=(3, 4, Location(1, 9)),
+        new=((9, 10),),
+    ),
+    Prepare(txn="cd" * 16, file_id=FILE, now_ms=0, lock=(), move=None, new=((1, 1),)),
+    Commit(txn="ab" * 16, version=3, prev=1),
+    Rollback(txn="ab" * 16),
 ]
 
 

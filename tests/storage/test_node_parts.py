@@ -91,6 +91,20 @@ def test_plan_marks_moved_and_drops_deleted_but_never_newer() -> None:
     ]
 
 
+def test_plan_retargets_a_301_and_drops_a_released_one() -> None:
+    """An edit re-targets an entry point that is already a 301, and frees intermediates."""
+    table = [
+        info(0, SlotState.MOVED, 1, target=Location(2, 3)),
+        info(1, SlotState.MOVED, 2, target=Location(1, 9)),  # the disk has the same target
+        info(2, SlotState.DELETED, 3, holders=()),
+    ]
+    local = {0: disk(0, Disk.MOVED, 1), 1: disk(1, Disk.MOVED, 2), 2: disk(2, Disk.MOVED, 3)}
+    assert plan(table, local, "c") == [
+        Action(Kind.MOVE, 0, 1, target=Location(2, 3)),
+        Action(Kind.DROP, 2, 3),
+    ]
+
+
 def test_plan_repairs_quarantined_slots() -> None:
     table = [info(0, SlotState.LIVE, 1), info(1, SlotState.DELETED, 2, holders=())]
     assert plan(table, {}, "c", quarantined=[0, 1]) == [
@@ -141,6 +155,8 @@ def test_storage_config_defaults() -> None:
     assert cfg.advertise == "http://127.0.0.1:8101"
     assert cfg.volume_path == Path("/tmp/x/volume.dat")
     assert [p.node_id for p in cfg.members] == ["n1", "n2", "n3"]
+    assert cfg.edit_timeout == 10.0
+    assert _cfg([*BASE, "--edit-timeout", "3"]).edit_timeout == 3.0
 
 
 @pytest.mark.parametrize(
@@ -153,6 +169,7 @@ def test_storage_config_defaults() -> None:
         (["--node-id", "bad id!"], "node_id"),
         (["--log-level", "loud"], "log_level"),
         (["--replica-timeout", "0"], "replica_timeout"),
+        (["--edit-timeout", "0"], "edit_timeout"),
     ],
 )
 def test_storage_config_errors_name_the_key(extra: list[str], key: str) -> None:

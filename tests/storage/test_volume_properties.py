@@ -384,7 +384,8 @@ class VolumeModel(RuleBasedStateMachine):
     def mark_moved(self, slot: int, to: Location) -> None:
         if slot < 0:
             return
-        if self._check_update(slot, {SlotState.LIVE}, lambda: self.vol.mark_moved(slot, to)):
+        allowed = {SlotState.LIVE, SlotState.MOVED}  # a 301 may be re-targeted
+        if self._check_update(slot, allowed, lambda: self.vol.mark_moved(slot, to)):
             self.model[slot].state = SlotState.MOVED
             self.model[slot].target = to
 
