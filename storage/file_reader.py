@@ -128,7 +128,5 @@ class FileReader:
 
 
 def file_version(state: GroupState, file_id: str) -> int:
-    """The version of ``file_id``'s last edit this group's table applied (0: never edited).
-    A table without edit support (before ``GroupState.file_version`` existed) counts as 0."""
-    read = getattr(state, "file_version", None)
-    return 0 if read is None else int(read(file_id))
+    """The version of ``file_id``'s last edit this group's table applied (0: never edited)."""
+    return state.file_version(file_id)

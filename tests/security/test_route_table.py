@@ -473,7 +473,7 @@ def decision_samples(sample: Sample, fid: str) -> list[tuple[Sample, int, str]]:
 
     def token(secret: str, *, outcome: str = op, txn: str = EDIT_TXN, ttl: int = 600) -> str:
         exp = int(time.time()) + ttl
-        decision = grants.Grant(outcome, exp, file_id=fid, txn=txn, ver=1, prev=((1, 0),))
+        decision = grants.Grant(outcome, exp, file_id=fid, txn=txn, version=1, prevs=((1, 0),))
         return grants.issue(secret, decision)
 
     def body(tok: str) -> Sample:

@@ -119,7 +119,7 @@ def test_resolver_action() -> None:
 def test_decision_tokens_verify_only_for_their_txn_and_outcome() -> None:
     token = decision("commit", ver=4, prev=2)
     got = grants.decision_of(SECRET, token, TXN)
-    assert (got.op, got.file_id, got.ver, got.prev_for(GROUP), got.prev_for(99)) == (
+    assert (got.op, got.file_id, got.version, got.prev_for(GROUP), got.prev_for(99)) == (
         "commit",
         FILE,
         4,
