@@ -23,7 +23,7 @@ import orjson
 
 from mydfs.client import credentials
 from mydfs.client.cli_edit import COMMANDS as EDIT_COMMANDS
-from mydfs.client.cli_edit import add_edit_commands, run_edit
+from mydfs.client.cli_edit import add_edit_commands, run_edit, take_local_after_options
 from mydfs.common import __version__
 from mydfs.common.errors import InvalidArgument, MydfsError
 
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    args = take_local_after_options(parser, args, extra)
     if args.command is None:
         parser.print_help()
         return 2

@@ -56,6 +56,25 @@ def add_edit_commands(sub: Any) -> None:
     common(p, False)
 
 
+def take_local_after_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
+) -> argparse.Namespace:
+    """``args`` with LOCAL taken from after the options (``write REMOTE --offset N LOCAL``:
+    argparse fills an optional positional from the first run of positionals only); any other
+    leftover argument is the usual usage error (exit 2)."""
+    if (
+        len(extra) == 1
+        and getattr(args, "local", None) == "-"
+        and args.command in COMMANDS
+        and (extra[0] == "-" or not extra[0].startswith("-"))
+    ):
+        args.local = extra[0]
+        return args
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def run_edit(client: Any, args: argparse.Namespace) -> int:
     """Run the edit command ``args.command`` with the blocking ``client``."""
     cmd, remote, version = args.command, args.remote, args.if_version
