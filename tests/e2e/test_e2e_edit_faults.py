@@ -87,7 +87,9 @@ def run_crashing_client(
 
 def group_stats(cluster: LocalCluster, group: int) -> dict[str, Any]:
     leader = cluster.wait_leader(group)
-    stats: dict[str, Any] = http_json(f"{leader.url}/status")["group"]
+    status, body = http_json(f"{leader.url}/status")
+    assert status == 200, body
+    stats: dict[str, Any] = body["group"]
     return stats
 
 
@@ -262,3 +264,4 @@ def test_sixteen_appenders_some_killed_land_each_record_once(
     records = [final[i : i + record] for i in range(0, len(final), record)]
     assert len(set(records)) == len(records), "a record landed twice"
     assert all(r.startswith((b"thread ", b"proc ")) for r in records)
+    print(f"appends: {len(acked)} acknowledged, {len(records)} in the file")
