@@ -1,4 +1,5 @@
-"""The nemesis: a workload of puts, overwrites, reads and deletes from several clients while
+"""The nemesis: a workload of puts, overwrites, in-place edits (writes at offsets, appends,
+truncates, inserts, cuts), reads (whole and ranges) and deletes from several clients while
 nodes and the tracker are killed, paused, partitioned, lose packets and fill their disk; every
 process in its own network namespace (see ``docs/testing.md``).
 
@@ -57,6 +58,14 @@ def test_the_run_did_work(report: dict[str, Any]) -> None:
     assert not report["problems"]
 
 
+def test_edits_ran_and_the_owners_agree_with_the_model(report: dict[str, Any]) -> None:
+    assert report["acknowledged_edits"] >= 10, report["by_result"]
+    assert report["range_reads_ok"] >= 10, report["by_result"]
+    assert report["model_violations"] == 0, _violations(
+        report, "refused_but_applied", "unaccounted", "size_mismatch", "wrong_offset"
+    )
+
+
 def test_no_acknowledged_write_is_lost(report: dict[str, Any]) -> None:
     assert report["lost"] == 0, _violations(report, "lost")
 
@@ -76,4 +85,5 @@ def test_groups_converge_and_volumes_verify(report: dict[str, Any]) -> None:
 
 def test_reads_return_exactly_one_version_of_their_path(report: dict[str, Any]) -> None:
     wrong = _violations(report, "other_path", "mixed", "garbage", "phantom", "stale", "missing")
+    # Every read was one version of its path that existed during the read (docs/testing.md).
     assert report["wrong_reads"] == 0, wrong[:20]
