@@ -19,7 +19,8 @@ states:
 * the final read of each path equals its last version (``lost`` otherwise);
 * the owner's own view agrees with the model (``model`` kinds): an acknowledged operation's
   new entry has the model's size and the next version number; an append landed at the old
-  end; a refusal (NotFound, Conflict, InvalidArgument, AlreadyExists) changed nothing; a
+  end; a refusal (NotFound, Conflict, InvalidArgument, AlreadyExists) changed nothing (a delete
+  answered NotFound excepted: a retried delete may find its own work done); a
   failure's stat showed the version unchanged or advanced by exactly one.
 
 :func:`availability` measures, over fault windows, how much of the time a write had succeeded
@@ -100,8 +101,9 @@ def _applied(op: dict[str, Any]) -> bool | None:
     if op["result"] == "ok":
         return True
     if op["op"] == "delete" and op["result"] == "not_found":
-        return op.get("applied", False)
-    return op.get("applied")
+        return bool(op.get("applied", True))  # a retried delete may find its own work done
+    applied = op.get("applied")
+    return None if applied is None else bool(applied)
 
 
 def versions_of(
@@ -119,7 +121,8 @@ def versions_of(
             out.append(Violation("unaccounted", path, "an operation after an unresolved one", op))
             continue
         applied = _applied(op)
-        if op["result"] in REFUSED and applied:
+        retried_delete = op["op"] == "delete" and op["result"] == "not_found"
+        if op["result"] in REFUSED and applied and not retried_delete:
             out.append(Violation("refused_but_applied", path, f"{op['result']}, yet applied", op))
         if op.get("resolution") == "inconsistent":
             out.append(

@@ -32,12 +32,13 @@ def final(path: str, data: bytes | None) -> dict[str, Any]:
     return read(path, 100, 101, data, op="final")
 
 
-def contents(*ops: dict[str, Any]) -> list[bytes | None]:
-    """Each version's content after the ops in order (all applied)."""
-    out: list[bytes | None] = []
+def contents(*ops: dict[str, Any]) -> list[bytes]:
+    """Each version's content after the ops in order (all applied, none a delete)."""
+    out: list[bytes] = []
     cur: bytes | None = None
     for op in ops:
         cur = apply(cur, op)
+        assert cur is not None
         out.append(cur)
     return out
 
@@ -53,7 +54,6 @@ INSERT = w("insert", 4, 6, 7, offset=10, n=20)
 CUT = w("cut", 5, 8, 9, offset=500, length=1000)
 TRUNC = w("truncate", 6, 10, 11, size=5000)
 V1, V2, V3, V4, V5, V6 = contents(PUT, WRITE, APPEND, INSERT, CUT, TRUNC)
-assert V1 is not None and V2 is not None and V3 is not None and V6 is not None
 
 
 def test_content_is_exact_and_its_headers_check() -> None:
@@ -68,8 +68,8 @@ def test_the_model_applies_each_edit() -> None:
     d = content(0, 2, A, 50)
     assert V1[:100] + d + V1[150:] == V2
     assert V2 + content(0, 3, A, 700) == V3
-    assert V4 is not None and V3[:10] + content(0, 4, A, 20) + V3[10:] == V4
-    assert V5 is not None and V4[:500] + V4[1500:] == V5
+    assert V3[:10] + content(0, 4, A, 20) + V3[10:] == V4
+    assert V4[:500] + V4[1500:] == V5
     assert V5 + bytes(5000 - len(V5)) == V6
     gap = apply(b"abc", w("write", 9, 0, 1, offset=6, n=2))
     assert gap == b"abc\0\0\0" + content(0, 9, A, 2)
@@ -113,7 +113,6 @@ def test_a_mixed_read_is_caught() -> None:
 def test_another_paths_bytes_are_caught() -> None:
     put_b = w("put", 1, 0, 1, path=B, size=3000)
     (w1,) = contents(put_b)
-    assert w1 is not None
     base = [PUT, put_b, final(A, V1), final(B, w1)]
     assert kinds([*base, read(A, 2, 3, w1)]) == ["other_path"]
     assert kinds([*base, read(A, 2, 3, w1[:200], 0, 200)]) == ["other_path"]
@@ -179,6 +178,9 @@ def test_deletes_and_missing_reads() -> None:
     assert kinds([read(A, 2, 3, None)]) == []  # never written
     again = w("put", 3, 4, 5, size=100)
     assert kinds([PUT, delete, again, final(A, None)]) == ["lost"]
+    # A delete answered NotFound (a retry finding its own work done) that the stat confirms.
+    found_done = {**delete, "result": "not_found", "applied": True, "resolved_at": 3.5}
+    assert kinds([PUT, found_done, final(A, None)]) == []
 
 
 def listing(folder: str, names: list[str]) -> dict[str, Any]:

@@ -210,8 +210,10 @@ async def resolve(
     if kind == "delete":
         applied = seen is None
     elif kind == "put":
-        applied = seen is not None and seen[1] == (1 if before is None else before[1] + 1)
-        applied = applied and (before is None or seen[0] != before[0])
+        number = 1 if before is None else before[1] + 1
+        applied = (
+            seen is not None and seen[1] == number and (before is None or seen[0] != before[0])
+        )
     else:
         applied = (
             kind in EDITS and seen is not None and before is not None
