@@ -1,21 +1,27 @@
 """The nemesis checker: pure functions over a recorded history (no I/O, no clock).
 
-File contents are derived from (client, seq): :func:`content` makes them, :func:`classify`
-maps bytes read back to the write that made them, and tells whether they are exactly that
-write's bytes (intact), a mix or garbage, and which path they were written to.
+Each path has one writing client, its owner, which applies its operations (``put``,
+``delete`` and the in-place edits ``write``, ``append``, ``truncate``, ``insert``, ``cut``)
+one at a time, so the path's versions form a single sequence. An operation that failed was
+resolved by the owner with a ``stat`` afterwards (``applied``: true, false, or None when even
+that failed; ``resolved_at``: when the stat answered). :func:`versions_of` replays each path's
+applied operations on a bytes model (:func:`model.apply`): the list of its contents per
+version, each with the time span in which it may have been the file's content (from the start
+of the operation that made it to the end of the one that replaced it). Then :func:`check`
+states:
 
-Each path has one writer (its client issues its puts and deletes one after another), so the
-writes of a path are totally ordered. The consistency statement checked by :func:`check`:
-
-* acknowledged means durable: the final read of a path returns the effect of its last
-  acknowledged write (or of a later write whose outcome is unknown);
-* a read returns exactly the bytes of one version of that path: the last write acknowledged
-  before the read started, or a write that may have taken effect during the read (acknowledged
-  or not, started before the read ended) — never another path's bytes, never a mix, never a
-  version overwritten before the read started;
-* NotFound is a right answer only if the path may have been absent (deleted, never written,
-  or an overwrite/delete was in flight during the read);
-* a failed write's outcome is unknown (it may or may not have taken effect).
+* every read (whole or a range, by any client) returns exactly the content, or that range of
+  the content, of one version of that path that may have existed during the read: never
+  another path's bytes (``other_path``), never a mix (``mixed``) or bytes no version held
+  (``garbage``), never a version already replaced when the read started (``stale``) or made
+  after it ended (``phantom``); NotFound only where the path may have been absent
+  (``missing``);
+* the final read of each path equals its last version (``lost`` otherwise);
+* the owner's own view agrees with the model (``model`` kinds): an acknowledged operation's
+  new entry has the model's size and the next version number; an append landed at the old
+  end; a refusal (NotFound, Conflict, InvalidArgument, AlreadyExists) changed nothing (a delete
+  answered NotFound excepted: a retried delete may find its own work done); a
+  failure's stat showed the version unchanged or advanced by exactly one.
 
 :func:`availability` measures, over fault windows, how much of the time a write had succeeded
 within the last second, and the longest stretch without one, per fault kind.
@@ -23,52 +29,25 @@ within the last second, and the longest stretch without one, per fault kind.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import random
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-MAGIC = b"NEM1"
+from model import EDITS, WRITES, apply, classify, content, expected, sha
+
+__all__ = ["availability", "check", "classify", "content", "versions_of"]
+
 #: The kinds of violations: wrong reads first, then lost writes and final-state problems.
 WRONG_READ_KINDS = ("other_path", "mixed", "garbage", "stale", "phantom", "missing")
+#: Disagreements between the owner's view and the model.
+MODEL_KINDS = ("refused_but_applied", "unaccounted", "size_mismatch", "wrong_offset")
 #: Violations of the final listing: entries without a file, files without an entry.
 LISTING_KINDS = ("phantom_entry", "dangling", "unlisted")
-ABSENT = "absent"
-
-
-def content(client: int, seq: int, path: str, size: int) -> bytes:
-    """The bytes write ``seq`` of ``client`` puts at ``path``: a header naming all three, then
-    pseudo-random bytes from (client, seq), ``size`` bytes in all (at least the header)."""
-    head = b"%s %d %d %d %s\n" % (MAGIC, client, seq, size, path.encode())
-    body = random.Random(f"{client}:{seq}").randbytes(max(0, size - len(head)))
-    return head + body
-
-
-def classify(data: bytes) -> dict[str, Any]:
-    """What ``data`` read back is: ``writer`` [client, seq], ``path``, ``intact`` (exactly that
-    write's bytes), ``size`` and ``sha256``; ``writer`` is None for bytes no write made."""
-    info: dict[str, Any] = {
-        "writer": None,
-        "path": None,
-        "intact": False,
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-    line = data[:600].split(b"\n", 1)[0]
-    parts = line.split(b" ", 4)
-    if len(parts) != 5 or parts[0] != MAGIC:
-        return info
-    try:
-        client, seq, size = int(parts[1]), int(parts[2]), int(parts[3])
-        path = parts[4].decode()
-    except ValueError:
-        return info
-    info.update(writer=[client, seq], path=path)
-    info["intact"] = len(data) == size and data == content(client, seq, path, size)
-    return info
+#: Results of a write operation that mean "refused, nothing changed".
+REFUSED = ("not_found", "refused")
 
 
 @dataclass
@@ -79,7 +58,10 @@ class Violation:
     op: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": self.path, "detail": self.detail, "op": self.op}
+        op = {k: v for k, v in self.op.items() if k != "got"}
+        if "got" in self.op and self.op["got"] is not None:
+            op["got"] = {k: v for k, v in self.op["got"].items() if k != "markers"}
+        return {"kind": self.kind, "path": self.path, "detail": self.detail, "op": op}
 
 
 @dataclass
@@ -91,102 +73,165 @@ class Result:
         return [v for v in self.violations if v.kind in kinds]
 
 
-def _effect(op: dict[str, Any]) -> str | tuple[int, int]:
-    if op["op"] == "delete":
-        return ABSENT
-    return (int(op["client"]), int(op["seq"]))
+@dataclass
+class Version:
+    """One content of a path (None: absent) and when it may have been current: from
+    ``since`` (the start of the operation that made it) to ``until`` (the end, or the
+    resolving stat, of the operation that replaced it). ``maybe``: made by an operation whose
+    outcome stayed unknown. ``n``: its place in the path's sequence (0: before any write)."""
 
+    n: int
+    content: bytes | None
+    since: float
+    until: float = math.inf
+    maybe: bool = False
+    made_by: dict[str, Any] | None = None
+    _hashes: dict[tuple[int, int | None], str] = field(default_factory=dict, repr=False)
 
-def _acked(op: dict[str, Any]) -> bool:
-    """Did the write surely take effect? (A delete answered NotFound leaves the path absent.)"""
-    return op["result"] == "ok" or (op["op"] == "delete" and op["result"] == "not_found")
-
-
-def allowed_effects(
-    writes: Sequence[dict[str, Any]], start: float, end: float
-) -> tuple[set[str | tuple[int, int]], bool]:
-    """What a read of a path over [start, end] may return, given the path's writes in issue
-    order: (the allowed effects, whether a write overlapped the read or a delete's outcome is
-    unknown, either of which makes NotFound a possible answer)."""
-    last = -1
-    for i, w in enumerate(writes):
-        if _acked(w) and w["end"] < start:
-            last = i
-    allowed: set[str | tuple[int, int]] = set()
-    if last >= 0:
-        allowed.add(_effect(writes[last]))
-    else:
-        allowed.add(ABSENT)
-    overlapping = False
-    for w in writes[last + 1 :]:
-        if w["start"] >= end:
-            continue
-        allowed.add(_effect(w))  # it may have taken effect before or during the read
-        if w["end"] > start or (w["op"] == "delete" and not _acked(w)):
-            overlapping = True
-    return allowed, overlapping
-
-
-def _check_read(
-    read: dict[str, Any], writes: Sequence[dict[str, Any]], put_paths: dict[tuple[int, int], str]
-) -> Violation | None:
-    path = read["path"]
-    allowed, overlapping = allowed_effects(writes, read["start"], read["end"])
-    final = read["op"] == "final"
-    if read["result"] == "not_found":
-        if ABSENT in allowed or overlapping:
+    def hash_of(self, offset: int, length: int | None) -> str | None:
+        if self.content is None:
             return None
-        kind = "lost" if final else "missing"
-        return Violation(kind, path, f"NotFound, expected one of {sorted(map(str, allowed))}", read)
+        key = (offset, length)
+        if key not in self._hashes:
+            self._hashes[key] = sha(expected(self.content, offset, length))
+        return self._hashes[key]
+
+
+def _applied(op: dict[str, Any]) -> bool | None:
+    if op["result"] == "ok":
+        return True
+    if op["op"] == "delete" and op["result"] == "not_found":
+        return bool(op.get("applied", True))  # a retried delete may find its own work done
+    applied = op.get("applied")
+    return None if applied is None else bool(applied)
+
+
+def versions_of(
+    ops: Sequence[dict[str, Any]], violations: list[Violation] | None = None
+) -> list[Version]:
+    """Replay one path's write operations (in the owner's order) into its versions; the
+    owner's disagreements with the model go to ``violations``."""
+    out = violations if violations is not None else []
+    versions = [Version(0, None, -math.inf)]
+    number: int | None = 0  # the file's version number as the tracker counts it, when known
+    for op in sorted(ops, key=lambda o: int(o["seq"])):
+        path = op["path"]
+        last = versions[-1]
+        if last.maybe:
+            out.append(Violation("unaccounted", path, "an operation after an unresolved one", op))
+            continue
+        applied = _applied(op)
+        retried_delete = op["op"] == "delete" and op["result"] == "not_found"
+        if op["result"] in REFUSED and applied and not retried_delete:
+            out.append(Violation("refused_but_applied", path, f"{op['result']}, yet applied", op))
+        if op.get("resolution") == "inconsistent":
+            out.append(
+                Violation("unaccounted", path, f"the stat after it showed {op.get('after')}", op)
+            )
+            applied = None
+        if applied is False:
+            continue
+        try:
+            new = apply(last.content, op)
+        except ValueError as exc:  # an edit of an absent file acknowledged
+            out.append(Violation("unaccounted", path, str(exc), op))
+            continue
+        made = Version(len(versions), new, float(op["start"]), made_by=op)
+        if applied is None:
+            made.maybe = True
+            versions.append(made)
+            continue
+        last.until = float(op.get("resolved_at") or op["end"])
+        versions.append(made)
+        landed = op.get("landed") if op["op"] == "append" and op["result"] == "ok" else None
+        if landed is not None and last.content is not None and int(landed) != len(last.content):
+            detail = f"appended at {landed}, the end was {len(last.content)}"
+            out.append(Violation("wrong_offset", path, detail, op))
+        if new is None or last.content is None:
+            number = 0 if new is None else 1
+        elif number is not None:
+            number += 1
+        after = op.get("after")
+        if after is not None and new is not None:
+            if int(after["size"]) != len(new):
+                out.append(
+                    Violation("size_mismatch", path,
+                              f"entry size {after['size']}, model {len(new)}", op)
+                )  # fmt: skip
+            if number is not None and int(after["version"]) != number:
+                out.append(
+                    Violation("unaccounted", path,
+                              f"entry version {after['version']}, expected {number}", op)
+                )  # fmt: skip
+            number = int(after["version"])
+    return versions
+
+
+def _candidates(versions: Sequence[Version], start: float, end: float) -> list[Version]:
+    return [v for v in versions if v.since < end and v.until > start]
+
+
+def _check_read(read: dict[str, Any], versions: Sequence[Version]) -> Violation | None:
+    path = read["path"]
+    final = read["op"] == "final"
+    cands = _candidates(versions, float(read["start"]), float(read["end"]))
+    names = [f"v{v.n}{'?' if v.maybe else ''}" for v in cands]
+    if read["result"] == "not_found":
+        if any(v.content is None for v in cands):
+            return None
+        return Violation("lost" if final else "missing", path, f"NotFound, expected {names}", read)
     if read["result"] != "ok":
         return None
     got = read["got"]
-    writer = tuple(got["writer"]) if got.get("writer") is not None else None
-    if writer is None:
-        return Violation("garbage", path, f"bytes no write made ({got['size']} B)", read)
-    if got.get("path") != path or put_paths.get(writer) not in (None, path):
+    offset, length = int(read.get("offset") or 0), read.get("length")
+    for v in cands:
+        if v.hash_of(offset, length) == got["sha256"]:
+            return None
+    where = "" if length is None and not offset else f" [{offset}, +{length}]"
+    foreign = [m for m in got.get("markers", []) if m[2] != path]
+    if foreign:
         return Violation(
-            "other_path", path, f"returned the bytes of {got.get('path')} (write {writer})", read
+            "other_path", path, f"holds bytes of {foreign[0][2]} (op {foreign[0][:2]}){where}", read
         )
-    if not got.get("intact"):
-        return Violation("mixed", path, f"header of write {writer} but not its bytes", read)
-    if writer not in put_paths:
-        return Violation("phantom", path, f"write {writer} was never issued", read)
-    if writer in allowed:
-        return None
-    issued = next((w for w in writes if _effect(w) == writer), None)
-    if issued is not None and issued["start"] >= read["end"]:
-        return Violation("phantom", path, f"write {writer} started after the read ended", read)
-    kind = "lost" if final else "stale"
+    for v in versions:
+        if v.hash_of(offset, length) == got["sha256"]:
+            if v.since >= float(read["end"]):
+                return Violation("phantom", path, f"v{v.n}, made after the read{where}", read)
+            kind = "lost" if final else "stale"
+            return Violation(kind, path, f"v{v.n}, expected one of {names}{where}", read)
+    sizes = {len(expected(v.content, offset, length)) for v in cands if v.content is not None}
+    own = any(m[2] == path for m in got.get("markers", []))
+    kind = "mixed" if own or got["size"] in sizes else "garbage"
     return Violation(
-        kind, path, f"version {writer}, expected one of {sorted(map(str, allowed))}", read
+        kind, path, f"{got['size']} B equal to no version (expected {names}){where}", read
     )
 
 
 def check(history: Iterable[dict[str, Any]]) -> Result:
-    """Check a history (ops with ``op`` put/delete/read/final, ``client``, ``seq``, ``path``,
-    ``start``, ``end``, ``result`` ok/not_found/error, and ``got`` for reads)."""
+    """Check a history: write operations (``op`` in :data:`model.WRITES`, ``client``,
+    ``seq``, ``path``, their arguments, ``start``, ``end``, ``result`` ok / not_found /
+    refused / error, ``applied`` and ``resolved_at`` for failures, ``after`` the new entry),
+    reads (``read``, ``final``: ``offset``, ``length``, ``got`` from :func:`classify`) and
+    final listings (``list``: ``names``)."""
     ops = sorted(history, key=lambda o: (o["start"], o["end"]))
     writes: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    put_paths: dict[tuple[int, int], str] = {}
     for op in ops:
-        if op["op"] in ("put", "delete"):
+        if op["op"] in WRITES:
             writes[op["path"]].append(op)
-        if op["op"] == "put":
-            put_paths[(int(op["client"]), int(op["seq"]))] = op["path"]
-    violations = [
-        v
-        for op in ops
-        if op["op"] in ("read", "final")
-        and (v := _check_read(op, writes[op["path"]], put_paths)) is not None
-    ]
+    violations: list[Violation] = []
+    models = {path: versions_of(ws, violations) for path, ws in writes.items()}
+    absent = [Version(0, None, -math.inf)]
+    for op in ops:
+        if op["op"] in ("read", "final"):
+            v = _check_read(op, models.get(op["path"], absent))
+            if v is not None:
+                violations.append(v)
     violations += _check_listings(ops, writes)
     finals = {op["path"] for op in ops if op["op"] == "final"}
-    for path, ws in writes.items():
-        acked = [w for w in ws if _acked(w)]
-        if path not in finals and acked and acked[-1]["op"] == "put":
+    for path, versions in models.items():
+        if path not in finals and versions[-1].content is not None:
             violations.append(Violation("lost", path, "a written path was not read at the end"))
-    return Result(violations, _figures(ops, violations))
+    return Result(violations, _figures(ops, violations, models))
 
 
 def _check_listings(
@@ -215,28 +260,42 @@ def _check_listings(
     return out
 
 
-def _figures(ops: Sequence[dict[str, Any]], violations: Sequence[Violation]) -> dict[str, Any]:
+def _figures(
+    ops: Sequence[dict[str, Any]],
+    violations: Sequence[Violation],
+    models: dict[str, list[Version]],
+) -> dict[str, Any]:
     count: dict[str, int] = defaultdict(int)
-    for op in ops:
-        count[f"{op['op']}_{op['result']}"] += 1
     errors: dict[str, int] = defaultdict(int)
     for op in ops:
+        count[f"{op['op']}_{op['result']}"] += 1
         if op["result"] == "error":
             errors[f"{op['op']}: {str(op.get('error', '')).split(':')[0]}"] += 1
     kinds: dict[str, int] = defaultdict(int)
     for v in violations:
         kinds[v.kind] += 1
     workload = [o for o in ops if o["op"] not in ("final", "list")]
+    acked = [o for o in workload if o["op"] in WRITES and o["result"] == "ok"]
+    failed = [o for o in workload if o["op"] in WRITES and o["result"] == "error"]
+    reads = [o for o in workload if o["op"] == "read" and o["result"] == "ok"]
     return {
         "ops": len(workload),
         "by_result": dict(sorted(count.items())),
-        "acknowledged_writes": sum(
-            1 for o in workload if o["op"] in ("put", "delete") and o["result"] == "ok"
-        ),
-        "acknowledged_puts": sum(1 for o in workload if o["op"] == "put" and o["result"] == "ok"),
-        "reads_ok": sum(1 for o in workload if o["op"] == "read" and o["result"] == "ok"),
+        "acknowledged_writes": len(acked),
+        "acknowledged_puts": sum(1 for o in acked if o["op"] == "put"),
+        "acknowledged_edits": sum(1 for o in acked if o["op"] in EDITS),
+        "edits_by_kind": {k: sum(1 for o in acked if o["op"] == k) for k in EDITS},
+        "unknown_outcomes": {
+            "applied": sum(1 for o in failed if o.get("applied") is True),
+            "not_applied": sum(1 for o in failed if o.get("applied") is False),
+            "unresolved": sum(1 for o in failed if o.get("applied") is None),
+        },
+        "versions": sum(len(v) - 1 for v in models.values()),
+        "reads_ok": len(reads),
+        "range_reads_ok": sum(1 for o in reads if o.get("length") is not None),
         "lost": kinds.get("lost", 0),
         "wrong_reads": sum(kinds.get(k, 0) for k in WRONG_READ_KINDS),
+        "model_violations": sum(kinds.get(k, 0) for k in MODEL_KINDS),
         "listing_violations": sum(kinds.get(k, 0) for k in LISTING_KINDS),
         "violations_by_kind": dict(sorted(kinds.items())),
         "errors": dict(sorted(errors.items())),

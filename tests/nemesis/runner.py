@@ -24,6 +24,7 @@ from typing import Any
 
 import checker
 from faults import KINDS, Nemesis
+from model import WRITES
 from netcluster import CLIENT, NetCluster, hosts_for
 from netns import TestNet
 
@@ -58,8 +59,8 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _acked_puts(path: Path) -> int:
-    return sum(1 for op in read_history(path) if op["op"] == "put" and op["result"] == "ok")
+def _acked_writes(path: Path) -> int:
+    return sum(1 for op in read_history(path) if op["op"] in WRITES and op["result"] == "ok")
 
 
 def _wait(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
@@ -102,7 +103,7 @@ def run_nemesis(root: Path, cfg: Config) -> dict[str, Any]:
                         "--paths", str(cfg.paths), "--seed", cfg.seed,
                         "--large-share", str(cfg.large_share)])  # fmt: skip
         procs.append(wl)
-        if not _wait(lambda: _acked_puts(history) >= 3 or wl.poll() is not None, 60):
+        if not _wait(lambda: _acked_writes(history) >= 3 or wl.poll() is not None, 60):
             problems.append("no write was acknowledged within 60 s before the faults")
         windows = _fault_loop(cluster, cfg, wl)
         net_hosts = list(net.hosts)
@@ -135,7 +136,7 @@ def run_nemesis(root: Path, cfg: Config) -> dict[str, Any]:
         offline = _offline_checks(cluster)
         ops = read_history(history) + read_history(final_path)
         result = checker.check(ops)
-        acks = [o["end"] for o in ops if o["op"] == "put" and o["result"] == "ok"]
+        acks = [o["end"] for o in ops if o["op"] in WRITES and o["result"] == "ok"]
         report: dict[str, Any] = {
             "config": {**asdict(cfg), "seconds": cfg.seconds},
             "start_seconds": round(started, 1),
@@ -217,8 +218,10 @@ def _offline_checks(cluster: NetCluster) -> dict[str, Any]:
 
 def summary(report: dict[str, Any]) -> str:
     """The figures in a few lines."""
-    keys = ("faults", "ops", "acknowledged_writes", "reads_ok", "lost", "wrong_reads",
-            "violations_by_kind", "listing_violations", "errors", "availability",
+    keys = ("faults", "ops", "acknowledged_writes", "acknowledged_edits", "edits_by_kind",
+            "unknown_outcomes", "versions", "reads_ok", "range_reads_ok", "lost", "wrong_reads",
+            "model_violations", "violations_by_kind", "listing_violations", "errors",
+            "availability",
             "availability_by_kind", "longest_gap_by_kind", "by_result", "start_seconds",
             "heal_seconds", "unexpected_exits", "problems")  # fmt: skip
     lines = [f"{k}: {report.get(k)}" for k in keys]

@@ -1,12 +1,15 @@
-"""The nemesis: a workload of puts, overwrites, reads and deletes from several clients while
+"""The nemesis: a workload of puts, overwrites, in-place edits (writes at offsets, appends,
+truncates, inserts, cuts), reads (whole and ranges) and deletes from several clients while
 nodes and the tracker are killed, paused, partitioned, lose packets and fill their disk; every
 process in its own network namespace (see ``docs/testing.md``).
 
 One run (module-scoped) feeds every test below. The short run (about 2 minutes, every fault
 kind once) is the default; ``MYDFS_NEMESIS_LONG=1`` runs the long one (40 faults, about 11
 minutes); ``MYDFS_NEMESIS_FAULTS=N`` and ``MYDFS_NEMESIS_SEED=S`` change the number of faults
-and the random choices. The figures are printed and written to ``report.json`` in the run's
-folder: a temporary one, or ``MYDFS_NEMESIS_DIR`` (kept, with the history and every log).
+and the random choices, ``MYDFS_NEMESIS_OP_DEADLINE`` the SDK's deadline per operation (10 s;
+a short one makes operations fail mid-fault, so the owners resolve unknown outcomes). The
+figures are printed and written to ``report.json`` in the run's folder: a temporary one, or
+``MYDFS_NEMESIS_DIR`` (kept, with the history and every log).
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(4 * 3600 if LONG else 900)]
 
 def config_from_env() -> Config:
     seed = os.environ.get("MYDFS_NEMESIS_SEED", "1")
+    # A short deadline makes operations fail during faults: outcomes the owners must resolve.
+    deadline = float(os.environ.get("MYDFS_NEMESIS_OP_DEADLINE", "10"))
     if LONG:
         faults = int(os.environ.get("MYDFS_NEMESIS_FAULTS", "40"))
-        return Config(faults=faults, fault_seconds=(5.0, 12.0), gap_seconds=4.0, seed=seed)
+        return Config(faults=faults, fault_seconds=(5.0, 12.0), gap_seconds=4.0, seed=seed,
+                      op_deadline=deadline)  # fmt: skip
     faults = int(os.environ.get("MYDFS_NEMESIS_FAULTS", "10"))
-    return Config(faults=faults, fault_seconds=(3.0, 5.0), gap_seconds=2.5, seed=seed)
+    return Config(faults=faults, fault_seconds=(3.0, 5.0), gap_seconds=2.5, seed=seed,
+                  op_deadline=deadline)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +64,14 @@ def test_the_run_did_work(report: dict[str, Any]) -> None:
     assert not report["problems"]
 
 
+def test_edits_ran_and_the_owners_agree_with_the_model(report: dict[str, Any]) -> None:
+    assert report["acknowledged_edits"] >= 10, report["by_result"]
+    assert report["range_reads_ok"] >= 10, report["by_result"]
+    assert report["model_violations"] == 0, _violations(
+        report, "refused_but_applied", "unaccounted", "size_mismatch", "wrong_offset"
+    )
+
+
 def test_no_acknowledged_write_is_lost(report: dict[str, Any]) -> None:
     assert report["lost"] == 0, _violations(report, "lost")
 
@@ -76,4 +91,5 @@ def test_groups_converge_and_volumes_verify(report: dict[str, Any]) -> None:
 
 def test_reads_return_exactly_one_version_of_their_path(report: dict[str, Any]) -> None:
     wrong = _violations(report, "other_path", "mixed", "garbage", "phantom", "stale", "missing")
+    # Every read was one version of its path that existed during the read (docs/testing.md).
     assert report["wrong_reads"] == 0, wrong[:20]
