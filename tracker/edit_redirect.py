@@ -3,7 +3,8 @@
 curl drops the ``Authorization`` header on a redirect to another port, so the tracker does not
 edit anything itself here: it checks the caller's key (role ``write``, ``tracker/auth.py``) and
 answers 307 to a random up storage node (any group) with the caller's query plus a **write
-grant bound to the path** (``grant``, valid ``grant_ttl``). That node spools the body and runs
+grant bound to the path** (``grant``, valid ``grant_ttl``), without asking for the body
+(:func:`no_continue`). That node spools the body and runs
 the SDK for the caller (``storage/http_edit_files.py``, ``docs/client.md``, "Plain HTTP").
 """
 
@@ -44,6 +45,13 @@ def edit_location(tracker: Tracker, path: str, query: str, now: float) -> str:
     )
     params.append((grants.GRANT_PARAM, token))
     return f"{node.hb.url}/files{url_quote(path)}?{urlencode(params)}"
+
+
+async def no_continue(request: web.Request) -> None:
+    """The routes' ``Expect: 100-continue`` handler: no 100 is sent, so a client that waits for
+    one (curl, for a body over 1 MiB) gets the 307 (or the 401/403) first and sends its body
+    only to the storage node; a client that sends the body anyway has it drained unread."""
+    return None
 
 
 def handler(tracker_key: web.AppKey[Tracker]) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -284,7 +284,9 @@ def make_app(tracker: Tracker, keys: KeyStore) -> web.Application:
     r.add_get("/files/{path:[\\s\\S]*}", read_file)
     edit = edit_redirect.handler(TRACKER_KEY)
     for method in ("PATCH", "POST", "PUT"):
-        r.add_route(method, "/files/{path:[\\s\\S]*}", edit)
+        r.add_route(
+            method, "/files/{path:[\\s\\S]*}", edit, expect_handler=edit_redirect.no_continue
+        )
     r.add_get("/health", health)
     r.add_get("/metrics", metrics)
     install_monitoring(app, tracker)  # /cluster/view, /ui (tracker/ui.py)

@@ -131,8 +131,20 @@ def test_put_creates_replaces_only_with_overwrite_and_streams_large_files(
     big = random_bytes(2 * SLICE + 17, seed=210)
     src = tmp_path / "big.bin"
     src.write_bytes(big)
-    status, entry = curl_call(file_url(cluster, path), "-T", str(src))
-    assert status == 201, entry
+    url = file_url(cluster, path)
+    done = subprocess.run(
+        ["curl", "-sS", "-v", "-L", "--fail-with-body", *bearer_args([url]), "-T", str(src), url],
+        capture_output=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    trace = done.stderr.decode(errors="replace")
+    # The tracker answers the Expect with its 307: the body goes to the storage node only.
+    assert "Expect: 100-continue" in trace and "< HTTP/1.1 307" in trace
+    first = trace.index("< HTTP/1.1 ")
+    assert trace.startswith("< HTTP/1.1 307", first), trace[first : first + 200]
+    assert json.loads(done.stdout)["size"] == len(big)
     check(client, cluster, path, big)
     small = tmp_path / "small.bin"
     small.write_bytes(b"replaced")
