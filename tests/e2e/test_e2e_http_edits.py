@@ -245,6 +245,10 @@ def test_bad_input_is_a_4xx_and_changes_nothing(client: Client, cluster: LocalCl
     status, answer = curl_call(file_url(cluster, path, "truncate=0"), "-X", "POST", auth=False)
     assert status == 401, answer
     assert client.read(path) == b"0123456789"
+    # Every spooled body was removed, refused or not.
+    for node in cluster.nodes():
+        spool = node.data_dir / "http-spool"
+        assert not spool.exists() or not list(spool.iterdir()), list(spool.iterdir())
 
 
 def test_storage_node_refuses_forged_or_other_grants(client: Client, cluster: LocalCluster) -> None:
