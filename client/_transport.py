@@ -32,6 +32,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.errors import MydfsError, NotLeader, Timeout, Unavailable
 from mydfs.common.http_errors import error_of
 
@@ -78,6 +79,7 @@ class Transport:
         *,
         tracker: str | None = None,
         token: str | None = None,
+        secret: str | None = None,
     ) -> None:
         self.session = session
         self._ssl = ssl  # trust for the control session (the SDK's ``ca``)
@@ -86,6 +88,11 @@ class Transport:
         # The API key goes to the tracker only (never to storage nodes).
         self._auth_origin = origin(tracker) if tracker and token else None
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        # ``secret`` (a storage node acting for an HTTP caller): every tracker call is signed
+        # with the cluster secret, body included, instead of carrying an API key.
+        self._secret = secret
+        if tracker and secret:
+            self._auth_origin, self._auth = origin(tracker), {}
         self._suspects: dict[str, float] = {}  # node origin -> suspected until (clock)
         self._probes: dict[str, asyncio.Future[bool]] = {}  # node origin -> probe in flight
         # Probes and leader searches get connections of their own: never queued behind the
@@ -227,6 +234,10 @@ class Transport:
             headers["Content-Type"] = "application/json"
         if self._auth_origin is not None and origin(url) == self._auth_origin:
             headers.update(self._auth)
+            if self._secret:
+                parts = urlsplit(url)
+                path_qs = parts.path + (f"?{parts.query}" if parts.query else "")
+                headers[AUTH_HEADER] = sign(self._secret, method, path_qs, body=data or b"")
         session = self.control_session() if control else self.session
 
         async def call() -> Any:

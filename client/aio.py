@@ -120,6 +120,7 @@ class AsyncClient(EditMethods):
         session: aiohttp.ClientSession | None = None,
         token: str | None = None,
         ca: str | os.PathLike[str] | None = None,
+        secret: str | None = None,
     ) -> None:
         if not tracker.startswith(("http://", "https://")):
             raise InvalidArgument(f"tracker URL {tracker!r} must start with http:// or https://")
@@ -143,13 +144,16 @@ class AsyncClient(EditMethods):
         # ``deadline`` bounds each operation; ``retry`` sets the per-request deadlines and the
         # backoff (docs/client.md, "Deadlines and retries").
         # The API key: ``token``, else $MYDFS_TOKEN, else the credentials file's for this tracker.
-        self.token = credentials.token_for(self.tracker, token)
+        # ``secret`` instead (a storage node acting for a caller, docs/security.md): every
+        # tracker call is signed with the cluster secret and carries no key.
+        self.token = None if secret else credentials.token_for(self.tracker, token)
         self._t = Transport(
             self._session,
             replace(retry or RetryPolicy(), deadline=deadline),
             ssl=ssl_context,
             tracker=self.tracker,
             token=self.token,
+            secret=secret,
         )
         self._read = ReadPath(
             self._session,

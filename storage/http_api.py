@@ -18,6 +18,8 @@ Internal: PUT /internal/slices/{slot}    a payload pushed by the leader      (si
           GET /internal/holds/{slot}     does this node hold it durably?      (signed)
           DELETE /internal/slices/{slot}?gen&file  leave a 404 if file owns it (signed, leader;
                                          a 301 slot is released, a locked one is 409)
+Plain-HTTP edits (any node; ``storage/http_edit_files.py``, a write grant for the path):
+          PATCH|POST|PUT /files/{path}   edit or create a file for the caller, via the SDK
 Edits (leader; ``storage/http_edits.py``):
           POST /edits/{txn}/prepare      lock an edit's slots                                W
           POST /edits/{txn}/commit|rollback  apply the tracker's decision     (decision token)
@@ -64,6 +66,7 @@ from mydfs.storage.group_commands import (
 )
 from mydfs.storage.group_state import SlotInfo, SlotState
 from mydfs.storage.http_common import NODE_KEY, broken_chain, json_response
+from mydfs.storage.http_edit_files import add_edit_file_routes
 from mydfs.storage.http_edits import add_edit_routes
 from mydfs.storage.http_files import add_file_routes
 from mydfs.storage.http_grants import check_slot_owner, delete_verdict, require, token_of
@@ -490,6 +493,7 @@ def make_app(node: StorageNode) -> web.Application:
     app.router.add_post("/slices/{slot}/relink", relink)
     app.router.add_get("/chain/{slot}", chain)
     add_file_routes(app)
+    add_edit_file_routes(app)
     add_edit_routes(app)
     app.router.add_get("/slices/{slot}", read_slice)
     app.router.add_get("/slices/{slot}/meta", slice_meta)

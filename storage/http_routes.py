@@ -10,6 +10,10 @@ name, so a route added without an entry serves nobody. The protections (``docs/s
   :mod:`mydfs.common.grants`) that verifies with the cluster secret and is not expired; a read
   or a write grant passes. 401 without one or for a forged one, 403 for an expired one.
 * ``write``: the same with a write grant (a read grant is a 403).
+* ``path-write``: a write grant as ``write`` asks, bound to a path rather than a file id (the
+  tracker's 307 of ``PATCH|POST|PUT /files/{path}``); the handler
+  (:mod:`mydfs.storage.http_edit_files`) then checks that it names exactly the URL's path (403)
+  before it reads the body.
 * ``signed``: an ``X-Mydfs-Auth`` signature of the method, path and query with the cluster
   secret (:mod:`mydfs.common.auth`), else 401: the calls nodes and the tracker make to each other.
 * ``signed-or-read``: a valid signature, else what ``read`` asks.
@@ -43,7 +47,8 @@ WRITE = "write"
 SIGNED = "signed"
 SIGNED_OR_READ = "signed-or-read"
 DECISION = "decision"
-PROTECTIONS = (OPEN, READ, WRITE, SIGNED, SIGNED_OR_READ, DECISION)
+PATH_WRITE = "path-write"
+PROTECTIONS = (OPEN, READ, WRITE, SIGNED, SIGNED_OR_READ, DECISION, PATH_WRITE)
 
 #: (method, route) → its protection. HEAD is checked as GET.
 ROUTES: dict[tuple[str, str], str] = {
@@ -53,6 +58,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/slices/{slot}/relink"): WRITE,
     ("GET", "/chain/{slot}"): READ,
     ("GET", "/files/{path}"): READ,
+    ("PATCH", "/files/{path}"): PATH_WRITE,
+    ("POST", "/files/{path}"): PATH_WRITE,
+    ("PUT", "/files/{path}"): PATH_WRITE,
     ("GET", "/slices/{slot}"): READ,
     ("GET", "/slices/{slot}/meta"): SIGNED_OR_READ,
     ("PUT", "/internal/slices/{slot}"): SIGNED,
@@ -99,13 +107,14 @@ async def route_guard(request: web.Request, handler: Handler) -> web.StreamRespo
     if need == SIGNED:
         raise Unauthorized("internal call without a valid cluster signature", route=route)
     # 401: no grant or a forged one; 403: expired, or a read grant on a write route.
-    grants.check(secret, token_of(request), op=WRITE if need == WRITE else READ)
+    grants.check(secret, token_of(request), op=WRITE if need in (WRITE, PATH_WRITE) else READ)
     return await handler(request)
 
 
 __all__ = [
     "DECISION",
     "OPEN",
+    "PATH_WRITE",
     "PROTECTIONS",
     "READ",
     "ROUTES",

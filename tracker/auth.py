@@ -16,6 +16,13 @@ Two ways to read without a key:
 * ``public_prefixes`` (config): anonymous ``GET`` of ``/files/…``, ``/meta/files/…`` and
   ``/meta/list/…`` at or under one of those folders.
 
+A storage node acting for a caller of the plain-HTTP edit routes (``PATCH|POST|PUT /files``,
+``storage/http_edit_files.py``) has no key: on the routes the SDK needs for ``put`` and the
+edits (:data:`SIGNED_WRITE_ROUTES`), a request without a key but with an ``X-Mydfs-Auth``
+signature of the cluster secret over method, path, query and body counts as role ``write``
+(never more). The body it read is kept in ``request[SIGNED_BODY]`` for the handler. A node
+holds the secret, which can mint any grant, so this adds no power (``docs/security.md``).
+
 This module also holds the routes that manage keys (``/admin/keys``) and ``POST /share``.
 """
 
@@ -29,12 +36,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from mydfs.common import grants
+from mydfs.common.auth import AUTH_HEADER, verify
 from mydfs.common.errors import (
     Forbidden,
     InvalidArgument,
     MydfsError,
     Unauthorized,
 )
+from mydfs.common.limits import read_body
 from mydfs.common.paths import check_file_path, from_url, url_quote
 from mydfs.common.web import json_response
 from mydfs.tracker.keys import Key, KeyStore, allows
@@ -44,6 +53,10 @@ log = logging.getLogger("mydfs.tracker.auth")
 KEYS_KEY = web.AppKey("keys", KeyStore)
 SECRET_KEY = web.AppKey("secret", str)
 PUBLIC_KEY = web.AppKey("public_prefixes", tuple)
+#: (most bytes, seconds) for the body of a signed request (the tracker's JSON body limits).
+BODY_LIMITS_KEY = web.AppKey("body_limits", tuple)
+#: The body of a request the middleware read to check its signature (handlers use it).
+SIGNED_BODY = "mydfs_signed_body"
 #: The key that made the request (absent for open routes, grants and public reads).
 CALLER = "mydfs_key"
 
@@ -65,6 +78,9 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/meta/list"): "read",
     ("GET", "/meta/list/{path}"): "read",
     ("GET", "/files/{path}"): "read",
+    ("PATCH", "/files/{path}"): "write",
+    ("POST", "/files/{path}"): "write",
+    ("PUT", "/files/{path}"): "write",
     ("POST", "/share"): "read",
     ("GET", "/meta/edits/{txn}"): "read",
     ("POST", "/placements"): "write",
@@ -82,6 +98,23 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("POST", "/admin/keys"): "admin",
     ("DELETE", "/admin/keys/{name}"): "admin",
 }
+#: Routes a request signed with the cluster secret (``X-Mydfs-Auth``, body included) may call
+#: as role ``write``: what the SDK's ``put`` and edits need, for a storage node acting for a
+#: caller of ``PATCH|POST|PUT /files/{path}``.
+SIGNED_WRITE_ROUTES = frozenset(
+    {
+        ("GET", "/cluster"),
+        ("GET", "/meta/files/{path}"),
+        ("PUT", "/meta/files/{path}"),
+        ("POST", "/placements"),
+        ("POST", "/meta/intents"),
+        ("DELETE", "/meta/intents/{file_id}"),
+        ("POST", "/meta/edits"),
+        ("POST", "/meta/edits/{txn}/commit"),
+        ("POST", "/meta/edits/{txn}/abort"),
+        ("GET", "/meta/edits/{txn}"),
+    }
+)
 #: Routes a public prefix opens to anonymous GETs: route → the URL prefix before the path.
 PUBLIC_ROUTES = {
     "/files/{path}": "/files/",
@@ -156,6 +189,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         path = _request_path(request, route)
         if path is not None and under(path, request.app[PUBLIC_KEY]):
             return await handler(request)
+    if token is None and AUTH_HEADER in request.headers:
+        await _check_signed(request, route)
+        return await handler(request)
     if token is None:
         raise Unauthorized(
             "this request needs an API key: send 'Authorization: Bearer <token>' "
@@ -174,6 +210,25 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     request[CALLER] = key
     return await handler(request)
+
+
+async def _check_signed(request: web.Request, route: str) -> None:
+    """A request signed with the cluster secret (a storage node acting for an HTTP caller):
+    allowed as role ``write`` on :data:`SIGNED_WRITE_ROUTES` only; 401 unless the signature
+    verifies over method, raw path and query, and the body (read here, kept for the handler)."""
+    method = "GET" if request.method == "HEAD" else request.method
+    if (method, route) not in SIGNED_WRITE_ROUTES:
+        raise Unauthorized(
+            f"{request.method} {route} takes no cluster signature: send an API key", route=route
+        )
+    limit, timeout = request.app[BODY_LIMITS_KEY]
+    data = await read_body(request, limit, timeout)
+    secret = request.app[SECRET_KEY]
+    if not verify(
+        secret, request.method, request.raw_path, request.headers[AUTH_HEADER], body=data
+    ):
+        raise Unauthorized(f"no valid {AUTH_HEADER} signature (body included)", route=route)
+    request[SIGNED_BODY] = data
 
 
 # --- /admin/keys and /share ----------------------------------------------------------------------
@@ -226,11 +281,19 @@ def _who(request: web.Request) -> str:
     return f"key {key.name!r}" if key is not None else "?"
 
 
-def install(app: web.Application, keys: KeyStore, secret: str, public: tuple[str, ...]) -> None:
-    """Add the key-management and share routes and what the middleware reads."""
+def install(
+    app: web.Application,
+    keys: KeyStore,
+    secret: str,
+    public: tuple[str, ...],
+    body_limits: tuple[int, float] = (1 << 20, 60.0),
+) -> None:
+    """Add the key-management and share routes and what the middleware reads
+    (``body_limits``: most bytes and seconds of a signed request's body)."""
     app[KEYS_KEY] = keys
     app[SECRET_KEY] = secret
     app[PUBLIC_KEY] = tuple(public)
+    app[BODY_LIMITS_KEY] = tuple(body_limits)
     app.router.add_get("/admin/keys", list_keys)
     app.router.add_post("/admin/keys", create_key)
     app.router.add_delete("/admin/keys/{name}", delete_key)

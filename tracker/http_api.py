@@ -10,6 +10,8 @@ Namespace: PUT|GET|DELETE /meta/files/{path}
 Edits:     POST /meta/edits, POST /meta/edits/{txn}/commit|abort, GET /meta/edits/{txn}
            POST /internal/edits/{txn}/resolve   a participant's question     (signed)
 Reads:     GET|HEAD /files/{path}          307 to a storage node of the head's group
+Edits:     PATCH|POST|PUT /files/{path}    307 to any up storage node, with a write grant for
+                                           the path (tracker/edit_redirect.py)
 Ops:       GET  /health, /metrics
 Monitor:   GET  /cluster/view, /ui             live cluster view, dashboard (tracker/ui.py)
 Access:    GET|POST /admin/keys, DELETE /admin/keys/{name}, POST /share     (tracker/auth.py)
@@ -39,7 +41,8 @@ from mydfs.common.params import parse_flag, parse_uint
 from mydfs.common.paths import MAX_COMPONENT_BYTES, from_url
 from mydfs.common.tracing import request_id_middleware
 from mydfs.common.web import error_middleware, json_response
-from mydfs.tracker.auth import auth_middleware
+from mydfs.tracker import edit_redirect
+from mydfs.tracker.auth import SIGNED_BODY, auth_middleware
 from mydfs.tracker.auth import install as install_auth
 from mydfs.tracker.keys import KeyStore
 from mydfs.tracker.records import check_file_id
@@ -53,6 +56,9 @@ MAX_LIST_LIMIT = 100_000
 
 
 async def _json_body(request: web.Request) -> Any:
+    signed: bytes | None = request.get(SIGNED_BODY)  # read by the middleware to verify it
+    if signed is not None:
+        return _decode_json(signed)
     config = request.app[TRACKER_KEY].config
     data = await read_body(request, config.max_body_bytes, config.limits.body_timeout)
     return _decode_json(data)
@@ -253,7 +259,9 @@ def make_app(tracker: Tracker, keys: KeyStore) -> web.Application:
         middlewares=[request_id_middleware, errors, auth_middleware], client_max_size=max_body
     )
     app[TRACKER_KEY] = tracker
-    install_auth(app, keys, tracker.config.secret, tracker.config.public_prefixes)
+    config = tracker.config
+    limits = (config.max_body_bytes, config.limits.body_timeout)
+    install_auth(app, keys, config.secret, config.public_prefixes, limits)
     r = app.router
     r.add_post("/heartbeat", heartbeat)
     r.add_get("/cluster", cluster)
@@ -274,6 +282,11 @@ def make_app(tracker: Tracker, keys: KeyStore) -> web.Application:
     r.add_get("/meta/edits/{txn}", get_edit)
     r.add_post("/internal/edits/{txn}/resolve", resolve_edit)
     r.add_get("/files/{path:[\\s\\S]*}", read_file)
+    edit = edit_redirect.handler(TRACKER_KEY)
+    for method in ("PATCH", "POST", "PUT"):
+        r.add_route(
+            method, "/files/{path:[\\s\\S]*}", edit, expect_handler=edit_redirect.no_continue
+        )
     r.add_get("/health", health)
     r.add_get("/metrics", metrics)
     install_monitoring(app, tracker)  # /cluster/view, /ui (tracker/ui.py)

@@ -146,6 +146,7 @@ def _doc_says(process: str, need: str | None, route: str) -> list[str]:
         http_routes.SIGNED: ["X-Mydfs-Auth"],
         http_routes.SIGNED_OR_READ: ["X-Mydfs-Auth", "read grant"],
         http_routes.DECISION: ["decision token"],
+        http_routes.PATH_WRITE: ["write grant", "path"],
     }[str(need)]
 
 
@@ -349,6 +350,12 @@ def tracker_samples(w: World) -> dict[tuple[str, str], Sample]:
         ("GET", "/meta/list"): Sample("GET", "/meta/list"),
         ("GET", "/meta/list/{path}"): Sample("GET", "/meta/list/rt"),
         ("GET", "/files/{path}"): Sample("GET", "/files" + TARGET),
+        # Plain-HTTP edits: a 307 carrying a write grant for the path when allowed.
+        ("PATCH", "/files/{path}"): Sample(
+            "PATCH", "/files" + TARGET, {"Content-Range": "bytes 0-0/*"}, b"x"
+        ),
+        ("POST", "/files/{path}"): Sample("POST", f"/files{TARGET}?truncate=0"),
+        ("PUT", "/files/{path}"): Sample("PUT", f"/files{TARGET}?overwrite=1", {}, b"x"),
         ("POST", "/share"): Sample("POST", "/share", json_type, _json({"path": TARGET, "ttl": 60})),
         ("POST", "/placements"): Sample("POST", "/placements", json_type, _json({"slices": 4})),
         ("PUT", "/meta/files/{path}"): Sample(
@@ -455,6 +462,12 @@ def storage_samples(w: World) -> dict[tuple[str, str], Sample]:
         ("POST", "/edits/{txn}/commit"): Sample(
             "POST", f"/edits/{EDIT_TXN}/commit", {}, _json({"decision": ""})
         ),
+        # Plain-HTTP edits of the target: each would change it if let through.
+        ("PATCH", "/files/{path}"): Sample(
+            "PATCH", "/files" + TARGET, {"Content-Range": "bytes 0-0/*"}, b"x"
+        ),
+        ("POST", "/files/{path}"): Sample("POST", f"/files{TARGET}?truncate=0"),
+        ("PUT", "/files/{path}"): Sample("PUT", f"/files{TARGET}?overwrite=1", {}, b"x"),
         ("POST", "/edits/{txn}/rollback"): Sample(
             "POST", f"/edits/{EDIT_TXN}/rollback", {}, _json({"decision": ""})
         ),
@@ -537,6 +550,23 @@ def test_protected_routes_refuse_and_change_nothing(world: World) -> None:
         fid = w.entries[TARGET]["file_id"]
         check.expect(tracker, sample, grant_headers(SECRET, "write", fid), 401, "a grant header")
         need = auth.ROUTES[(method, route)]
+        good_signature = {
+            AUTH_HEADER: sign(SECRET, method, sample.path_qs, body=sample.body or b"")
+        }
+        if (method, route) in auth.SIGNED_WRITE_ROUTES:
+            # What a storage node acting for an HTTP caller sends: only a valid one passes.
+            wrong = {
+                AUTH_HEADER: sign(WRONG_SECRET, method, sample.path_qs, body=sample.body or b"")
+            }
+            check.expect(tracker, sample, wrong, 401, "signed with another secret")
+            stale = _expired_signature(SECRET, method, sample.path_qs)
+            check.expect(tracker, sample, stale, 401, "with an expired signature")
+            other_body = {AUTH_HEADER: sign(SECRET, method, sample.path_qs, body=b"other")}
+            if sample.body:
+                check.expect(tracker, sample, other_body, 401, "signed for another body")
+        elif route not in SIGNED_TRACKER_ROUTES:
+            # A cluster signature counts only on the routes the SDK's put and edits need.
+            check.expect(tracker, sample, good_signature, 401, "with a cluster signature")
         if route in SIGNED_TRACKER_ROUTES:
             signature = {AUTH_HEADER: sign(WRONG_SECRET, method, sample.path_qs)}
             check.expect(tracker, sample, signature, 401, "signed with another secret")
@@ -596,6 +626,17 @@ def test_protected_routes_refuse_and_change_nothing(world: World) -> None:
             if need == http_routes.WRITE:
                 read_grant = grant_headers(SECRET, "read", fid)
                 check.expect(node, sample, read_grant, 403, "with a read grant on a write route")
+            if need == http_routes.PATH_WRITE:
+                # Bound to the path: another path's, a read one, a file id's are refused.
+                for token, what in (
+                    (grants.issue_for(SECRET, "write", 600, path=OTHER), "another path's grant"),
+                    (grants.issue_for(SECRET, "read", 600, path=TARGET), "a read path grant"),
+                    (grants.issue_for(SECRET, "write", -10, path=TARGET), "an expired one"),
+                    (grants.issue_for(SECRET, "write", 600, file_id=fid), "a file-id grant"),
+                ):
+                    given = {grants.GRANT_HEADER: token}
+                    check.expect(node, sample, given, 403, f"with {what}")
+                continue
             path_grant = {grants.GRANT_HEADER: grants.issue_for(SECRET, "write", 600, path=TARGET)}
             check.expect(node, sample, path_grant, 403, "with a path (share) grant")
         if need not in (http_routes.SIGNED, http_routes.DECISION):
