@@ -52,6 +52,12 @@ class EditHandlers(GroupTable):
         known = self.txn(c.txn)
         if known is not None:
             return self._prepare_again(c, known)
+        # Generations first: a slot freed and reused since the client walked the chain (even as
+        # one of this edit's new slices) is a stale plan, a retryable conflict, not bad input.
+        for ref in c.lock:
+            self._check_edit_slot(c, ref, (SlotState.LIVE, SlotState.MOVED))
+        for ref in c.new:
+            self._check_edit_slot(c, ref, (SlotState.LIVE,))
         if c.move is not None:
             slot, _, target = c.move
             if target.group != self._group:
@@ -77,10 +83,6 @@ class EditHandlers(GroupTable):
                     field="move",
                     reason="target_dropped",
                 )
-        for ref in c.lock:
-            self._check_edit_slot(c, ref, (SlotState.LIVE, SlotState.MOVED))
-        for ref in c.new:
-            self._check_edit_slot(c, ref, (SlotState.LIVE,))
         # -- mutation starts here
         info = TxnInfo(
             txn=c.txn,
