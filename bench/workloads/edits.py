@@ -227,14 +227,14 @@ class ConcurrentAppends(EditWorkload):
                 before = await received_bytes(_urls(system))
                 got = await run_ops(sessions, self._op(path, rep, acked), e.append_records,
                                     s.op_seconds)  # fmt: skip
-                written = await received_bytes(_urls(system)) - before
+                moved = await received_bytes(_urls(system)) - before
                 why = check_records(await first.read(path), acked, rep)
                 if why:
                     got.sample.value = None
                     got.sample.first_error = f"the file is not the acknowledged records: {why}"
                 checks.append(why or f"{len(acked)} acknowledged records, each once at its offset")
                 if got.sample.ops:
-                    per.append(written / got.sample.ops)
+                    per.append(moved / got.sample.ops)
                 samples.append(got.sample)
                 ctx.log(
                     f"   append-1k N={n} rep {rep + 1}: {_fmt(got.sample.value, 'records/s')}; "
