@@ -54,7 +54,7 @@ class EditSettings:
     def quick(cls) -> EditSettings:
         """Tiny sizes for ``--quick`` (a smoke run, not a measurement)."""
         return cls(
-            file_bytes=8 << 20,
+            file_bytes=32 << 20,  # 8 slices: 16 clients rarely collide on one
             edit_ops=24,
             append_records=48,
             overwrite_bytes=8 << 20,

@@ -120,7 +120,7 @@ def test_quick_edit_workloads(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(420)
 def test_quick_run_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "results"
     assert mydfs_main(["bench", "--quick", "--out", str(out)]) == 0
