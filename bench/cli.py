@@ -4,6 +4,8 @@
     mydfs bench large small-64k      only these
     mydfs bench --list               the workloads
     mydfs bench --quick              everything on tiny sizes, in under a minute
+    mydfs bench edits                the edit workloads (mydfs only): edit-4k append-1k
+                                     overwrite-64m insert-mid
 
 Starts a mydfs cluster (a tracker and one group of 3 storage nodes), SeaweedFS (1 master with
 replication 002, 3 volume servers, 1 filer) and a null HTTP server, all on 127.0.0.1 in a
@@ -22,11 +24,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mydfs.bench.edits import EDIT_WORKLOADS
 from mydfs.bench.figures import Figure
 from mydfs.bench.report import chart, info_lines, markdown, markdown_table, write_json
 from mydfs.bench.suite import WORKLOADS, RunOutput, Settings, default_log, run_suite
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+#: Names that select several workloads at once.
+SETS = {"edits": EDIT_WORKLOADS}
 
 
 def size(text: str) -> int:
@@ -47,13 +53,26 @@ def clients(text: str) -> tuple[int, ...]:
     return out
 
 
+def sizes(text: str) -> tuple[int, ...]:
+    """Sizes from '64M,256M,1G'."""
+    out = tuple(size(x) for x in text.split(",") if x.strip())
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"not a list of sizes: {text!r}")
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mydfs bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("workloads", nargs="*", metavar="WORKLOAD", help="workloads to run (all)")
+    p.add_argument(
+        "workloads",
+        nargs="*",
+        metavar="WORKLOAD",
+        help="workloads to run (all); 'edits' names the four edit workloads",
+    )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     p.add_argument("--out", type=Path, help="results folder (bench-results/<timestamp>/)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 1 repetition: a smoke run")
@@ -68,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--failover-size", type=size, help="bytes per write during failover (64K)")
     p.add_argument(
         "--failover-timeout", type=float, help="seconds to wait for writes after a kill (15)"
+    )
+    p.add_argument("--edit-size", type=size, help="file of the 4 KiB random overwrites (256M)")
+    p.add_argument("--edit-ops", type=int, help="overwrites per edit-4k repetition (1000)")
+    p.add_argument("--append-records", type=int, help="records per append-1k repetition (1000)")
+    p.add_argument("--overwrite-size", type=size, help="bytes of the overwrite in place (64M)")
+    p.add_argument(
+        "--insert-sizes", type=sizes, help="file sizes of the middle inserts (64M,256M,1G)"
     )
     p.add_argument("--groups", type=int, help="mydfs storage groups of 3 nodes (1)")
     p.add_argument("--no-peer", action="store_true", help="leave SeaweedFS out")
@@ -94,6 +120,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "groups": args.groups,
     }
     settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    edits = {
+        "file_bytes": args.edit_size,
+        "edit_ops": args.edit_ops,
+        "append_records": args.append_records,
+        "overwrite_bytes": args.overwrite_size,
+        "insert_sizes": args.insert_sizes,
+    }
+    settings.edits = replace(settings.edits, **{k: v for k, v in edits.items() if v is not None})
     if args.no_warmup:
         settings.warmup = False
     if args.no_peer:
@@ -112,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         width = max(len(n) for n in WORKLOADS)
         for name, w in WORKLOADS.items():
             print(f"{name:<{width}}  {w.description}")
+        for name, members in SETS.items():
+            print(f"{name:<{width}}  the set: {' '.join(members)}")
         return 0
+    args.workloads = [m for n in args.workloads for m in SETS.get(n, (n,))]
+    args.workloads = list(dict.fromkeys(args.workloads))
     unknown = [n for n in args.workloads if n not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
@@ -121,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs, --groups and --small-ops must be at least 1")
     if settings.large_bytes < max(settings.clients) or settings.meta_files < 1:
         parser.error("--large-size must cover every client; --meta-files must be at least 1")
+    e = settings.edits
+    if min(e.file_bytes, e.edit_ops, e.append_records, e.overwrite_bytes) < 1:
+        parser.error("--edit-size, --edit-ops, --append-records, --overwrite-size: at least 1")
+    if e.file_bytes < e.edit_bytes:
+        parser.error(f"--edit-size must hold one {e.edit_bytes}-byte edit")
     names = args.workloads or list(WORKLOADS)
     out = args.out or Path("bench-results") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)

@@ -111,6 +111,8 @@ class Figure:
     peer: Result | None
     limit: Limit | None
     notes: list[str] = field(default_factory=list)
+    #: Why there is no peer figure, when the peer has no equivalent operation ('' otherwise).
+    peer_absent: str = ""
 
     @property
     def key(self) -> str:
@@ -165,6 +167,7 @@ class Figure:
             peer=result(d.get("peer")),
             limit=None if lim is None else Limit(**lim),
             notes=list(d.get("notes") or []),
+            peer_absent=str(d.get("peer_absent") or ""),
         )
 
 

@@ -68,6 +68,8 @@ def markdown_table(figures: list[Figure]) -> tuple[str, list[str]]:
         if f.mydfs is not None and f.mydfs.note:
             mine += mark(f"mydfs: {f.mydfs.note}")
         peer = _cell(f.peer, f.unit) if f.peer is not None else "not run"
+        if f.peer is None and f.peer_absent:
+            peer = "no equivalent" + mark(f"{PEER}: {f.peer_absent}")
         if f.peer is not None and f.peer.note:
             peer += mark(f"{PEER}: {f.peer.note}")
         limit = "-"
@@ -137,6 +139,7 @@ def markdown(doc: dict[str, Any], figures: list[Figure]) -> str:
         "What each side measured (bytes per op, copies, fsync before the acknowledgement, "
         "path) is in `results.json` under each figure's `measured`.",
     ]
+    lines += alone_lines(figures)
     cpu = [
         f"{name} {c['our_cores']:.2f} / {c['foreign_cores']:.2f} / {c.get('irq_cores', 0):.2f}"
         for name, w in doc.get("workloads", {}).items()
@@ -162,6 +165,18 @@ def markdown(doc: dict[str, Any], figures: list[Figure]) -> str:
     if notes:
         lines += ["", "Notes:", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+def alone_lines(figures: list[Figure]) -> list[str]:
+    """The notes of the figures measured on mydfs alone (the edit workloads): what each
+    did, the bytes it wrote, its write amplification, its checks."""
+    alone = [f for f in figures if f.peer is None and f.peer_absent and f.notes]
+    if not alone:
+        return []
+    out = ["", "Figures measured on mydfs alone (no peer equivalent):"]
+    for f in alone:
+        out.append(f"- **{f.workload} {f.op} N={f.clients}**: " + "; ".join(f.notes))
+    return out
 
 
 def info_lines(doc: dict[str, Any]) -> list[str]:
@@ -216,6 +231,7 @@ def chart(
         "MB/s": "Throughput, MB/s (log scale, higher is better)",
         "ops/s": "Operations per second (log scale, higher is better)",
         "s": "Seconds until writes succeed after a SIGKILL (lower is better)",
+        "ms": "Milliseconds per edit (log scale, lower is better; mydfs alone)",
     }
     units = list(dict.fromkeys(f.unit for f in figures))
     wide = [u for u in units if u != "s"]

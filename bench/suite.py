@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from mydfs.bench.edits import EditSettings
 from mydfs.bench.figures import Figure, Limit, Result, Sample, percentile, summary
 from mydfs.bench.rss import RssMeter
 from mydfs.bench.systems import MydfsSystem, NullSystem, Session, System
@@ -86,6 +87,7 @@ class Settings:
     peer: bool = True
     mydfs: bool = True
     quick: bool = False
+    edits: EditSettings = field(default_factory=EditSettings)
 
     @classmethod
     def quick_settings(cls) -> Settings:
@@ -104,6 +106,7 @@ class Settings:
             append_ops=100,
             tcp_bytes=64 << 20,
             quick=True,
+            edits=EditSettings.quick(),
         )
 
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mydfs.bench.cli import main, size
+from mydfs.bench.cli import main, size, sizes
+from mydfs.bench.edits import (
+    EDIT_WORKLOADS,
+    RECEIVED,
+    RECORD,
+    check_records,
+    parse_received,
+    record,
+)
 from mydfs.bench.figures import Figure, Result, percentile
 from mydfs.bench.seaweed import find_weed
 from mydfs.bench.suite import WORKLOADS, Settings
@@ -23,9 +31,10 @@ from mydfs.client.cli import main as mydfs_main
 def test_list_names_every_workload(capsys: pytest.CaptureFixture[str]) -> None:
     assert mydfs_main(["bench", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("large", "small-64k", "small-1k", "meta", "failover"):
+    for name in ("large", "small-64k", "small-1k", "meta", "failover", *EDIT_WORKLOADS, "edits"):
         assert name in out
     assert set(WORKLOADS) >= {"large", "small-64k", "small-1k", "meta", "failover"}
+    assert set(WORKLOADS) >= set(EDIT_WORKLOADS)
 
 
 def test_unknown_workload_is_a_usage_error() -> None:
@@ -54,10 +63,64 @@ def test_helpers() -> None:
     )
     assert fig.ratio_peer == 2.0  # lower is better: peer / mydfs
     assert Figure.from_dict(orjson.loads(orjson.dumps(fig.to_dict()))).ratio_peer == 2.0
+    assert sizes("64M,1G") == (64 << 20, 1 << 30)
+    assert quick.edits.file_bytes < Settings().edits.file_bytes
+
+
+def test_append_records_check() -> None:
+    """The append check accepts exactly the acknowledged records, each once at its offset."""
+    acked = {5: 0, 2: RECORD, 9: 2 * RECORD}
+    content = record(0, 5) + record(0, 2) + record(0, 9)
+    assert all(len(record(r, i)) == RECORD for r in (0, "warm") for i in (0, 10**7))
+    assert check_records(content, acked, 0) == ""
+    assert "bytes" in check_records(content + record(0, 1), acked, 0)  # one not acknowledged
+    assert "not at offset" in check_records(record(0, 5) * 3, acked, 0)  # a record twice
+    assert "not at offset" in check_records(content, acked, 1)  # another repetition's
+    assert check_records(content, {5: 0, 2: 0, 9: RECORD}, 0)  # two acks at one offset
+    page = f"# HELP x\n{RECEIVED} 1.2345e+06\nother 3\n"
+    assert parse_received(page) == 1_234_500
+    assert parse_received("nothing\n") == 0
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
+def test_quick_edit_workloads(tmp_path: Path) -> None:
+    """``mydfs bench edits --quick``: every edit workload gives its figures on mydfs alone,
+    with the bytes it wrote, no peer and the reason why; the appended file held exactly the
+    acknowledged records. No figure's value is checked."""
+    out = tmp_path / "edits"
+    code = mydfs_main(["bench", "edits", "--quick", "--no-peer", "--out", str(out)])
+    doc = orjson.loads((out / "results.json").read_bytes())
+    table = (out / "results.md").read_text()
+    assert doc["meta"]["workloads"] == list(EDIT_WORKLOADS)
+    assert not doc["failures"], doc["failures"]
+    assert code == 0
+    ops = {(f["workload"], f["op"], f["clients"]) for f in doc["figures"]}
+    quick = Settings.quick_settings()
+    assert ops == {
+        *{("edit-4k", "overwrite", n) for n in quick.clients},
+        ("append-1k", "append", quick.edits.append_clients),
+        ("overwrite-64m", "overwrite", 1),
+        ("overwrite-64m", "new-file", 1),
+        *{("insert-mid", f"insert@{s >> 20}MiB", 1) for s in quick.edits.insert_sizes},
+    }
+    for f in doc["figures"]:
+        assert f["peer"] is None and f["peer_absent"], f["key"]
+        assert f["ratio_to_peer"] is None
+        assert f["mydfs"]["measured"]["fsync"] is True, f["key"]
+        assert f"| {f['workload']} {f['op']} N={f['clients']} |" in table
+    by_key = {f["key"]: f["mydfs"]["measured"] for f in doc["figures"]}
+    edit = by_key["edit-4k/overwrite/N=1"]
+    assert edit["bytes_written_per_edit"] >= quick.edits.edit_bytes  # whole slices rewritten
+    assert edit["write_amplification"] >= 1
+    append = by_key[f"append-1k/append/N={quick.edits.append_clients}"]
+    assert append["verified"] is True, append["checks"]
+    assert by_key["overwrite-64m/overwrite/N=1"]["ratio_to_new_file_write"] is not None
+    assert "no equivalent" in table and "Figures measured on mydfs alone" in table
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
 def test_quick_run_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "results"
     assert mydfs_main(["bench", "--quick", "--out", str(out)]) == 0
@@ -71,7 +134,8 @@ def test_quick_run_writes_every_output(tmp_path: Path) -> None:
     for name in names:
         figures = [f for f in doc["figures"] if f["workload"] == name]
         assert figures, f"no figure for {name}"
-        assert {f["clients"] for f in figures} == {1, 16}
+        if name not in EDIT_WORKLOADS:  # those run at their own client counts
+            assert {f["clients"] for f in figures} == {1, 16}
         for f in figures:
             assert f["mydfs"]["measured"], f["key"]
             if name != "failover":  # recovering within the quick timeout is a timing matter
@@ -84,7 +148,7 @@ def test_quick_run_writes_every_output(tmp_path: Path) -> None:
     peer = find_weed() is not None
     assert ("seaweedfs" in doc["meta"]["systems"]) == peer
     if peer:
-        assert all(f["peer"] is not None for f in doc["figures"])
+        assert all(f["peer"] is not None or f["peer_absent"] for f in doc["figures"])
     else:
         assert any("SeaweedFS left out" in n for n in doc["notes"])
 
