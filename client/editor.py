@@ -181,6 +181,15 @@ class EditMethods:
         return offset
 
     @traced
+    async def append_info(
+        self, path: str, data: Source, *, if_version: int | None = None
+    ) -> tuple[int, FileRecord]:
+        """``append`` that also gives the file's new entry: ``(offset, entry)``; the entry's
+        ``version`` is that of this append's commit."""
+        info, offset = await _Editor(self).run(path, "append", 0, data, if_version)
+        return offset, info
+
+    @traced
     async def truncate(self, path: str, size: int, *, if_version: int | None = None) -> FileRecord:
         """Cut the file to ``size`` bytes, or grow it with zeros to that size."""
         info, _ = await _Editor(self).run(path, "truncate", size, None, if_version)
