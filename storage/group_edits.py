@@ -52,6 +52,14 @@ class EditHandlers(GroupTable):
         known = self.txn(c.txn)
         if known is not None:
             return self._prepare_again(c, known)
+        # The slots first: a prepare planned on a stale chain may name, in ``new``, a slot its
+        # ``lock`` or ``move`` names at an older generation (a newer edit freed it and this one
+        # reserved it again); that is a stale plan (``stale_generation``, retried by the
+        # client), not a malformed one.
+        for ref in c.lock:
+            self._check_edit_slot(c, ref, (SlotState.LIVE, SlotState.MOVED))
+        for ref in c.new:
+            self._check_edit_slot(c, ref, (SlotState.LIVE,))
         if c.move is not None:
             slot, _, target = c.move
             if target.group != self._group:
@@ -77,10 +85,6 @@ class EditHandlers(GroupTable):
                     field="move",
                     reason="target_dropped",
                 )
-        for ref in c.lock:
-            self._check_edit_slot(c, ref, (SlotState.LIVE, SlotState.MOVED))
-        for ref in c.new:
-            self._check_edit_slot(c, ref, (SlotState.LIVE,))
         # -- mutation starts here
         info = TxnInfo(
             txn=c.txn,
