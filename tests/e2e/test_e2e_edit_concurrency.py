@@ -341,3 +341,35 @@ def test_sixteen_clients_edit_one_file_and_the_result_is_one_serial_order(
         f"appends), {len(log.unknown)} of unknown outcome, {log.failed} failed; "
         f"{len(log.reads)} reads; {time.monotonic() - began:.0f} s"
     )
+
+
+def test_the_check_fills_gaps_and_catches_a_lost_or_extra_edit() -> None:
+    """The replay itself (no cluster): an in-flight record fills the version nobody
+    acknowledged; a lost acknowledged edit, a read of no version or content that no
+    assignment explains fails."""
+
+    def scenario() -> tuple[bytes, Log, bytes]:
+        log = Log()
+        log.ack(2, ("write", 1, b"XY"))
+        log.ack(4, ("cut", 0, 1))
+        log.ack(5, ("truncate", 10, 0))  # answers version 5: it changed nothing ...
+        log.ack(5, ("append", 8, b"!!"))  # ... after this append
+        log.unknown += [("append", -1, b"rec-a"), ("append", -1, b"rec-b")]
+        log.reads.append(Read(1, 3, 0, None, 9, hashlib.sha256(b"aXYdrec-b").digest()))
+        log.reads.append(Read(4, 5, 1, 2, 2, b"", b"Yd"))
+        return b"abcd", log, b"XYdrec-b!!"
+
+    start, log, final = scenario()
+    assert apply(b"abc", ("truncate", 5, 0)) == b"abc\0\0"
+    ok, why = replay(start, 1, 5, final, log)
+    assert ok, why
+    start, log, final = scenario()
+    ok, why = replay(start, 1, 5, final.replace(b"!!", b""), log)  # the append was lost
+    assert not ok and "differs" in why
+    start, log, final = scenario()
+    log.unknown = [("append", -1, b"rec-a")]  # the version's edit is none of the candidates
+    assert not replay(start, 1, 5, final, log)[0]
+    start, log, final = scenario()
+    log.reads.append(Read(2, 2, 0, None, 4, hashlib.sha256(b"aXYd!").digest()))
+    ok, why = replay(start, 1, 5, final, log)
+    assert not ok and "reads match no version" in why
