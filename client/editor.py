@@ -287,8 +287,8 @@ class _Editor:
             # A refusal after planning may come from a plan on a stale chain (a newer edit
             # freed slots this attempt reserved again: a fill's ``self_link``, a prepare's
             # ``stale_generation``): worth a new attempt when the file moved on.
-            refused = isinstance(exc, Conflict | NotFound | InvalidArgument)
-            if refused and await self.worth_again(exc, info):
+            refused = (Conflict, NotFound, InvalidArgument)
+            if isinstance(exc, refused) and await self.worth_again(exc, info):
                 raise _Retry(exc) from None
             raise
         await self.commit_all(txn, str(answer["token"]), parts)
