@@ -266,6 +266,7 @@ class _Editor:
         assert p is not None
         txn = uuid.uuid4().hex
         parts: list[Prepare] = []
+        new: list[tuple[int, int, int]] = []
         try:
             new = await self.write_new(p, locs, info, txn, grant, source)
             parts = prepares(p, new)
@@ -277,7 +278,11 @@ class _Editor:
             decision = await self.abandon(txn, info, parts)
             if decision is not None and decision.outcome == "commit":
                 await self.commit_all(txn, decision.token, parts)
-                return await c.stat(path), p.data_at
+                try:  # the same commit again answers the recorded decision, with its entry
+                    answer = await self.decide(txn, info, p, parts, new, if_version, op)
+                    return _result(answer, p)
+                except (MydfsError, KeyError, ValueError, TypeError):
+                    return await c.stat(path), p.data_at  # a later version, maybe
             if decision is None and isinstance(exc, Unavailable) and parts:
                 raise OutcomeUnknown(
                     f"the edit's outcome is not known (the tracker did not answer): {exc.message}",
@@ -292,9 +297,7 @@ class _Editor:
                 raise _Retry(exc) from None
             raise
         await self.commit_all(txn, str(answer["token"]), parts)
-        entry = FileRecord.from_dict(answer["entry"])
-        offset = answer.get("offset")
-        return entry, p.data_at if offset is None else int(offset)
+        return _result(answer, p)
 
     async def worth_again(self, exc: MydfsError, info: FileRecord) -> bool:
         """Is a refusal worth a new attempt: a conflict with another edit, or a refusal by a
@@ -500,6 +503,12 @@ class _Editor:
                 return
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 1.0)
+
+
+def _result(answer: dict[str, Any], p: Plan) -> tuple[FileRecord, int]:
+    """The committed edit's entry and where its data landed, from the tracker's decision."""
+    offset = answer.get("offset")
+    return FileRecord.from_dict(answer["entry"]), p.data_at if offset is None else int(offset)
 
 
 def _op(kind: str, offset: int, n: int) -> Op:
