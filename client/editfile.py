@@ -73,6 +73,7 @@ class EditBuffer:
         self.size = stored
         self._starts: list[int] = []
         self._data: list[bytearray] = []
+        self._bytes = 0  # the sum of the extents' lengths
 
     @property
     def dirty(self) -> bool:
@@ -81,7 +82,8 @@ class EditBuffer:
 
     @property
     def dirty_bytes(self) -> int:
-        return sum(len(d) for d in self._data)
+        """Bytes held in the dirty extents."""
+        return self._bytes
 
     def extents(self) -> list[tuple[int, bytes]]:
         """The dirty extents, ``(offset, bytes)`` in offset order."""
@@ -100,15 +102,19 @@ class EditBuffer:
         if lo > 0 and self._starts[lo - 1] + len(self._data[lo - 1]) >= offset:
             lo -= 1
         hi = bisect.bisect_right(self._starts, end)
-        start = min(offset, self._starts[lo]) if lo < hi else offset
-        stop = max([end, *(self._starts[k] + len(self._data[k]) for k in range(lo, hi))])
-        merged = bytearray(stop - start)
-        for k in range(lo, hi):
-            at = self._starts[k] - start
-            merged[at : at + len(self._data[k])] = self._data[k]
-        merged[offset - start : end - start] = data
+        before = sum(len(self._data[k]) for k in range(lo, hi))
+        # Grow the first extent in place when the write starts inside it or at its end (a
+        # run of sequential writes costs what it writes, not the extent's size each time).
+        if lo < hi and self._starts[lo] <= offset:
+            start, merged, rest = self._starts[lo], self._data[lo], range(lo + 1, hi)
+        else:
+            start, merged, rest = offset, bytearray(), range(lo, hi)
+        for k in rest:  # the extents after it, up to the end of the write (or past)
+            _put(merged, self._starts[k] - start, self._data[k])
+        _put(merged, offset - start, data)
         self._starts[lo:hi] = [start]
         self._data[lo:hi] = [merged]
+        self._bytes += len(merged) - before
         self.size = max(self.size, end)
 
     def truncate(self, size: int) -> None:
@@ -121,6 +127,7 @@ class EditBuffer:
                 del self._data[k - 1][size - self._starts[k - 1] :]
             del self._starts[k:]
             del self._data[k:]
+            self._bytes = sum(len(d) for d in self._data)
             self.keep = min(self.keep, size)
         self.size = size
 
@@ -176,7 +183,7 @@ class EditBuffer:
             self.stored = self.keep = edit.offset
             return
         del self._starts[0]
-        del self._data[0]
+        self._bytes -= len(self._data.pop(0))
         self.stored = self.keep = max(self.stored, edit.offset + len(edit.data))
 
     def rebase(self, stored: int) -> None:
@@ -184,6 +191,13 @@ class EditBuffer:
         if self.dirty:
             raise InvalidArgument("a buffer with unflushed changes cannot be rebased")
         self.stored = self.keep = self.size = stored
+
+
+def _put(buf: bytearray, at: int, data: bytes | bytearray) -> None:
+    """Write ``data`` into ``buf`` at ``at``, growing it (zeros between) as needed."""
+    if len(buf) < at:
+        buf.extend(bytes(at - len(buf)))
+    buf[at : at + len(data)] = data
 
 
 class AsyncEditFile:

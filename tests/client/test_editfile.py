@@ -70,6 +70,7 @@ def test_the_buffer_matches_a_bytes_model(start: bytes, script: list[tuple[str, 
         for (s1, d1), (s2, _) in itertools.pairwise(exts):
             assert s1 + len(d1) < s2, "extents never touch or overlap"
         assert all(d and s + len(d) <= buf.size for s, d in exts)
+        assert buf.dirty_bytes == sum(len(d) for _, d in exts)
     assert seen_by(buf, stored, 0, len(model)) == model
     edits = buf.edits()
     writes = [e.offset for e in edits if e.kind == "write"]
@@ -220,6 +221,14 @@ def test_writes_past_the_buffer_bound_flush() -> None:
         assert fake.edits == [("write", 0, 9)]
 
     asyncio.run(main())
+
+
+def test_sequential_small_writes_grow_one_extent() -> None:
+    buf = EditBuffer(0)
+    for k in range(20000):
+        buf.write(k * 512, bytes([k % 251]) * 512)
+    assert buf.dirty_bytes == buf.size == 20000 * 512
+    assert [(s, len(d)) for s, d in buf.extents()] == [(0, 20000 * 512)]
 
 
 def test_the_blocking_twin() -> None:
