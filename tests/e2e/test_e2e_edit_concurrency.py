@@ -335,10 +335,13 @@ def test_sixteen_clients_edit_one_file_and_the_result_is_one_serial_order(
     assert versions and versions[0] > first and versions[-1] <= info.version
     ok, why = replay(start, first, info.version, final, log)
     assert ok, why
-    appends = sum(op[0] == "append" for ops in log.acked.values() for op in ops)
+    kinds: dict[str, int] = {}
+    for ops in log.acked.values():
+        for op in ops:
+            kinds[op[0]] = kinds.get(op[0], 0) + 1
     print(
-        f"edits: {info.version - first} committed, {len(log.acked)} acknowledged ({appends} "
-        f"appends), {len(log.unknown)} of unknown outcome, {log.failed} failed; "
+        f"edits: {info.version - first} committed, {len(log.acked)} acknowledged {kinds}, "
+        f"{len(log.unknown)} of unknown outcome, {log.failed} failed; "
         f"{len(log.reads)} reads; {time.monotonic() - began:.0f} s"
     )
 
