@@ -38,12 +38,13 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, overload
 
 import aiohttp
 
 from mydfs.client import credentials
 from mydfs.client._transport import RetryPolicy, Transport
+from mydfs.client.editfile import BUFFER_BYTES, AsyncEditFile
 from mydfs.client.editor import EditMethods
 from mydfs.client.reader import STALE_RETRIES, AsyncReader, chain_of, check_hash
 from mydfs.client.routing import GroupPlan, Leaders
@@ -578,8 +579,24 @@ class AsyncClient(EditMethods):
         parts = [p async for p in self._slices_in_order([info], offset, length)]
         return b"".join(parts)
 
+    @overload
+    async def open(self, path: str, mode: Literal["rb"] = "rb") -> AsyncReader: ...
+
+    @overload
+    async def open(
+        self, path: str, mode: Literal["r+b"], *, buffer_bytes: int = BUFFER_BYTES
+    ) -> AsyncEditFile: ...
+
     @traced
-    async def open(self, path: str) -> AsyncReader:
-        """A streaming reader of the file: ``await r.read(n)``, ``async for chunk in r``."""
+    async def open(
+        self, path: str, mode: str = "rb", *, buffer_bytes: int = BUFFER_BYTES
+    ) -> AsyncReader | AsyncEditFile:
+        """``"rb"``: a streaming reader of the file (``await r.read(n)``, ``async for chunk in
+        r``). ``"r+b"``: a seekable file object for editing it in place
+        (``client/editfile.py``), its writes buffered up to ``buffer_bytes``."""
+        if mode not in ("rb", "r+b"):
+            raise InvalidArgument(f"mode must be 'rb' or 'r+b', got {mode!r}", path=path)
         info = await self.stat(path)
+        if mode == "r+b":
+            return AsyncEditFile(self, info, buffer_bytes)
         return AsyncReader(info, self._slices_in_order)

@@ -183,6 +183,15 @@ class EditMethods:
         return offset
 
     @traced
+    async def append_info(
+        self, path: str, data: Source, *, if_version: int | None = None
+    ) -> tuple[int, FileRecord]:
+        """``append`` that also gives the file's new entry: ``(offset, entry)``; the entry's
+        ``version`` is that of this append's commit."""
+        info, offset = await _Editor(self).run(path, "append", 0, data, if_version)
+        return offset, info
+
+    @traced
     async def truncate(self, path: str, size: int, *, if_version: int | None = None) -> FileRecord:
         """Cut the file to ``size`` bytes, or grow it with zeros to that size."""
         info, _ = await _Editor(self).run(path, "truncate", size, None, if_version)
@@ -259,6 +268,7 @@ class _Editor:
         assert p is not None
         txn = uuid.uuid4().hex
         parts: list[Prepare] = []
+        new: list[tuple[int, int, int]] = []
         try:
             new = await self.write_new(p, locs, info, txn, grant, source)
             parts = prepares(p, new)
@@ -270,20 +280,26 @@ class _Editor:
             decision = await self.abandon(txn, info, parts)
             if decision is not None and decision.outcome == "commit":
                 await self.commit_all(txn, decision.token, parts)
-                return await c.stat(path), p.data_at
+                try:  # the same commit again answers the recorded decision, with its entry
+                    answer = await self.decide(txn, info, p, parts, new, if_version, op)
+                    return _result(answer, p)
+                except (MydfsError, KeyError, ValueError, TypeError):
+                    return await c.stat(path), p.data_at  # a later version, maybe
             if decision is None and isinstance(exc, Unavailable) and parts:
                 raise OutcomeUnknown(
                     f"the edit's outcome is not known (the tracker did not answer): {exc.message}",
                     path=path,
                     txn=txn,
                 ) from exc
-            if isinstance(exc, Conflict | NotFound) and await self.worth_again(exc, info):
+            # A refusal after planning may come from a plan on a stale chain (a newer edit
+            # freed slots this attempt reserved again: a fill's ``self_link``, a prepare's
+            # ``stale_generation``): worth a new attempt when the file moved on.
+            refused = (Conflict, NotFound, InvalidArgument)
+            if isinstance(exc, refused) and await self.worth_again(exc, info):
                 raise _Retry(exc) from None
             raise
         await self.commit_all(txn, str(answer["token"]), parts)
-        entry = FileRecord.from_dict(answer["entry"])
-        offset = answer.get("offset")
-        return entry, p.data_at if offset is None else int(offset)
+        return _result(answer, p)
 
     async def worth_again(self, exc: MydfsError, info: FileRecord) -> bool:
         """Is a refusal worth a new attempt: a conflict with another edit, or a refusal by a
@@ -489,6 +505,12 @@ class _Editor:
                 return
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 1.0)
+
+
+def _result(answer: dict[str, Any], p: Plan) -> tuple[FileRecord, int]:
+    """The committed edit's entry and where its data landed, from the tracker's decision."""
+    offset = answer.get("offset")
+    return FileRecord.from_dict(answer["entry"]), p.data_at if offset is None else int(offset)
 
 
 def _op(kind: str, offset: int, n: int) -> Op:

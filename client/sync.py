@@ -10,12 +10,14 @@ import asyncio
 import os
 import threading
 from collections.abc import Coroutine, Iterator
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar, overload
 
 from mydfs.client._transport import RetryPolicy
 from mydfs.client.aio import AsyncClient, DirEntry, FileInfo, Progress
+from mydfs.client.editfile import BUFFER_BYTES, EditFile
 from mydfs.client.reader import AsyncReader
 from mydfs.client.source import Source
+from mydfs.common.errors import InvalidArgument
 
 T = TypeVar("T")
 
@@ -122,7 +124,24 @@ class Client:
     def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
         return self._run(self._aio.read(path, offset, length))
 
-    def open(self, path: str) -> Reader:
+    @overload
+    def open(self, path: str, mode: Literal["rb"] = "rb") -> Reader: ...
+
+    @overload
+    def open(
+        self, path: str, mode: Literal["r+b"], *, buffer_bytes: int = BUFFER_BYTES
+    ) -> EditFile: ...
+
+    def open(
+        self, path: str, mode: str = "rb", *, buffer_bytes: int = BUFFER_BYTES
+    ) -> Reader | EditFile:
+        """``"rb"``: a blocking reader; ``"r+b"``: a seekable file object for editing in place
+        (:class:`~mydfs.client.editfile.EditFile`)."""
+        if mode == "r+b":
+            f = self._run(self._aio.open(path, "r+b", buffer_bytes=buffer_bytes))
+            return EditFile(self._run, f)
+        if mode != "rb":
+            raise InvalidArgument(f"mode must be 'rb' or 'r+b', got {mode!r}", path=path)
         return Reader(self, self._run(self._aio.open(path)))
 
     def stat(self, path: str) -> FileInfo:
@@ -149,6 +168,11 @@ class Client:
 
     def append(self, path: str, data: Source, *, if_version: int | None = None) -> int:
         return self._run(self._aio.append(path, data, if_version=if_version))
+
+    def append_info(
+        self, path: str, data: Source, *, if_version: int | None = None
+    ) -> tuple[int, FileInfo]:
+        return self._run(self._aio.append_info(path, data, if_version=if_version))
 
     def truncate(self, path: str, size: int, *, if_version: int | None = None) -> FileInfo:
         return self._run(self._aio.truncate(path, size, if_version=if_version))

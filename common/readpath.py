@@ -275,7 +275,8 @@ async def fetch_slice(
     redirects) and the generation the replica answers with (:func:`foreign_owner`,
     :func:`stale_generation`); the
     length; the whole slice's CRC32C against ``loc``. A replica answering another owner reads
-    :class:`NotFound` (a slot freed and reused since), another generation :class:`Unavailable`
+    :class:`NotFound` (a slot freed and reused since), so does a newer generation (reused by
+    the same file), an older generation :class:`Unavailable`
     (a stale answer). A replica that fails, is unreachable, lacks the slice or answers bad or
     foreign bytes is skipped; when none serves, the last NotFound or Corrupt is raised, else
     :class:`Unavailable`.

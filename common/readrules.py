@@ -150,15 +150,18 @@ def foreign_owner(loc: SliceLoc, headers: Mapping[str, str], **context: Any) -> 
 
 def stale_generation(
     loc: SliceLoc, headers: Mapping[str, str], **context: Any
-) -> Unavailable | None:
-    """:class:`Unavailable` (a stale answer, worth another replica) when ``loc`` knows its
-    generation and the replica answered another (``X-Mydfs-Generation``); else None."""
+) -> Unavailable | NotFound | None:
+    """When ``loc`` knows its generation and the replica answered another
+    (``X-Mydfs-Generation``): a newer one is :class:`NotFound` (``reason=reused``: the slot was
+    freed and reused since the chain was read; generations only grow), an older or missing one
+    :class:`Unavailable` (a stale answer, worth another replica). Else None."""
     got = headers.get("X-Mydfs-Generation")
     if not loc.generation or got == str(loc.generation):
         return None
-    return Unavailable(
-        f"the replica answered generation {got}, not {loc.generation}", **context, reason="stale"
-    )
+    message = f"the replica answered generation {got}, not {loc.generation}"
+    if got is not None and got.isdigit() and int(got) > loc.generation:
+        return NotFound(message + ": the slot was reused since", **context, reason="reused")
+    return Unavailable(message, **context, reason="stale")
 
 
 def expect_headers(

@@ -139,6 +139,9 @@ class Prepare(Command):
     def _check(self) -> None:
         if not self.lock and not self.new:
             raise InvalidArgument("a prepare locks or adds at least one slot", op=self.OP)
+        # The same (slot, generation) cannot be both; the same slot at two generations can
+        # (an edit planned on a stale chain locks a slot that a newer edit freed and this one
+        # reserved again): the lock then fails as stale_generation, which the client retries.
         if set(self.lock) & set(self.new):
             raise InvalidArgument("a slice is both in lock and in new", op=self.OP, field="new")
         if self.move is not None and (self.move[0], self.move[1]) not in self.lock:

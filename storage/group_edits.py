@@ -52,8 +52,10 @@ class EditHandlers(GroupTable):
         known = self.txn(c.txn)
         if known is not None:
             return self._prepare_again(c, known)
-        # Generations first: a slot freed and reused since the client walked the chain (even as
-        # one of this edit's new slices) is a stale plan, a retryable conflict, not bad input.
+        # The slots first: a prepare planned on a stale chain may name, in ``new``, a slot its
+        # ``lock`` or ``move`` names at an older generation (a newer edit freed it and this one
+        # reserved it again); that is a stale plan (``stale_generation``, retried by the
+        # client), not a malformed one.
         for ref in c.lock:
             self._check_edit_slot(c, ref, (SlotState.LIVE, SlotState.MOVED))
         for ref in c.new:

@@ -492,23 +492,3 @@ def test_walk_reports_the_301_slots_passed_through() -> None:
     assert entries[1].via == (b,)
     assert entries[1].to_dict({})["via"] == [list(b)]
     assert entries[0].to_dict({})["via"] == []
-
-
-def test_a_lock_on_a_slot_reused_as_a_new_slice_is_a_stale_plan(g: GroupState) -> None:
-    """A client walked the chain, then a concurrent edit freed slot X and this edit's own new
-    slice got X again: the plan names X twice with two generations. That is a retryable
-    conflict (``stale_generation``), never bad input."""
-    slot, old_gen = live(g, "u0")
-    ok(g, Delete(slot=slot, generation=old_gen))
-    again, new_gen = live(g, "u1")
-    assert again == slot and new_gen != old_gen
-    refused(
-        g,
-        prepare(
-            lock=((slot, old_gen),),
-            move=(slot, old_gen, Location(GROUP, slot)),
-            new=((slot, new_gen),),
-        ),
-        "conflict",
-        reason="stale_generation",
-    )
