@@ -35,6 +35,7 @@ from mydfs.tracker.records import (
     Outcome,
     check_file_id,
     merge_versions,
+    parse_head,
 )
 
 
@@ -149,7 +150,7 @@ class CommitRequest:
                 field="groups",
             )
         head_given = "head" in b
-        head = _head(b.get("head")) if head_given else None
+        head = parse_head(b.get("head")) if head_given else None
         if size > slices * PAYLOAD_CAPACITY:
             raise InvalidArgument(
                 f"size {size} does not fit in {slices} slices of {PAYLOAD_CAPACITY} bytes",
@@ -168,17 +169,6 @@ class CommitRequest:
             if_version,
             offset,
         )
-
-
-def _head(value: Any) -> Location | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) != 2 or not all(type(v) is int for v in value):
-        raise InvalidArgument(f"head must be [group, slot] or null, got {value!r}", field="head")
-    try:
-        return Location.checked(value[0], value[1])
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"head {value!r}: {exc.message}", field="head") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ from mydfs.tracker.records import (
     check_file_id,
     check_hash,
     entry_size,
+    parse_head,
 )
 
 Children = dict[str, bytes | None]
@@ -83,7 +84,7 @@ class Registration:
         file_id = check_file_id(body["file_id"])
         size = _int(body["size"], "size", MAX_SIZE)
         slices = _int(body["slices"], "slices", MAX_U32 - 1)
-        head = _head(body["head"])
+        head = parse_head(body["head"])
         hash_text = check_hash(body.get("hash"))
         if (head is None) != (slices == 0):
             raise InvalidArgument(
@@ -104,21 +105,6 @@ def _int(value: Any, field: str, limit: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
         raise InvalidArgument(f"{field} must be an integer 0..{limit}, got {value!r}", field=field)
     return value
-
-
-def _head(value: Any) -> Location | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        raise InvalidArgument(f"head must be [group, slot] or null, got {value!r}", field="head")
-    try:
-        return Location.checked(value[0], value[1])
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"head {value!r}: {exc.message}", field="head") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,23 @@ def _loc(group: int, slot: int, what: str) -> Location | None:
     return Location(group, slot)
 
 
+def parse_head(value: Any) -> Location | None:
+    """A head from JSON: ``[group, slot]`` (a list or tuple of two ints, not bools) or null;
+    anything else is :class:`InvalidArgument` naming the field ``head``."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise InvalidArgument(f"head must be [group, slot] or null, got {value!r}", field="head")
+    try:
+        return Location.checked(value[0], value[1])
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"head {value!r}: {exc.message}", field="head") from None
+
+
 @dataclass(frozen=True, slots=True)
 class FileEntry:
     """A file of the namespace: where its chain starts and what the client said about it."""

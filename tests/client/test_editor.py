@@ -9,30 +9,16 @@ from __future__ import annotations
 import asyncio
 import io
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fake_edit_cluster import FakeTracker, start_fake
+from fake_edit_cluster import FakeTracker
 
 from mydfs.client import AsyncClient
 from mydfs.common.errors import Conflict, InvalidArgument, NotFound
 from mydfs.common.slices import PAYLOAD_CAPACITY as CAP
 
 SIZES = [1, 7, 1000, CAP - 1, CAP, CAP + 3, 2 * CAP + 5]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeTracker, AsyncClient]]:
-    tracker, servers = await start_fake(2)
-    tracker.create("/f")
-    client = AsyncClient(tracker.url, deadline=10.0)
-    try:
-        yield tracker, client
-    finally:
-        await client.close()
-        for server in servers:
-            await server.close()
 
 
 def settled(tracker: FakeTracker) -> None:

@@ -5,28 +5,14 @@ not a later ``stat``: ``append_info``'s version is the one its commit made."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fake_edit_cluster import FakeTracker, start_fake
+from fake_edit_cluster import FakeTracker
 
 from mydfs.client import AsyncClient
 from mydfs.client.editor import _Editor
 from mydfs.common.errors import Unavailable
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeTracker, AsyncClient]]:
-    tracker, servers = await start_fake(2)
-    tracker.create("/f")
-    client = AsyncClient(tracker.url, deadline=10.0)
-    try:
-        yield tracker, client
-    finally:
-        await client.close()
-        for server in servers:
-            await server.close()
 
 
 async def test_a_commit_found_by_the_abort_returns_the_decisions_entry(
