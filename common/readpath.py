@@ -16,7 +16,10 @@ The pure rules (records, owner, version and generation checks, range cuts) are i
    replicas, checked: the length, the whole slice's CRC32C against the chain's, and the owner
    and generation the replica answers with. A replica that fails, is unreachable or answers
    bad bytes is skipped for the next one; a 307 (a follower pointing at a holder or its
-   leader) is followed.
+   leader) is followed. Chain walks and slice reads are **hedged** (:func:`hedged`): a node
+   that has not answered within ``ReadTimeouts.hedge`` (1 s) is not waited on alone, the next
+   one is asked too and the first useful answer wins, so a paused or cut-off node delays a
+   read by about a second, not by the request's whole timeout.
 3. **A range** (:func:`cut_range`, :func:`stream_pieces`): the slices' pieces that overlap
    ``[offset, end)``, fetched a bounded window ahead and handed out in order.
 
@@ -143,10 +146,60 @@ async def once(what: str, attempt: Callable[[], Awaitable[_T]], **context: Any) 
 
 @dataclass(frozen=True)
 class ReadTimeouts:
-    """Seconds one request may take: a chain walk, a slice fetch."""
+    """Seconds one request may take (a chain walk, a slice fetch), and how long a request may
+    go unanswered before the same question is also put to the next node (``hedge``)."""
 
     chain: float = 30.0
     slice: float = 60.0
+    hedge: float = 1.0
+
+
+class _Skip(Exception):
+    """One node's answer is no use (it failed, timed out, is stale or behind): ask the next.
+    ``reason`` is what the caller reports if no node answers."""
+
+    def __init__(self, reason: object) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+async def hedged(
+    urls: Sequence[str], ask: Callable[[str], Awaitable[_T]], hedge: float
+) -> tuple[_T | None, list[object]]:
+    """The first useful answer of ``ask(url)`` over ``urls``, asked in order: the next node is
+    asked when every question out has failed (:class:`_Skip`) or none has answered within
+    ``hedge`` seconds, so a node that hangs (paused, cut off after the connect) costs
+    ``hedge`` seconds, not the request's whole timeout; a slow node that answers first still
+    wins. Returns ``(answer, [])``, or ``(None, reasons)`` with the skip reasons in the order
+    they came when no node answered usefully. Any other exception from ``ask`` is definitive:
+    it is raised at once and the other questions are cancelled."""
+    waiting = list(urls)
+    out: set[asyncio.Task[_T]] = set()
+    reasons: list[object] = []
+    try:
+        while waiting or out:
+            if waiting and not out:
+                out.add(asyncio.ensure_future(ask(waiting.pop(0))))
+            done, _ = await asyncio.wait(
+                out, timeout=hedge if waiting else None, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:  # nobody answered in time: put the question to the next node too
+                out.add(asyncio.ensure_future(ask(waiting.pop(0))))
+                continue
+            for task in done:
+                out.discard(task)
+                exc = task.exception()
+                if exc is None:
+                    return task.result(), []
+                if not isinstance(exc, _Skip):
+                    raise exc
+                reasons.append(exc.reason)
+        return None, reasons
+    finally:
+        for task in out:
+            task.cancel()
+        if out:
+            await asyncio.gather(*out, return_exceptions=True)
 
 
 # --- the chain --------------------------------------------------------------------------------
@@ -188,9 +241,11 @@ async def fetch_chain_run(
     grant: str = "",
     version: int | None = None,
     edited: bool = False,
+    hedge: float = 1.0,
     **context: Any,
 ) -> ChainRun:
-    """One group's run from ``start`` (at most ``limit`` slices), asked of ``urls`` in turn.
+    """One group's run from ``start`` (at most ``limit`` slices), asked of ``urls`` in turn,
+    the next node also when one has not answered within ``hedge`` seconds (:func:`hedged`).
 
     ``version`` (None: not checked): the file's version the reader's entry expects of this
     group (:func:`version_check`: a later one raises :class:`StaleEntry` at once, an earlier
@@ -209,8 +264,8 @@ async def fetch_chain_run(
     where = {**context, "group": start.group, "slot": start.slot}
     if not urls:
         raise Unavailable(f"group {start.group} has no node up", **where)
-    last: object = None
-    for url in urls:
+
+    async def ask(url: str) -> ChainRun:
         try:
             async with session.get(
                 f"{url}/chain/{start.slot}?max={limit}",
@@ -227,8 +282,7 @@ async def fetch_chain_run(
                         ) from err
                     if not err.retryable:
                         raise err
-                    last = err
-                    continue
+                    raise _Skip(err)
                 body = await resp.json()
             nxt = body.get("next")
             run = ChainRun(
@@ -237,19 +291,22 @@ async def fetch_chain_run(
                 int(body.get("version") or 0),
             )
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
-            last = exc
-            continue
+            raise _Skip(exc) from None
         if version is not None:
             verdict = version_check(version, run.version, **where, peer=url)
             if isinstance(verdict, StaleEntry):
                 raise verdict
             if verdict is not None:
-                last = verdict.message
-                continue
+                raise _Skip(verdict.message)
         why = owner_mismatch(run.entries, file_id, first, indexes=not edited)
-        if why is None:
-            return run
-        last = f"stale answer from {url}: {why}"
+        if why is not None:
+            raise _Skip(f"stale answer from {url}: {why}")
+        return run
+
+    run, reasons = await hedged(urls, ask, hedge)
+    if run is not None:
+        return run
+    last = reasons[-1] if reasons else None
     raise Unavailable(f"no node of group {start.group} answered the chain walk: {last}", **where)
 
 
@@ -265,10 +322,13 @@ async def fetch_slice(
     *,
     timeout: float,
     grant: str = "",
+    hedge: float = 1.0,
     **context: Any,
 ) -> bytes:
     """Bytes ``[offset, offset + length)`` of a slice (to its end if ``length`` is None) from
-    the first of ``urls`` that serves them right.
+    the first of ``urls`` that serves them right, asked in turn, the next replica also when one
+    has not answered within ``hedge`` seconds (:func:`hedged`: a paused replica costs that,
+    not the whole ``timeout``).
 
     Checked, for a range as for the whole slice: the owner (``loc.file_id`` and ``loc.index``,
     also sent to the node so that one whose table disagrees proves itself current or
@@ -288,8 +348,8 @@ async def fetch_slice(
         headers["Range"] = f"bytes={offset}-{offset + want - 1}"
     query = f"?gen={loc.generation}" if loc.generation else ""
     where = {**context, "group": loc.group, "slot": loc.slot}
-    last: MydfsError | None = None
-    for url in urls:
+
+    async def ask(url: str) -> bytes:
         try:
             async with session.get(
                 f"{url}/slices/{loc.slot}{query}",
@@ -300,24 +360,26 @@ async def fetch_slice(
                     err = await error_of(resp, **where)
                     if not err.retryable and not isinstance(err, NotFound | Corrupt):
                         raise err
-                    last = err
-                    continue
+                    raise _Skip(err)
                 foreign = foreign_owner(loc, resp.headers, **where, peer=url)
                 if foreign is not None:
-                    last = foreign
-                    continue
+                    raise _Skip(foreign)
                 stale = stale_generation(loc, resp.headers, **where, peer=url)
                 data = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            last = Unavailable(f"replica {url} failed: {exc or type(exc).__name__}", **where)
-            continue
+            failed = Unavailable(f"replica {url} failed: {exc or type(exc).__name__}", **where)
+            raise _Skip(failed) from None
         if len(data) != want or (whole and crc32c(data) != loc.crc32c):
-            last = Corrupt("slice failed its end-to-end checksum", **where, peer=url)
-            continue
+            raise _Skip(Corrupt("slice failed its end-to-end checksum", **where, peer=url))
         if stale is not None:
-            last = stale
-            continue
+            raise _Skip(stale)
         return data
+
+    data, reasons = await hedged(urls, ask, hedge)
+    if data is not None:
+        return data
+    last = reasons[-1] if reasons else None
+    assert last is None or isinstance(last, MydfsError)
     if isinstance(last, NotFound | Corrupt):
         raise last
     if last is None:
@@ -449,6 +511,7 @@ class ReadPath:
                 start,
                 limit,
                 timeout=self.timeouts.chain,
+                hedge=self.timeouts.hedge,
                 file_id=file_id,
                 first=first,
                 grant=grant,
@@ -489,6 +552,7 @@ class ReadPath:
                 offset,
                 want,
                 timeout=self.timeouts.slice,
+                hedge=self.timeouts.hedge,
                 grant=grant,
                 **context,
             )
