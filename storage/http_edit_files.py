@@ -59,6 +59,9 @@ COMMON = ("if_version", grants.GRANT_PARAM)
 #: Deadline of one SDK operation run for a caller (seconds).
 DEADLINE = 120.0
 _RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+|\*)")
+#: Holds the node's one SDK client toward the tracker, made at the first plain-HTTP edit and
+#: kept (its session, the groups and leaders it has learnt), closed with the app.
+SDK_KEY = web.AppKey("edit_sdk", list)
 
 
 def parse_content_range(header: str | None) -> tuple[int, int]:
@@ -170,20 +173,34 @@ async def _run(request: web.Request, *, want: int | None, body: bool, call: Any)
         size = await _spool(request, spool, want if want is not None else (None if body else 0))
         if want is not None and size != want:
             raise InvalidArgument(f"the body has {size} bytes, Content-Range says {want}")
-        client = AsyncClient(
-            node.config.tracker,
-            secret=node.config.secret,
-            ca=node.config.tls_ca,
-            deadline=DEADLINE,
-        )
         try:
-            async with client:
-                return await call(client, str(spool))
+            return await call(_sdk(request.app), str(spool))
         except NotLeader as exc:  # never a redirect of the caller's request
             raise Unavailable(f"a group leader moved: {exc.message}") from None
     finally:
         with contextlib.suppress(OSError):
             spool.unlink()
+
+
+def _sdk(app: web.Application) -> AsyncClient:
+    """The node's SDK client (made on first use; see :data:`SDK_KEY`)."""
+    held: list[AsyncClient] = app[SDK_KEY]
+    if not held:
+        node = app[NODE_KEY]
+        held.append(
+            AsyncClient(
+                node.config.tracker,
+                secret=node.config.secret,
+                ca=node.config.tls_ca,
+                deadline=DEADLINE,
+            )
+        )
+    return held[0]
+
+
+async def _close_sdk(app: web.Application) -> None:
+    for client in app[SDK_KEY]:
+        await client.close()
 
 
 def _if_version(request: web.Request) -> int | None:
@@ -253,3 +270,5 @@ def add_edit_file_routes(app: web.Application) -> None:
     app.router.add_patch("/files/{path:[\\s\\S]*}", patch_file)
     app.router.add_post("/files/{path:[\\s\\S]*}", post_file)
     app.router.add_put("/files/{path:[\\s\\S]*}", put_file)
+    app[SDK_KEY] = []
+    app.on_cleanup.append(_close_sdk)
