@@ -74,7 +74,15 @@ RETRY_FOR = 60.0
 COMMIT_PATIENCE = 30.0
 #: Reasons of a refusal after which the edit is planned again with a new txn.
 RETRY_REASONS = frozenset(
-    {"locked", "layout_changed", "aborted", "stale_entry", "stale_generation", "txn_mismatch"}
+    {
+        "locked",
+        "layout_changed",
+        "aborted",
+        "stale_entry",
+        "stale_generation",
+        "stale_chain",
+        "txn_mismatch",
+    }
 )
 #: Bytes of a data stream that cannot be re-read kept in memory before spilling to disk.
 SPOOL_MEMORY = 8 * 1024 * 1024

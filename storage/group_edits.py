@@ -60,6 +60,7 @@ class EditHandlers(GroupTable):
             self._check_edit_slot(c, ref, (SlotState.LIVE, SlotState.MOVED))
         for ref in c.new:
             self._check_edit_slot(c, ref, (SlotState.LIVE,))
+        self._check_redirects_planned(c)
         if c.move is not None:
             slot, _, target = c.move
             if target.group != self._group:
@@ -142,6 +143,24 @@ class EditHandlers(GroupTable):
                 reason="another_owner",
             )
         self._check_unlocked(slot, c.OP)
+
+    def _check_redirects_planned(self, c: Prepare) -> None:
+        """A 301 in ``lock`` must come with the slot it leads to: the plan read the bytes from
+        that slot. A slot that was live when the edit was planned and became a 301 since (a
+        concurrent edit of the same slice committed) keeps its generation, so only this
+        catches the stale plan; its bytes are no longer the file's (``stale_chain``, the client
+        plans again)."""
+        locked = {slot for slot, _ in c.lock}
+        for slot, _ in c.lock:
+            target = self._get(slot).target
+            if target is not None and target.slot not in locked:
+                raise Conflict(
+                    f"slot {slot} became a 301 to slot {target.slot} since the edit was planned",
+                    group=self._group,
+                    slot=slot,
+                    txn=c.txn,
+                    reason="stale_chain",
+                )
 
     def _commit(self, c: Commit) -> Result:
         known = self.txn(c.txn)

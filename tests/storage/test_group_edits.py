@@ -203,6 +203,19 @@ def test_prepare_refusals(g: GroupState) -> None:
     refused(g, prepare(new=(n1,)), "slice_moved")
 
 
+def test_a_plan_that_saw_a_live_slot_now_moved_is_stale_chain(g: GroupState) -> None:
+    """Two edits of one slice planned on the same chain: the first turns the slice's slot into
+    a 301 (same generation); the second, whose bytes came from that slot, must not re-target
+    it (its commit would drop the first edit's bytes)."""
+    a, n1, n2 = (live(g, f"u{i}") for i in range(3))
+    ok(g, prepare(lock=(a,), move=(*a, Location(GROUP, n1[0])), new=(n1,)))
+    ok(g, Commit(txn=TXN, version=1, prev=0))
+    stale = prepare(TXN2, lock=(a,), move=(*a, Location(GROUP, n2[0])), new=(n2,))
+    refused(g, stale, "conflict", reason="stale_chain", slot=a[0])
+    # planned on the new chain (through the 301 to n1): accepted
+    ok(g, prepare(TXN2, lock=(a, n1), move=(*a, Location(GROUP, n2[0])), new=(n2,)))
+
+
 def test_prepare_refuses_a_slot_locked_by_another_txn(g: GroupState) -> None:
     a, b, n1 = (live(g, f"u{i}") for i in range(3))
     ok(g, prepare(lock=(a,), new=(n1,)))

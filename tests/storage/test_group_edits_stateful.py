@@ -92,6 +92,10 @@ class Model:
             return False, "lock"
         if not all(self.slot_ok(r, c.file_id, (LIVE,)) for r in c.new):
             return False, "new"
+        locked = {s for s, _ in c.lock}
+        targets = [self.slots[s].target for s in locked if self.slots[s].state == MOVED]
+        if any(t is not None and t.slot not in locked for t in targets):
+            return False, "stale_chain"  # a 301 locked without the slot it leads to
         self.prepared[c.txn] = MTxn(c.file_id, c.lock, c.move, c.new)
         return True, "prepared"
 
