@@ -16,10 +16,12 @@ The pure rules (records, owner, version and generation checks, range cuts) are i
    replicas, checked: the length, the whole slice's CRC32C against the chain's, and the owner
    and generation the replica answers with. A replica that fails, is unreachable or answers
    bad bytes is skipped for the next one; a 307 (a follower pointing at a holder or its
-   leader) is followed. Chain walks and slice reads are **hedged** (:func:`hedged`): a node
-   that has not answered within ``ReadTimeouts.hedge`` (1 s) is not waited on alone, the next
-   one is asked too and the first useful answer wins, so a paused or cut-off node delays a
-   read by about a second, not by the request's whole timeout.
+   leader) is followed, a 301 never: the slot was redirected by an edit committed after the
+   reader's entry named it, so the entry is stale (:class:`StaleEntry`). Chain walks and
+   slice reads are **hedged** (:func:`hedged`): a node that has not answered within
+   ``ReadTimeouts.hedge`` (1 s) is not waited on alone, the next one is asked too and the
+   first useful answer wins, so a paused or cut-off node delays a read by about a second,
+   not by the request's whole timeout.
 3. **A range** (:func:`cut_range`, :func:`stream_pieces`): the slices' pieces that overlap
    ``[offset, end)``, fetched a bounded window ahead and handed out in order.
 
@@ -56,12 +58,14 @@ step here takes the ``grant`` the reader got with the file's entry and sends it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+import yarl
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Corrupt, MydfsError, NotFound, StaleEntry, Unavailable
@@ -351,11 +355,22 @@ async def fetch_slice(
 
     async def ask(url: str) -> bytes:
         try:
-            async with session.get(
+            async with _get_following_307(
+                session,
                 f"{url}/slices/{loc.slot}{query}",
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
+                if resp.status == 301:
+                    # The slot became a 301 after the entry or the chain walk named it live (an
+                    # edit committed since). Its target holds the file's later bytes under the
+                    # same owner: following it would cut them to this entry's length.
+                    raise StaleEntry(
+                        f"slot {loc.slot} became a 301 since the reader's entry",
+                        **where,
+                        peer=url,
+                        reason="stale_entry",
+                    )
                 if resp.status not in (200, 206):
                     err = await error_of(resp, **where)
                     if not err.retryable and not isinstance(err, NotFound | Corrupt):
@@ -387,6 +402,33 @@ async def fetch_slice(
     raise Unavailable(
         f"no replica of group {loc.group} served slot {loc.slot}: {last.message}", **where
     )
+
+
+#: 307s a slice read follows (a follower to a holder, then maybe to its leader).
+MAX_307_HOPS = 4
+
+
+@contextlib.asynccontextmanager
+async def _get_following_307(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    timeout: aiohttp.ClientTimeout,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """``GET url`` following only 307/308s (at most :data:`MAX_307_HOPS`): the response a
+    slice read must judge itself, a 301 included (never followed: see :func:`fetch_slice`)."""
+    for _ in range(MAX_307_HOPS + 1):
+        async with session.get(
+            url, headers=headers, timeout=timeout, allow_redirects=False
+        ) as resp:
+            location = resp.headers.get("Location")
+            if resp.status in (307, 308) and location:
+                url = str(resp.url.join(yarl.URL(location)))
+                continue
+            yield resp
+            return
+    raise Unavailable(f"more than {MAX_307_HOPS} redirects reading {url}", url=url)
 
 
 # --- a range ----------------------------------------------------------------------------------

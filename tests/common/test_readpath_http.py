@@ -15,7 +15,14 @@ import pytest
 from aiohttp import web
 
 from mydfs.common.checksum import crc32c
-from mydfs.common.errors import Corrupt, InvalidArgument, NotFound, Unavailable
+from mydfs.common.errors import (
+    Corrupt,
+    InvalidArgument,
+    NotFound,
+    SliceMoved,
+    StaleEntry,
+    Unavailable,
+)
 from mydfs.common.httprange import parse_range
 from mydfs.common.location import Location
 from mydfs.common.readpath import (
@@ -28,7 +35,7 @@ from mydfs.common.readpath import (
     fetch_slice,
     stream_pieces,
 )
-from mydfs.common.web import error_response, json_response
+from mydfs.common.web import error_response, json_response, moved_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -256,6 +263,30 @@ async def test_slice_follows_a_307_to_a_holder(
     loc = SliceLoc(2, 8, 1, len(data), crc32c(data), (lurl,))
     assert await fetch_slice(session, [lurl], loc, 5, 50, timeout=5) == data[5:55]
     assert holder.asked == ["/slices/8?gen=1"]
+
+
+async def test_a_301_is_never_followed_it_means_the_entry_is_stale(
+    serve: Callable[[FakeNode], Awaitable[str]], session: aiohttp.ClientSession
+) -> None:
+    """A slot that became a 301 since the reader's entry (an edit of a file the entry says is
+    not edited, or a slot the chain walk found live) answers 301 with a ``Location`` in its
+    group. Its target holds the file's later bytes under the same owner; following it would
+    cut them to the old entry's length (a read of no version): StaleEntry instead."""
+
+    class Moved(FakeNode):
+        async def slice(self, request: web.Request) -> web.StreamResponse:
+            if request.match_info["slot"] != "3":
+                return await super().slice(request)
+            self.asked.append(request.path_qs)
+            return moved_response(SliceMoved("slot 3 redirects", target=(1, 9)), 1)
+
+    node = Moved()
+    url = await serve(node)
+    node.slices[9] = b"the file after an edit " * 10
+    old = SliceLoc(1, 3, 0, 100, 0, (), file_id=node.owner)
+    with pytest.raises(StaleEntry, match="301"):
+        await fetch_slice(session, [url], old, 10, 50, timeout=5)
+    assert node.asked == ["/slices/3"]
 
 
 async def test_slice_errors_skip_to_the_next_replica_then_say_what_failed(
