@@ -306,11 +306,16 @@ def availability(
     windows: Sequence[dict[str, Any]], acks: Sequence[float], horizon: float = 1.0
 ) -> dict[str, Any]:
     """Over the fault windows (``kind``, ``start``, ``end``): the fraction of their time with a
-    write acknowledged within the last ``horizon`` seconds, and per kind the longest stretch
-    inside a window without an acknowledged write."""
+    write acknowledged within the last ``horizon`` seconds (over all windows, and over those
+    of the storage nodes alone: a write needs the tracker, whose log is its commit point); per
+    kind the longest stretch inside a window without an acknowledged write, and the longest
+    **recovery**: from the end of the fault (the process restarted, resumed, the network
+    healed) to the first write acknowledged after it."""
     times = sorted(acks)
     covered_total = length_total = 0.0
+    storage_covered = storage_length = 0.0
     longest: dict[str, float] = defaultdict(float)
+    recovery: dict[str, float] = defaultdict(float)
     kind_time: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     per_window = []
     for w in windows:
@@ -330,14 +335,30 @@ def availability(
         longest[w["kind"]] = max(longest[w["kind"]], gap)
         covered_total += covered
         length_total += end - start
+        if "tracker" not in w["kind"]:
+            storage_covered += covered
+            storage_length += end - start
+        after = next((t for t in times if t >= end), None)
+        back = None if after is None else round(after - end, 2)
+        if back is not None:
+            recovery[w["kind"]] = max(recovery[w["kind"]], back)
         kind_time[w["kind"]][0] += covered
         kind_time[w["kind"]][1] += end - start
         per_window.append(
-            {**w, "availability": round(covered / (end - start), 3), "longest_gap": round(gap, 2)}
+            {
+                **w,
+                "availability": round(covered / (end - start), 3),
+                "longest_gap": round(gap, 2),
+                "recovery": back,
+            }
         )
     return {
         "availability": round(covered_total / length_total, 3) if length_total else None,
+        "availability_storage_faults": (
+            round(storage_covered / storage_length, 3) if storage_length else None
+        ),
         "availability_by_kind": {k: round(c / n, 3) for k, (c, n) in sorted(kind_time.items())},
         "longest_gap_by_kind": {k: round(v, 2) for k, v in sorted(longest.items())},
+        "longest_recovery_by_kind": {k: round(v, 2) for k, v in sorted(recovery.items())},
         "windows": per_window,
     }

@@ -221,8 +221,9 @@ def summary(report: dict[str, Any]) -> str:
     keys = ("faults", "ops", "acknowledged_writes", "acknowledged_edits", "edits_by_kind",
             "unknown_outcomes", "versions", "reads_ok", "range_reads_ok", "lost", "wrong_reads",
             "model_violations", "violations_by_kind", "listing_violations", "errors",
-            "availability",
-            "availability_by_kind", "longest_gap_by_kind", "by_result", "start_seconds",
+            "availability", "availability_storage_faults",
+            "availability_by_kind", "longest_gap_by_kind", "longest_recovery_by_kind",
+            "by_result", "start_seconds",
             "heal_seconds", "unexpected_exits", "problems")  # fmt: skip
     lines = [f"{k}: {report.get(k)}" for k in keys]
     lines.append(f"convergence: {report['convergence']}")

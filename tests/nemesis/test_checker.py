@@ -200,10 +200,20 @@ def test_the_final_listing_matches_the_final_reads() -> None:
 
 def test_availability_over_fault_windows() -> None:
     windows = [{"kind": "kill_node", "start": 10.0, "end": 20.0}]
-    acks = [9.5, 11.0, 12.0, 18.0]
+    acks = [9.5, 11.0, 12.0, 18.0, 21.0]
     got = availability(windows, acks)
     # Covered: [10, 10.5] from 9.5, [11, 13] from 11 and 12, [18, 19] from 18: 3.5 of 10 s.
     assert got["availability"] == 0.35
     assert got["longest_gap_by_kind"] == {"kill_node": 6.0}
     assert got["availability_by_kind"] == {"kill_node": 0.35}
+    assert got["availability_storage_faults"] == 0.35
+    assert got["longest_recovery_by_kind"] == {"kill_node": 1.0}  # end 20, next ack at 21
+    assert got["windows"][0]["recovery"] == 1.0
     assert availability([], acks)["availability"] is None
+    # a tracker fault counts in the whole figure only; no ack after a window: no recovery
+    both = [*windows, {"kind": "kill_tracker", "start": 30.0, "end": 40.0}]
+    got = availability(both, [*acks, 21.0])
+    assert got["availability"] == round(3.5 / 20, 3)
+    assert got["availability_storage_faults"] == 0.35
+    assert got["longest_recovery_by_kind"] == {"kill_node": 1.0}
+    assert got["windows"][1]["recovery"] is None
