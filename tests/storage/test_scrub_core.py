@@ -3,14 +3,18 @@ bad copies waiting for their repair."""
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mydfs.storage.format import SliceOwner, SlotHeader
+from mydfs.storage.format import HEADER_SIZE, PAYLOAD_OFFSET, SliceOwner, SlotHeader, slot_offset
 from mydfs.storage.format import SlotState as Disk
 from mydfs.storage.group_state import SlotInfo, SlotState
 from mydfs.storage.scrub_core import BadCopies, Pacer, Schedule, Verdict, judge
+from mydfs.storage.volume import Volume
 
 
 def record(
@@ -210,3 +214,39 @@ def test_bad_copies_repaired_gone_and_unrepairable() -> None:
     repaired, gone = bad.settle({3: record(3, 7, state=SlotState.DELETED), 4: None}, {})
     assert (repaired, gone) == ([], [3, 4])
     assert len(bad) == 0
+
+
+# --- the check itself (Volume.check_slot) -------------------------------------------------------
+
+
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 0x01]))
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        (PAYLOAD_OFFSET + 70_000, "payload block 1 checksum mismatch"),
+        (PAYLOAD_OFFSET + 129_999, "payload block 1 checksum mismatch"),  # the last byte
+        (100, "header copy A damaged"),
+        (HEADER_SIZE + 100, "header copy B damaged"),
+    ],
+)
+def test_check_slot_finds_any_flipped_bit(tmp_path: Path, where: int, problem: str) -> None:
+    path = tmp_path / "v.dat"
+    with Volume.open(path, create=True) as volume:
+        data = random.Random(1).randbytes(130_000)
+        volume.write(0, data)
+        volume.write(1, b"other")
+        header, found = volume.check_slot(0)
+        assert found is None and header is not None and header.length == 130_000
+        _flip(path, slot_offset(0) + where)
+        header, found = volume.check_slot(0)
+        assert found is not None and problem in found, found
+        assert volume.check_slot(1)[1] is None  # its neighbour is untouched
+        assert volume.check_slot(5) == (None, None)  # never written
+        assert [p.slot for p in volume.verify().problems] == [0]
