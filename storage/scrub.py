@@ -86,8 +86,7 @@ class Scrubber:
             except Exception:
                 log.exception("scrub step failed")
                 wait = IDLE
-            if wait > 0:
-                await self._sleep(wait)
+            await self._sleep(max(0.0, wait))  # yields even when 0 (a run of skipped slots)
 
     async def step(self) -> float:
         """Check the next slot (or start or end a pass); the seconds to wait before the next

@@ -540,10 +540,17 @@ class Volume:
         """Read ``slot`` back from the disk and check it whole: both header copies (equal, and
         the header CRC), the header against the volume's table, and for a slice in use every
         64 KiB block CRC and the payload CRC. Returns the header read (None when the disk
-        holds none) and what is wrong (None: nothing). Used by :meth:`verify` and the scrub.
-        A quarantined slot is reported as such."""
+        holds none or could not be read) and what is wrong (None: nothing); a read the disk
+        fails is a problem too. Used by :meth:`verify` and the scrub. A quarantined slot is
+        reported as such."""
         self._check_open()
         self._check_slot(slot)
+        try:
+            return self._check_slot_on_disk(slot)
+        except StorageIOError as exc:  # the disk failed to read it back (EIO: a bad sector)
+            return None, f"disk read failed: {exc.message}"
+
+    def _check_slot_on_disk(self, slot: int) -> tuple[SlotHeader | None, str | None]:
         try:
             header = self._read_header(slot)
         except NotFound:

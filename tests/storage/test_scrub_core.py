@@ -250,3 +250,24 @@ def test_check_slot_finds_any_flipped_bit(tmp_path: Path, where: int, problem: s
         assert volume.check_slot(1)[1] is None  # its neighbour is untouched
         assert volume.check_slot(5) == (None, None)  # never written
         assert [p.slot for p in volume.verify().problems] == [0]
+
+
+def test_check_slot_reports_a_read_the_disk_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from mydfs.storage import volume as volume_module
+
+    with Volume.open(tmp_path / "v.dat", create=True) as volume:
+        volume.write(0, b"x" * 1000)
+        real = volume_module._pread_exact
+
+        def failing(fd: int, length: int, offset: int) -> bytes:
+            if offset == slot_offset(0) + PAYLOAD_OFFSET:
+                raise OSError(errno.EIO, "Input/output error")
+            return real(fd, length, offset)
+
+        monkeypatch.setattr(volume_module, "_pread_exact", failing)
+        header, problem = volume.check_slot(0)
+        assert header is None and problem is not None and "disk read failed" in problem
