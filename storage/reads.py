@@ -184,7 +184,9 @@ class ReadResolver:
             ctx.metrics.corrupt.inc()
             log.error("corrupt replica of slot %d: %s; dropping it for repair", info.slot, exc)
             with contextlib.suppress(MydfsError):
-                await give_up_copy(ctx, volume, info.slot, info.generation, self._mark_dirty)
+                await give_up_copy(
+                    ctx, volume, info.slot, info.generation, self._mark_dirty, wait=False
+                )
             self._mark_dirty(info.slot)
             raise
         finally:

@@ -134,24 +134,40 @@ async def give_up_copy(
     mark_dirty: Callable[[int | None], None],
     *,
     checked: SlotHeader | None = None,
+    wait: bool = True,
 ) -> bool:
     """The one repair path for a bad local copy of ``slot`` at ``generation`` (a read or the
     scrub found it corrupt): drop it (a 404 marker, so this node never serves it again, even
     after a restart), take this node out of the slot's holders (``unconfirm``, so nobody is sent
     here for it), and wake the reconciler, which fetches the slice from a good holder, stores it
     and confirms it again. ``checked``: the header the bad read saw; a copy whose header changed
-    since (rewritten by a repair meanwhile) is left alone. A newer copy always stays. Returns
-    whether a copy was dropped."""
+    since (rewritten by a repair meanwhile) is left alone. A newer copy always stays. With
+    ``wait=False`` the ``unconfirm`` is submitted in the background. Returns whether a copy was
+    dropped."""
     dropped = await ctx.disk(_drop_bad, volume, slot, generation, checked)
     if dropped:
-        command = Unconfirm(slot=slot, node=ctx.node_id, generation=generation)
-        try:
-            _, raft, _ = ctx.require()
-            await raft.submit(command.to_dict(), timeout=RAFT_TIMEOUT)
-        except MydfsError as exc:  # still dropped: the reconciler refetches it all the same
-            log.warning("unconfirm of slot %d gen %d failed: %s", slot, generation, exc)
+        unconfirm = _unconfirm(ctx, slot, generation)
+        if wait:
+            await unconfirm
+        else:  # a reader is waiting for its answer: do not hold it up for a Raft round
+            task = asyncio.create_task(unconfirm, name=f"unconfirm-{slot}")
+            _UNCONFIRMS.add(task)
+            task.add_done_callback(_UNCONFIRMS.discard)
     mark_dirty(slot)
     return dropped
+
+
+#: The ``unconfirm`` submissions running in the background (kept referenced until done).
+_UNCONFIRMS: set[asyncio.Task[None]] = set()
+
+
+async def _unconfirm(ctx: NodeContext, slot: int, generation: int) -> None:
+    command = Unconfirm(slot=slot, node=ctx.node_id, generation=generation)
+    try:
+        _, raft, _ = ctx.require()
+        await raft.submit(command.to_dict(), timeout=RAFT_TIMEOUT)
+    except MydfsError as exc:  # still dropped: the reconciler refetches it all the same
+        log.warning("unconfirm of slot %d gen %d failed: %s", slot, generation, exc)
 
 
 def _drop_bad(volume: Volume, slot: int, generation: int, checked: SlotHeader | None) -> bool:

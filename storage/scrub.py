@@ -98,7 +98,8 @@ class Scrubber:
         now = self._clock()
         step = self.schedule.next(now)
         if step.new_pass:
-            self.schedule.start(now, self._held_slots())
+            # Off the event loop: a big table takes a while to list.
+            self.schedule.start(now, await ctx.disk(self._held_slots))
             return 0.0
         if step.ended is not None:
             self._pass_ended(step.ended)

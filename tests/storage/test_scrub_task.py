@@ -17,6 +17,7 @@ from mydfs.storage.format import PAYLOAD_OFFSET, SliceOwner, slot_offset
 from mydfs.storage.format import SlotState as Disk
 from mydfs.storage.group_state import SlotInfo, SlotState
 from mydfs.storage.metrics import StorageMetrics
+from mydfs.storage.replica import give_up_copy
 from mydfs.storage.scrub import MIB, Scrubber
 from mydfs.storage.scrub_core import HEADER_BYTES
 from mydfs.storage.volume import Volume
@@ -206,3 +207,27 @@ def test_a_slot_changed_during_the_pass_is_not_judged(node: SimpleNamespace) -> 
     assert node.s.corrupt_found == 0 and node.raft.submitted == []
     assert node.volume.header(0).state is Disk.LIVE
     assert node.volume.header(1).state is Disk.LIVE
+
+
+def test_give_up_copy_leaves_a_rewritten_or_newer_copy_alone(node: SimpleNamespace) -> None:
+    ctx, volume = node.ctx, node.volume
+    seen = volume.header(0)
+    # Rewritten since the bad read (a repair got there first): not dropped, no unconfirm.
+    volume.mark_deleted(0)
+    volume.write(0, payload(0), owner=SliceOwner(), generation=1)
+    assert not asyncio.run(give_up_copy(ctx, volume, 0, 1, node.dirty.append, checked=seen))
+    # A newer generation in the slot: not dropped either.
+    assert not asyncio.run(give_up_copy(ctx, volume, 1, 1, node.dirty.append))
+    assert node.raft.submitted == []
+    assert volume.header(0).state is Disk.LIVE and volume.header(1).state is Disk.LIVE
+    # The read path's way: dropped at once, the unconfirm goes in the background.
+
+    async def from_a_read() -> bool:
+        dropped = await give_up_copy(ctx, volume, 2, 3, node.dirty.append, wait=False)
+        await asyncio.sleep(0.01)
+        return dropped
+
+    assert asyncio.run(from_a_read())
+    assert volume.header(2).state is Disk.DELETED
+    assert node.raft.submitted == [{"op": "unconfirm", "slot": 2, "node": "a", "generation": 3}]
+    assert node.dirty == [0, 1, 2]
