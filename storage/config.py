@@ -76,6 +76,18 @@ OPTIONS: tuple[Option, ...] = (
         "reserved, not yet sealed slices a group may have; POST /slices/reserve past it is 429",
     ),
     Option("max_json_bytes", "int", 65536, "largest JSON body (POST /slices/reserve), bytes"),
+    Option(
+        "scrub_rate_mb",
+        "float",
+        8.0,
+        "MiB/s the background scrub re-reads live slots at to check their CRCs (0 = no scrub)",
+    ),
+    Option(
+        "scrub_interval",
+        "float",
+        3600.0,
+        "seconds from the start of one scrub pass to the start of the next (at the earliest)",
+    ),
     *LIMIT_OPTIONS,
 )
 
@@ -117,6 +129,8 @@ class StorageConfig:
     max_json_bytes: int = 65536
     limits: Limits = field(default_factory=Limits)
     edit_timeout: float = 10.0
+    scrub_rate_mb: float = 8.0
+    scrub_interval: float = 3600.0
 
     @property
     def members(self) -> tuple[Peer, ...]:
@@ -197,6 +211,10 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
     ):
         if not lo <= v[key] <= hi:
             raise ConfigError(f"config key {key}: must be between {lo} and {hi}")
+    if v["scrub_rate_mb"] < 0:
+        raise ConfigError("config key scrub_rate_mb: must be >= 0 (0 disables the scrub)")
+    if v["scrub_interval"] <= 0:
+        raise ConfigError("config key scrub_interval: must be > 0")
     data_dir = v["data_dir"]
     return StorageConfig(
         node_id=node_id,
@@ -227,6 +245,8 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         max_json_bytes=v["max_json_bytes"],
         limits=limits_from_values(v),
         edit_timeout=v["edit_timeout"],
+        scrub_rate_mb=v["scrub_rate_mb"],
+        scrub_interval=v["scrub_interval"],
     )
 
 

@@ -89,3 +89,35 @@ class StorageMetrics:
             ["peer"],
             registry=r,
         )
+        # The background scrub (storage/scrub.py, docs/space.md "Scrub").
+        self.scrub_slots = Counter(
+            "mydfs_storage_scrub_slots", "live slots the scrub read back and checked", registry=r
+        )
+        self.scrub_bytes = Counter(
+            "mydfs_storage_scrub_bytes", "bytes the scrub read back and checked", registry=r
+        )
+        self.scrub_corrupt = Counter(
+            "mydfs_storage_scrub_corrupt",
+            "bad local copies the scrub found (dropped for repair)",
+            registry=r,
+        )
+        self.scrub_repairs = Counter(
+            "mydfs_storage_scrub_repairs",
+            "bad copies the scrub found that were fetched again intact from another holder",
+            registry=r,
+        )
+        self.scrub_last_pass = Gauge(
+            "mydfs_storage_scrub_last_pass_end_seconds",
+            "unix time the last full scrub pass ended (0: none yet)",
+            registry=r,
+        )
+        self.scrub_pass_duration = Gauge(
+            "mydfs_storage_scrub_pass_duration_seconds",
+            "how long the last full scrub pass took",
+            registry=r,
+        )
+        self.scrub_unrepairable = Gauge(
+            "mydfs_storage_scrub_unrepairable_slots",
+            "live slots whose copy here is bad and no other node is listed as holding",
+            registry=r,
+        )

@@ -10,6 +10,7 @@ parts, one module per role; the HTTP handlers (:mod:`mydfs.storage.http_api`) ca
 * :mod:`~mydfs.storage.settle` — settlement of pending slots (leader);
 * :mod:`~mydfs.storage.edits` — edit prepare/commit/rollback and the edit resolver (leader);
 * :mod:`~mydfs.storage.reconciler` — the reconciler loop (every node);
+* :mod:`~mydfs.storage.scrub` — the background scrub of the local copies (every node);
 * :mod:`~mydfs.storage.status` — the heartbeat body and ``/status``.
 """
 
@@ -42,6 +43,7 @@ from mydfs.storage.peers import PeerClient
 from mydfs.storage.reads import ReadResolver
 from mydfs.storage.reconciler import Reconciler
 from mydfs.storage.replica import ReplicaSide
+from mydfs.storage.scrub import Scrubber
 from mydfs.storage.settle import Settler
 from mydfs.storage.status import LoadMeter, heartbeat_report, status_report
 from mydfs.storage.volume import SliceData, Volume
@@ -75,6 +77,7 @@ class StorageNode:
         self.settler = Settler(ctx, self.replica.holds, inflight)
         self.writer = LeaderWriter(ctx, self.settler.settle_one, inflight)
         self.edits = EditParticipant(ctx)
+        self.scrubber = Scrubber(ctx, self._mark_dirty)
         ctx.metrics.registry.register(AccessCollector(ctx))
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -113,6 +116,7 @@ class StorageNode:
         await ctx.raft.start()
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         self._tasks.append(asyncio.create_task(flush_loop(ctx), name="access-totals"))
+        self._tasks.append(asyncio.create_task(self.scrubber.run(), name="scrub"))
         if cfg.tracker:
             self.tracker = TrackerLink(
                 cfg.tracker, cfg.secret, ctx.session, self.heartbeat, cfg.heartbeat_interval
@@ -225,7 +229,7 @@ class StorageNode:
         return heartbeat_report(self.ctx, self._load.rate(time.monotonic()))
 
     def status(self) -> dict[str, Any]:
-        return status_report(self.ctx, self.reconciler.disk_error)
+        return status_report(self.ctx, self.reconciler.disk_error, self.scrubber.report())
 
 
 __all__ = ["LockedGroup", "Redirect", "StorageNode", "Stored", "new_upload_id"]

@@ -35,6 +35,7 @@ from mydfs.common.readpath import owner_mismatch
 from mydfs.storage.chain import ChainEntry, walk
 from mydfs.storage.context import NodeContext
 from mydfs.storage.group_state import GroupState, SlotInfo, SlotState
+from mydfs.storage.replica import give_up_copy
 from mydfs.storage.volume import SliceData
 
 log = logging.getLogger(__name__)
@@ -179,11 +180,13 @@ class ReadResolver:
         try:
             data = await ctx.disk(volume.read, info.slot, offset, length)
         except Corrupt as exc:
-            # Report, drop the bad copy, and let the reconciler fetch a good one from a holder.
+            # Report, give up the bad copy; the reconciler fetches a good one from a holder.
             ctx.metrics.corrupt.inc()
             log.error("corrupt replica of slot %d: %s; dropping it for repair", info.slot, exc)
             with contextlib.suppress(MydfsError):
-                await ctx.disk(volume.mark_deleted, info.slot)
+                await give_up_copy(
+                    ctx, volume, info.slot, info.generation, self._mark_dirty, wait=False
+                )
             self._mark_dirty(info.slot)
             raise
         finally:

@@ -9,6 +9,7 @@ copy is refused (409), an older local copy is replaced, an empty slot is written
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from enum import Enum
 
@@ -16,11 +17,14 @@ from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Conflict, InvalidArgument, MydfsError, NotFound
 from mydfs.common.location import Location
 from mydfs.storage.budget import RECEIVING
-from mydfs.storage.context import NodeContext
+from mydfs.storage.context import RAFT_TIMEOUT, NodeContext
 from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner, SlotHeader
 from mydfs.storage.format import SlotState as DiskState
+from mydfs.storage.group_commands import Unconfirm
 from mydfs.storage.inflight import Lease
 from mydfs.storage.volume import Volume
+
+log = logging.getLogger(__name__)
 
 #: How many times :func:`store_copy` decides again after the volume refused a racing write.
 STORE_ATTEMPTS = 12
@@ -120,6 +124,59 @@ def drop_copy(volume: Volume, slot: int, up_to: int) -> bool:
     except Conflict:  # dropped meanwhile (a store replacing the copy got there first)
         return False
     return True
+
+
+async def give_up_copy(
+    ctx: NodeContext,
+    volume: Volume,
+    slot: int,
+    generation: int,
+    mark_dirty: Callable[[int | None], None],
+    *,
+    checked: SlotHeader | None = None,
+    wait: bool = True,
+) -> bool:
+    """The one repair path for a bad local copy of ``slot`` at ``generation`` (a read or the
+    scrub found it corrupt): drop it (a 404 marker, so this node never serves it again, even
+    after a restart), take this node out of the slot's holders (``unconfirm``, so nobody is sent
+    here for it), and wake the reconciler, which fetches the slice from a good holder, stores it
+    and confirms it again. ``checked``: the header the bad read saw; a copy whose header changed
+    since (rewritten by a repair meanwhile) is left alone. A newer copy always stays. With
+    ``wait=False`` the ``unconfirm`` is submitted in the background. Returns whether a copy was
+    dropped."""
+    dropped = await ctx.disk(_drop_bad, volume, slot, generation, checked)
+    if dropped:
+        unconfirm = _unconfirm(ctx, slot, generation)
+        if wait:
+            await unconfirm
+        else:  # a reader is waiting for its answer: do not hold it up for a Raft round
+            task = asyncio.create_task(unconfirm, name=f"unconfirm-{slot}")
+            _UNCONFIRMS.add(task)
+            task.add_done_callback(_UNCONFIRMS.discard)
+    mark_dirty(slot)
+    return dropped
+
+
+#: The ``unconfirm`` submissions running in the background (kept referenced until done).
+_UNCONFIRMS: set[asyncio.Task[None]] = set()
+
+
+async def _unconfirm(ctx: NodeContext, slot: int, generation: int) -> None:
+    command = Unconfirm(slot=slot, node=ctx.node_id, generation=generation)
+    try:
+        _, raft, _ = ctx.require()
+        await raft.submit(command.to_dict(), timeout=RAFT_TIMEOUT)
+    except MydfsError as exc:  # still dropped: the reconciler refetches it all the same
+        log.warning("unconfirm of slot %d gen %d failed: %s", slot, generation, exc)
+
+
+def _drop_bad(volume: Volume, slot: int, generation: int, checked: SlotHeader | None) -> bool:
+    header = _header(volume, slot)
+    if header is None or header.generation != generation:
+        return False
+    if checked is not None and header != checked:
+        return False
+    return drop_copy(volume, slot, generation)
 
 
 def _header(volume: Volume | None, slot: int) -> SlotHeader | None:

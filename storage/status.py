@@ -53,9 +53,11 @@ def heartbeat_report(ctx: NodeContext, load: float) -> dict[str, Any]:
     }
 
 
-def status_report(ctx: NodeContext, disk_error: str | None) -> dict[str, Any]:
-    """The ``GET /status`` document: identity, role, Raft, table and volume statistics, and
-    the edits prepared in the group and not decided yet."""
+def status_report(
+    ctx: NodeContext, disk_error: str | None, scrub: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``GET /status`` document: identity, role, Raft, table and volume statistics, the
+    edits prepared in the group and not decided yet, and the scrub's progress (``scrub``)."""
     raft_status = ctx.raft.status() if ctx.raft is not None else {}
     group_stats = ctx.group.read(lambda g: g.stats().to_dict())
     prepared = ctx.group.read(lambda g: [t.txn for t in g.prepared_txns()])
@@ -73,4 +75,5 @@ def status_report(ctx: NodeContext, disk_error: str | None) -> dict[str, Any]:
         # Edits prepared in this group and not decided yet (at most the first 100 txn ids).
         "edits": {"prepared": len(prepared), "txns": prepared[:100]},
         "disk_error": disk_error,
+        "scrub": scrub,
     }

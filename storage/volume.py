@@ -529,33 +529,50 @@ class Volume:
         for slot in range(slot_end):
             if slot in quarantined:
                 continue
-            try:
-                header = self._read_header(slot)
-            except NotFound:
-                with self._lock:
-                    known = self._headers.get(slot)
-                if known is not None and known.state != SlotState.DELETED:
-                    # Both copies wiped under a slice in use (a reused slot was a 404 first).
-                    problems.append(Problem(slot, "slot header missing on disk"))
-                continue
-            except Corrupt as exc:
-                problems.append(Problem(slot, exc.message))
-                continue
-            checked += 1
-            with self._lock:
-                known = self._headers.get(slot)
-            if known is not None and known != header:
-                problems.append(Problem(slot, "header on disk differs from the volume's table"))
-                continue
-            if header.state == SlotState.DELETED:
-                # A 404 marker's payload is never served, and a reuse interrupted by a crash
-                # may have overwritten part of it: only the header matters.
-                continue
-            data = _pread_exact(self._fd, header.length, slot_offset(slot) + PAYLOAD_OFFSET)
-            problem = payload_problem(header, data)
+            header, problem = self.check_slot(slot)
+            if header is not None:
+                checked += 1
             if problem is not None:
                 problems.append(Problem(slot, problem))
         return VerifyReport(checked=checked, problems=problems)
+
+    def check_slot(self, slot: int) -> tuple[SlotHeader | None, str | None]:
+        """Read ``slot`` back from the disk and check it whole: both header copies (equal, and
+        the header CRC), the header against the volume's table, and for a slice in use every
+        64 KiB block CRC and the payload CRC. Returns the header read (None when the disk
+        holds none or could not be read) and what is wrong (None: nothing); a read the disk
+        fails is a problem too. Used by :meth:`verify` and the scrub. A quarantined slot is
+        reported as such."""
+        self._check_open()
+        self._check_slot(slot)
+        try:
+            return self._check_slot_on_disk(slot)
+        except StorageIOError as exc:  # the disk failed to read it back (EIO: a bad sector)
+            return None, f"disk read failed: {exc.message}"
+
+    def _check_slot_on_disk(self, slot: int) -> tuple[SlotHeader | None, str | None]:
+        try:
+            header = self._read_header(slot)
+        except NotFound:
+            with self._lock:
+                known = self._headers.get(slot)
+            if known is not None and known.state != SlotState.DELETED:
+                # Both copies wiped under a slice in use (a reused slot was a 404 first).
+                return None, "slot header missing on disk"
+            return None, None
+        except Corrupt as exc:
+            return None, exc.message
+        with self._lock:
+            known = self._headers.get(slot)
+        if known is not None and known != header:
+            return header, "header on disk differs from the volume's table"
+        if header.state == SlotState.DELETED:
+            # A 404 marker's payload is never served, and a reuse interrupted by a crash
+            # may have overwritten part of it: only the header matters.
+            return header, None
+        where = slot_offset(slot) + PAYLOAD_OFFSET
+        data = self._io(_pread_exact, self._fd, header.length, where)
+        return header, payload_problem(header, data)
 
     # --- plumbing ------------------------------------------------------------------------------
 

@@ -157,6 +157,8 @@ def test_storage_config_defaults() -> None:
     assert [p.node_id for p in cfg.members] == ["n1", "n2", "n3"]
     assert cfg.edit_timeout == 10.0
     assert _cfg([*BASE, "--edit-timeout", "3"]).edit_timeout == 3.0
+    assert (cfg.scrub_rate_mb, cfg.scrub_interval) == (8.0, 3600.0)
+    assert _cfg([*BASE, "--scrub-rate-mb", "0"]).scrub_rate_mb == 0.0  # the scrub is off
 
 
 @pytest.mark.parametrize(
@@ -170,6 +172,8 @@ def test_storage_config_defaults() -> None:
         (["--log-level", "loud"], "log_level"),
         (["--replica-timeout", "0"], "replica_timeout"),
         (["--edit-timeout", "0"], "edit_timeout"),
+        (["--scrub-rate-mb", "-1"], "scrub_rate_mb"),
+        (["--scrub-interval", "0"], "scrub_interval"),
     ],
 )
 def test_storage_config_errors_name_the_key(extra: list[str], key: str) -> None:
