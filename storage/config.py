@@ -76,6 +76,13 @@ OPTIONS: tuple[Option, ...] = (
         "reserved, not yet sealed slices a group may have; POST /slices/reserve past it is 429",
     ),
     Option("max_json_bytes", "int", 65536, "largest JSON body (POST /slices/reserve), bytes"),
+    Option(
+        "hot_cache_reads",
+        "int",
+        20,
+        "reads of a slice since start after which this node keeps it in memory (hot cache)",
+    ),
+    Option("hot_cache_mb", "int", 64, "bound of the hot-slice cache, MiB (0: no cache)"),
     *LIMIT_OPTIONS,
 )
 
@@ -117,6 +124,8 @@ class StorageConfig:
     max_json_bytes: int = 65536
     limits: Limits = field(default_factory=Limits)
     edit_timeout: float = 10.0
+    hot_cache_reads: int = 20
+    hot_cache_bytes: int = 64 << 20
 
     @property
     def members(self) -> tuple[Peer, ...]:
@@ -194,6 +203,8 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         ("max_chain", 1, 1_000_000),
         ("max_pending_reservations", 1, 10_000_000),
         ("max_json_bytes", 1024, 1 << 24),
+        ("hot_cache_reads", 1, 1 << 30),
+        ("hot_cache_mb", 0, 1 << 20),
     ):
         if not lo <= v[key] <= hi:
             raise ConfigError(f"config key {key}: must be between {lo} and {hi}")
@@ -227,6 +238,8 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         max_json_bytes=v["max_json_bytes"],
         limits=limits_from_values(v),
         edit_timeout=v["edit_timeout"],
+        hot_cache_reads=v["hot_cache_reads"],
+        hot_cache_bytes=v["hot_cache_mb"] * 1024 * 1024,
     )
 
 
