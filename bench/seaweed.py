@@ -15,6 +15,15 @@ in ``finally``, also on Ctrl-C; an ``atexit`` hook is a last safety net.
 What differs from mydfs (recorded in every figure): by default the volume servers do **not**
 fsync, and a 002 write is acknowledged once all 3 copies are written (no quorum, no Raft). With
 002 and only three volume servers, losing one makes every write fail until it is back.
+
+A second variant, ``seaweedfs-fsync`` (:class:`SeaweedFsyncSystem`), runs on the same processes
+without the filer, through the volume-server API: ``GET /dir/assign`` on the master, then
+``PUT http://<volume server>/<fid>?fsync=true`` (body = content), reads ``GET`` from that
+volume server. ``fsync=true`` makes the volume server that takes the write fsync it before it
+answers; in SeaweedFS's source (``weed/topology/store_replicate.go``, ``ReplicatedWrite``) the
+copies it forwards to the 2 replicas do not carry ``fsync``, so 1 of the 3 copies is durable
+at the acknowledgement. The variant has no paths: it keeps each file's fid in memory, and has
+no ``stat`` or listing (it takes part in the small-file workloads only).
 """
 
 from __future__ import annotations
@@ -335,3 +344,115 @@ class SeaweedSystem(System):
 
     def pids(self) -> dict[str, int]:
         return self.cluster.pids()
+
+
+# --- the fsync variant: the volume-server API ----------------------------------------------------
+
+
+class SeaweedVolumeSession(HttpSession):
+    """A client of the master's ``/dir/assign`` and the volume servers, writing with
+    ``?fsync=true``. ``fids`` (path -> (volume server, fid)) is shared by every session of the
+    system, so any session reads what another wrote."""
+
+    def __init__(self, master_url: str, fids: dict[str, tuple[str, str]]) -> None:
+        super().__init__(master_url)
+        self.fids = fids
+
+    async def put(self, path: str, data: bytes) -> None:
+        async with self.http.get(self.base + "/dir/assign") as resp:
+            body = await resp.json(content_type=None)
+            if resp.status != 200 or not body.get("fid") or not body.get("url"):
+                raise RuntimeError(f"SeaweedFS assign: HTTP {resp.status} {str(body)[:200]}")
+        server, fid = str(body["url"]), str(body["fid"])
+        async with self.http.put(
+            f"http://{server}/{fid}",
+            params={"fsync": "true"},
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        ) as resp:
+            reply = await resp.read()
+            if resp.status not in (200, 201):
+                raise RuntimeError(f"SeaweedFS PUT {fid}: HTTP {resp.status} {reply[:200]!r}")
+        self.fids[path] = (server, fid)
+
+    def _where(self, path: str) -> str:
+        try:
+            server, fid = self.fids[path]
+        except KeyError:
+            raise RuntimeError(f"SeaweedFS volume API: {path} was never written") from None
+        return f"http://{server}/{fid}"
+
+    async def get(self, path: str, size: int) -> int:
+        async with self.http.get(self._where(path)) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"SeaweedFS GET {path}: HTTP {resp.status}")
+            total = 0
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                total += len(chunk)
+            return total
+
+    async def stat(self, path: str) -> None:
+        async with self.http.head(self._where(path)) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"SeaweedFS HEAD {path}: HTTP {resp.status}")
+
+    async def listdir(self, path: str) -> int:
+        raise RuntimeError("the SeaweedFS volume-server API has no directories")
+
+    async def delete_tree(self, prefix: str, paths: list[str]) -> None:
+        for path in paths:
+            where = self.fids.pop(path, None)
+            if where is not None:
+                async with self.http.delete(f"http://{where[0]}/{where[1]}") as resp:
+                    await resp.read()
+
+
+class SeaweedFsyncSystem(System):
+    """The volume-server API of a started :class:`SeaweedSystem`'s processes, with fsync."""
+
+    key = "seaweedfs-fsync"
+    label = "SeaweedFS fsync"
+
+    def __init__(self, base: SeaweedSystem) -> None:
+        self.base = base
+        self.fids: dict[str, tuple[str, str]] = {}
+
+    @property
+    def master_url(self) -> str:
+        return f"http://127.0.0.1:{self.base.cluster.master_port}"
+
+    def start(self) -> None:
+        """Nothing to start: the processes are the base system's."""
+
+    def stop(self) -> None:
+        """Nothing to stop: the base system stops its processes."""
+
+    async def session(self) -> Session:
+        return SeaweedVolumeSession(self.master_url, self.fids)
+
+    def measured(self, op: str, size: int) -> dict[str, Any]:
+        replication = self.base.cluster.replication
+        base: dict[str, Any] = {"bytes_per_op": size, "copies": 3}
+        if op == "write":
+            return base | {
+                "fsync": "1 of 3 copies",
+                "acknowledged_when": "fsync'ed on the volume server written to and written "
+                "(not fsync'ed) on the 2 others: fsync=true is not forwarded to replicas",
+                "via": "HTTP GET /dir/assign on the master, then PUT to the volume server "
+                f"with ?fsync=true, replication {replication}",
+                "checksums": "a CRC per needle (volume server)",
+            }
+        if op == "read":
+            return base | {
+                "via": "HTTP GET from the volume server written to (the fid known to the client)",
+                "checksums": "none verified by the client",
+                "cache": "page cache (data just written)",
+            }
+        return {"bytes_per_op": 0, "via": f"volume server {op} over HTTP"}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.base.version,
+            "topology": "the same master and volume servers, through the volume-server API "
+            "(no filer), writes with ?fsync=true",
+        }

@@ -180,6 +180,9 @@ class Context:
         self.scratch = scratch
         self.mydfs = mydfs
         self.peer = peer
+        #: The peer's second variant, when it runs: SeaweedFS's volume-server API with fsync
+        #: (``bench/seaweed.py``), used by the small-file workloads only.
+        self.peer_fsync: System | None = None
         self.null = null
         self.limits = limits
         self.run_id = run_id
@@ -522,6 +525,9 @@ def run_suite(
                 meta["systems"]["seaweedfs"] = peer.describe()
             ctx = Context(settings, mydfs, peer, null, limits, run_id, log, scratch / "work")
             ctx.scratch.mkdir(exist_ok=True)
+            ctx.peer_fsync = _peer_fsync(peer)
+            if ctx.peer_fsync is not None:
+                meta["systems"][ctx.peer_fsync.key] = ctx.peer_fsync.describe()
 
             def named_pids() -> dict[str, int]:
                 out = {"bench": os.getpid()}
@@ -613,6 +619,13 @@ def _start_peer(
         return None
     log(f"SeaweedFS {peer.version} started in {time.monotonic() - t:.1f} s")
     return peer
+
+
+def _peer_fsync(peer: System | None) -> System | None:
+    """SeaweedFS's fsync variant on the peer's processes (None without the peer)."""
+    from mydfs.bench.seaweed import SeaweedFsyncSystem, SeaweedSystem
+
+    return SeaweedFsyncSystem(peer) if isinstance(peer, SeaweedSystem) else None
 
 
 def _filesystem(path: Path) -> str:

@@ -88,6 +88,13 @@ OPTIONS: tuple[Option, ...] = (
         3600.0,
         "seconds from the start of one scrub pass to the start of the next (at the earliest)",
     ),
+    Option(
+        "hot_cache_reads",
+        "int",
+        20,
+        "reads of a slice since start after which this node keeps it in memory (hot cache)",
+    ),
+    Option("hot_cache_mb", "int", 64, "bound of the hot-slice cache, MiB (0: no cache)"),
     *LIMIT_OPTIONS,
 )
 
@@ -131,6 +138,8 @@ class StorageConfig:
     edit_timeout: float = 10.0
     scrub_rate_mb: float = 8.0
     scrub_interval: float = 3600.0
+    hot_cache_reads: int = 20
+    hot_cache_bytes: int = 64 << 20
 
     @property
     def members(self) -> tuple[Peer, ...]:
@@ -208,6 +217,8 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         ("max_chain", 1, 1_000_000),
         ("max_pending_reservations", 1, 10_000_000),
         ("max_json_bytes", 1024, 1 << 24),
+        ("hot_cache_reads", 1, 1 << 30),
+        ("hot_cache_mb", 0, 1 << 20),
     ):
         if not lo <= v[key] <= hi:
             raise ConfigError(f"config key {key}: must be between {lo} and {hi}")
@@ -247,6 +258,8 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         edit_timeout=v["edit_timeout"],
         scrub_rate_mb=v["scrub_rate_mb"],
         scrub_interval=v["scrub_interval"],
+        hot_cache_reads=v["hot_cache_reads"],
+        hot_cache_bytes=v["hot_cache_mb"] * 1024 * 1024,
     )
 
 

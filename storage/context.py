@@ -25,6 +25,7 @@ from mydfs.storage.access_stats import AccessStats
 from mydfs.storage.budget import MemoryBudget
 from mydfs.storage.config import StorageConfig
 from mydfs.storage.group_state import GroupState, SlotInfo, raise_for_result
+from mydfs.storage.hot_cache import HotCache
 from mydfs.storage.inflight import InFlight
 from mydfs.storage.metrics import StorageMetrics
 from mydfs.storage.peers import PeerClient
@@ -102,6 +103,8 @@ class NodeContext:
         self.session: aiohttp.ClientSession | None = None
         #: Live counters: requests, bytes, per-slice reads (see storage/monitoring.py).
         self.access = AccessStats(time.monotonic())
+        #: Slices read often, kept in memory (storage/hot_cache.py; event loop only).
+        self.hot = HotCache(config.hot_cache_reads, config.hot_cache_bytes)
 
     async def disk(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a (blocking) volume call on the disk threads."""

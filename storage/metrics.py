@@ -121,3 +121,15 @@ class StorageMetrics:
             "live slots whose copy here is bad and no other node is listed as holding",
             registry=r,
         )
+        self.hot_hits = Counter(
+            "mydfs_storage_hot_cache_hits", "slice reads served from the hot cache", registry=r
+        )
+        self.hot_misses = Counter(
+            "mydfs_storage_hot_cache_misses", "slice reads the hot cache did not hold", registry=r
+        )
+        self.hot_evictions = Counter(
+            "mydfs_storage_hot_cache_evictions", "slices evicted to make room", registry=r
+        )
+        self.hot_bytes = Gauge(
+            "mydfs_storage_hot_cache_bytes", "payload bytes held in the hot cache", registry=r
+        )

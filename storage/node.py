@@ -149,7 +149,12 @@ class StorageNode:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._mark_dirty, slot)
+                loop.call_soon_threadsafe(self._table_changed, slot)
+
+    def _table_changed(self, slot: int | None) -> None:
+        """Raft applied a command changing ``slot`` (None: maybe every slot)."""
+        self.reads.forget(slot)
+        self._mark_dirty(slot)
 
     def _mark_dirty(self, slot: int | None) -> None:
         """Have the reconciler look at ``slot`` (None: at every slot) on its next pass."""

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from mydfs.common.errors import (
     Corrupt,
+    InvalidArgument,
     MydfsError,
     NotFound,
     NotLeader,
@@ -34,9 +35,10 @@ from mydfs.common.location import Location
 from mydfs.common.readpath import owner_mismatch
 from mydfs.storage.chain import ChainEntry, walk
 from mydfs.storage.context import NodeContext
+from mydfs.storage.format import SlotHeader
 from mydfs.storage.group_state import GroupState, SlotInfo, SlotState
 from mydfs.storage.replica import give_up_copy
-from mydfs.storage.volume import SliceData
+from mydfs.storage.volume import SliceData, Volume
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +171,75 @@ class ReadResolver:
     async def read_local(
         self, info: SlotInfo, offset: int = 0, length: int | None = None
     ) -> SliceData:
-        """Read a resolved slice (or a range) from this node's volume, checksums verified.
-        The disk read is charged to the memory budget (the reply it becomes is not)."""
+        """Read a resolved slice (or a range) from this node's hot cache or its volume,
+        checksums verified. The disk read is charged to the memory budget (the reply it
+        becomes is not). Every local read of a slice's bytes goes through here."""
         ctx = self._ctx
         volume, _, _ = ctx.require()
-        size = info.length - offset if length is None else length
+        data = self._from_cache(volume, info, offset, length)
+        if data is None:
+            data = await self._from_disk(volume, info, offset, length)
+        ctx.metrics.bytes_out.inc(len(data.data))
+        ctx.access.slice_read(info.file_id, info.slice_index, info.slot, len(data.data))
+        return data
+
+    def forget(self, slot: int | None) -> None:
+        """The table changed ``slot`` (None: maybe every slot): drop its cached bytes."""
+        hot = self._ctx.hot
+        hot.drop(slot)
+        self._ctx.metrics.hot_bytes.set(hot.bytes)
+
+    def _from_cache(
+        self, volume: Volume, info: SlotInfo, offset: int, length: int | None
+    ) -> SliceData | None:
+        """The piece from the hot cache, only while the slice is still the table's live slice
+        at that generation and the volume's header says the same; None otherwise."""
+        ctx, hot = self._ctx, self._ctx.hot
+        if not hot.enabled:
+            return None
+        payload = hot.get(info.slot, info.generation)
+        if payload is None:
+            ctx.metrics.hot_misses.inc()
+            return None
+        header = _current_header(volume, info.slot)
+        now = ctx.info(info.slot)
+        if (
+            header is None
+            or not _is_live(header.state, header.generation, info.generation)
+            or now is None
+            or not _is_live(now.state, now.generation, info.generation)
+            or len(payload) != header.length
+        ):
+            self.forget(info.slot)
+            ctx.metrics.hot_misses.inc()
+            return None
+        want = header.length - offset if length is None else length
+        if offset < 0 or want < 0 or offset + want > header.length:
+            return None  # the disk path answers bad ranges with its error
+        ctx.metrics.hot_hits.inc()
+        if offset == 0 and want == len(payload):
+            return SliceData(header, 0, payload)
+        return SliceData(header, offset, payload[offset : offset + want])
+
+    async def _from_disk(
+        self, volume: Volume, info: SlotInfo, offset: int, length: int | None
+    ) -> SliceData:
+        """The piece from the volume; the read that makes the slice hot reads all of it, and
+        its verified bytes fill the cache."""
+        ctx = self._ctx
+        admit = ctx.hot.note_read(info.slot, info.generation, info.length)
+        whole = (0, None) if admit else (offset, length)
+        size = info.length - whole[0] if whole[1] is None else whole[1]
         lease = await ctx.inflight.charge(
             max(0, size), timeout=READ_BUDGET_WAIT, what=f"read of slot {info.slot}"
         )
         try:
-            data = await ctx.disk(volume.read, info.slot, offset, length)
+            data = await ctx.disk(volume.read, info.slot, *whole)
         except Corrupt as exc:
             # Report, give up the bad copy; the reconciler fetches a good one from a holder.
             ctx.metrics.corrupt.inc()
             log.error("corrupt replica of slot %d: %s; dropping it for repair", info.slot, exc)
+            self.forget(info.slot)
             with contextlib.suppress(MydfsError):
                 await give_up_copy(
                     ctx, volume, info.slot, info.generation, self._mark_dirty, wait=False
@@ -193,9 +250,20 @@ class ReadResolver:
             lease.release()
         if data.header.generation != info.generation:
             raise Unavailable("slot is being rewritten; retry", slot=info.slot)
-        ctx.metrics.bytes_out.inc(len(data.data))
-        ctx.access.slice_read(info.file_id, info.slice_index, info.slot, len(data.data))
-        return data
+        if not admit:
+            return data
+        now = ctx.info(info.slot)
+        if now is not None and _is_live(now.state, now.generation, info.generation):
+            ctx.metrics.hot_evictions.inc(ctx.hot.put(info.slot, info.generation, data.data))
+            ctx.metrics.hot_bytes.set(ctx.hot.bytes)
+        want = info.length - offset if length is None else length
+        if offset == 0 and want == len(data.data):
+            return data
+        if offset < 0 or want < 0 or offset + want > len(data.data):
+            raise InvalidArgument(
+                f"range {offset}+{want} outside slice of {len(data.data)} bytes", slot=info.slot
+            )
+        return SliceData(data.header, offset, data.data[offset : offset + want])
 
     async def _known(self, slot: int, generation: int | None) -> SlotInfo:
         """The table's record of ``slot``, waiting briefly for Raft to catch up on a follower."""
@@ -262,3 +330,16 @@ def _owned_by(info: SlotInfo, owner: tuple[str, int | None]) -> bool:
     """Does the slot's record name ``owner`` (file id, slice index or None for any)?"""
     file_id, index = owner
     return info.file_id == file_id and (index is None or info.slice_index == index)
+
+
+def _is_live(state: SlotState, generation: int, expected: int) -> bool:
+    return state == SlotState.LIVE and generation == expected
+
+
+def _current_header(volume: Volume, slot: int) -> SlotHeader | None:
+    """The volume's header of ``slot`` (from memory), None when it holds none or it is
+    quarantined."""
+    try:
+        return volume.header(slot)
+    except MydfsError:
+        return None

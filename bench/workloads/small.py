@@ -4,7 +4,10 @@ At each client count N, every repetition writes up to ``--small-ops`` new files 
 one at a time, ``--op-seconds`` at most), then reads back, in random order, the files that
 repetition wrote. The same loop runs against mydfs, SeaweedFS (through its filer) and the null
 HTTP server, whose rate is the limit (lowered, for writes, by the disk's bandwidth for 3 copies
-and, for one client, by one durable 4 KiB append per write).
+and, for one client, by one durable 4 KiB append per write). When SeaweedFS runs, its fsync
+variant (the volume-server API with ``?fsync=true``, ``bench/seaweed.py``) runs in the same
+alternation, and each figure gets a second row, ``<op>, peer fsync``: mydfs beside that
+variant.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class SmallFiles(Workload):
     async def _at(self, ctx: Context, n: int, data: bytes) -> list[Figure]:
         s = ctx.settings
         systems = ctx.systems(with_null=True)
+        if ctx.peer_fsync is not None:
+            systems.insert(len(ctx.compared), ctx.peer_fsync)
         sessions: dict[str, list[Session]] = {}
         written: dict[tuple[str, int], list[int]] = {}
 
@@ -102,6 +107,21 @@ class SmallFiles(Workload):
                     limit=ops_limit(ctx, null, op, self.size, n),
                 )
             )
+            fsync = ctx.result(ctx.peer_fsync, samples, op, self.size)
+            if fsync is not None:
+                figures.append(
+                    Figure(
+                        workload=self.name,
+                        op=f"{op}, peer fsync",
+                        clients=n,
+                        unit="ops/s",
+                        higher_is_better=True,
+                        mydfs=ctx.result(ctx.mydfs, samples, op, self.size),
+                        peer=fsync,
+                        limit=ops_limit(ctx, null, op, self.size, n),
+                        notes=["peer: SeaweedFS through the volume-server API, ?fsync=true"],
+                    )
+                )
         return figures
 
     def _log(self, ctx: Context, system: System, op: str, n: int, rep: int, s: Sample) -> None:
