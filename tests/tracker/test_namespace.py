@@ -106,13 +106,14 @@ def test_directory_and_parent_conflicts() -> None:
         ns.plan_delete("/nope", now=1.0)
 
 
-def test_empty_files_have_no_head_and_leave_no_trash() -> None:
+def test_empty_files_have_no_head_and_go_to_the_trash_too() -> None:
     ns = Namespace()
     put(ns, "/empty", reg(head=None))
     assert ns.stat("/empty").head is None
     assert ns.stat("/empty").to_dict("/empty")["head"] is None
     ns.apply(ns.plan_delete("/empty", now=5.0))
-    assert ns.trash() == []
+    [record] = ns.trash()  # nothing to free, but it can be undeleted
+    assert record.head is None and record.entry() is not None
 
 
 def test_intents_are_cleared_by_registration() -> None:
@@ -233,7 +234,7 @@ class NamespaceMachine(RuleBasedStateMachine):
         assert edit is not None
         replaced = self._apply(edit)
         assert (replaced is None) == (old is None)
-        if old is not None and old[2] is not None:
+        if old is not None:  # empty files too: they can be undeleted
             self.trash[old[0]] = path
         self.intents.pop(fid, None)
         version = 1 if old is None else old[3] + 1
@@ -261,8 +262,7 @@ class NamespaceMachine(RuleBasedStateMachine):
         old = self.model.pop(path)
         removed = self._apply(edit)
         assert removed is not None and removed.file_id == old[0]
-        if old[2] is not None:
-            self.trash[old[0]] = path
+        self.trash[old[0]] = path
 
     @rule(fid=_fids, path=_paths)
     def intent(self, fid: str, path: str) -> None:
