@@ -698,7 +698,7 @@ def decode_edit(kind: int, payload: bytes) -> Edit:
         if len(payload) < 17:
             raise Corrupt(f"undelete payload of {len(payload)} bytes, expected at least 17")
         return Undelete(bytes(payload[:16]).hex(), _decode_path(payload[16:]))
-    by_id = {
+    by_id: dict[int, type[DropIntent | DropTrash | MarkTrash | PurgeTrash]] = {
         EditType.DROP_INTENT: DropIntent,
         EditType.DROP_TRASH: DropTrash,
         EditType.MARK_TRASH: MarkTrash,
@@ -707,5 +707,5 @@ def decode_edit(kind: int, payload: bytes) -> Edit:
     if kind in by_id:
         if len(payload) != 16:
             raise Corrupt(f"record type {kind}: payload of {len(payload)} bytes, expected 16")
-        return by_id[EditType(kind)](bytes(payload).hex())
+        return by_id[kind](bytes(payload).hex())
     raise Corrupt(f"unknown edit record type {kind}")
