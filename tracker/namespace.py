@@ -305,9 +305,10 @@ class Namespace:
         """Put a trashed file back at ``new_path`` (default: its old path). :class:`Conflict`
         if the reclaimer started freeing it, if the record predates format 3 (it lacks the
         entry), or if the target path is taken (a file or a directory, or a parent is a file)."""
+        if new_path is not None:
+            check_file_path(new_path)
         record = self.find_trashed(path, file_id)
         target = record.path if new_path is None else new_path
-        check_file_path(target)
         if record.state is TrashState.RECLAIMING:
             raise Conflict(
                 "the reclaimer is freeing this file's slices: it can no longer be undeleted",
