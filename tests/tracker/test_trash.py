@@ -285,3 +285,10 @@ def test_config_refuses_a_retention_of_zero_or_less(tmp_path: Path) -> None:
     for bad in (0.0, -5.0, float("nan"), float("inf")):
         with pytest.raises(InvalidArgument, match="trash_retention"):
             from_values(dict(values, trash_retention=bad))
+
+
+def test_cluster_up_refuses_a_retention_of_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    from mydfs.client.cli import main
+
+    assert main(["cluster", "up", "--trash-retention", "0"]) == 2  # before anything starts
+    assert "--trash-retention must be a number of seconds > 0" in capsys.readouterr().err
