@@ -49,6 +49,7 @@ from mydfs.client.editor import EditMethods
 from mydfs.client.reader import STALE_RETRIES, AsyncReader, chain_of, check_hash
 from mydfs.client.routing import GroupPlan, Leaders
 from mydfs.client.source import SLICE, Source, chunks, source_size, source_stamp
+from mydfs.client.trashops import TrashMethods
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
     AlreadyExists,
@@ -108,7 +109,7 @@ class _Pending:
         return {GRANT_HEADER: self.grant} if self.grant else {}
 
 
-class AsyncClient(EditMethods):
+class AsyncClient(EditMethods, TrashMethods):
     """A mydfs client. ``async with AsyncClient("http://127.0.0.1:8100") as c: ...``"""
 
     def __init__(
@@ -227,11 +228,13 @@ class AsyncClient(EditMethods):
         return out
 
     @traced
-    async def delete(self, path: str) -> FileInfo:
-        """Remove the file: its entry at once; the tracker's reclaimer frees its slices soon
-        after (the entry waits in the tracker's trash until then)."""
+    async def delete(self, path: str, *, now: bool = False) -> FileInfo:
+        """Remove the file: its entry at once. It waits in the tracker's trash, where
+        :meth:`undelete` can bring it back, for ``trash_retention`` seconds; then the reclaimer
+        frees its slices. ``now=True`` purges it at once (freed at the reclaimer's next pass)."""
         check_file_path(path)
-        body = await self._tracker("DELETE", self._meta_url("files", path), path=path)
+        url = self._meta_url("files", path) + ("?purge=1" if now else "")
+        body = await self._tracker("DELETE", url, path=path)
         return FileInfo.from_dict(body.get("deleted", body))
 
     # --- access: share URLs and API keys ------------------------------------------------------

@@ -24,6 +24,8 @@ import orjson
 from mydfs.client import credentials
 from mydfs.client.cli_edit import COMMANDS as EDIT_COMMANDS
 from mydfs.client.cli_edit import add_edit_commands, run_edit, take_local_after_options
+from mydfs.client.cli_trash import COMMANDS as TRASH_COMMANDS
+from mydfs.client.cli_trash import add_trash_commands, run_trash
 from mydfs.common import __version__
 from mydfs.common.errors import InvalidArgument, MydfsError
 
@@ -72,8 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("remote")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("rm", help="delete a file")
+    p = sub.add_parser("rm", help="delete a file (kept in the trash for undelete; see trash)")
     p.add_argument("remote")
+    p.add_argument("--now", action="store_true", help="skip the trash: free it at once")
+    add_trash_commands(sub)  # trash ls|purge, undelete (client/cli_trash.py)
 
     add_edit_commands(sub)  # write, append, truncate, insert, cut (client/cli_edit.py)
 
@@ -114,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve HTTPS with ca.pem/cert.pem/key.pem from this folder (made if missing)",
     )
+    up.add_argument(
+        "--trash-retention",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds a removed file stays undeletable before its space is freed (%(default)s)",
+    )
 
     sub.add_parser(
         "selfcheck", help="check the local slice store (same as mydfs-storage selfcheck)"
@@ -148,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.cluster_command != "up":
                 parser.parse_args(["cluster", "--help"])
                 return 2
-            return cluster_up(args.data, args.groups, args.port, args.tls_dir)
+            return cluster_up(args.data, args.groups, args.port, args.tls_dir, args.trash_retention)
         tracker = (
             args.tracker
             or os.environ.get("MYDFS_TRACKER")
@@ -207,6 +218,8 @@ def _run(args: argparse.Namespace, tracker: str, token: str | None) -> int:
             return _put(client, args.local, args.remote, args.overwrite)
         if cmd in EDIT_COMMANDS:
             return run_edit(client, args)
+        if cmd in TRASH_COMMANDS:
+            return run_trash(client, args)
         if cmd in ("get", "cat"):
             local = "-" if cmd == "cat" else args.local
             return _get(client, args.remote, local)
@@ -236,7 +249,7 @@ def _run(args: argparse.Namespace, tracker: str, token: str | None) -> int:
                     print(f"{key:>8}: {value}")
             return 0
         if cmd == "rm":
-            client.delete(args.remote)
+            client.delete(args.remote, now=args.now)
             return 0
         if cmd == "status":
             status = client.status()
@@ -363,12 +376,21 @@ def _print_status(status: dict[str, Any]) -> None:
     print(f"{len(groups)} groups, {writable} writable")
 
 
-def cluster_up(data: Path, groups: int, port: int | None, tls_dir: Path | None = None) -> int:
+def cluster_up(
+    data: Path,
+    groups: int,
+    port: int | None,
+    tls_dir: Path | None = None,
+    trash_retention: float = 60.0,
+) -> int:
     """Run a tracker and ``groups`` groups in the foreground until Ctrl-C or SIGTERM."""
     from mydfs.client.local_cluster import LocalCluster
 
     if groups < 1:
         print("mydfs: --groups must be at least 1", file=sys.stderr)
+        return 2
+    if not 0 < trash_retention < float("inf"):
+        print("mydfs: --trash-retention must be a number of seconds > 0", file=sys.stderr)
         return 2
     base = port
     if base is None and not (data / "cluster.json").exists():
@@ -378,6 +400,7 @@ def cluster_up(data: Path, groups: int, port: int | None, tls_dir: Path | None =
         groups=groups,
         base_port=base,
         tls_dir=None if tls_dir is None else tls_dir.resolve(),
+        trash_retention=trash_retention,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -58,7 +58,9 @@ class LocalCluster:
     process serves HTTPS with that folder's certificate (:mod:`mydfs.client.tlsgen` makes a
     throwaway CA there if it has none) and trusts its CA; ``ca`` is then the file clients pass
     as ``ca=`` / ``--ca``. The secret reaches the processes in their environment, never on a
-    command line."""
+    command line. ``trash_retention`` is the tracker's (seconds a removed file stays
+    undeletable; short by default so tests see space freed soon; ``mydfs cluster up`` uses 60 s);
+    ``tracker_options`` are more tracker config keys (e.g. ``{"reclaim_rate": 2}``)."""
 
     def __init__(
         self,
@@ -73,6 +75,8 @@ class LocalCluster:
         log_dir: Path | None = None,
         die_with_parent: bool = False,
         tls_dir: Path | None = None,
+        trash_retention: float = 1.0,
+        tracker_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -118,7 +122,11 @@ class LocalCluster:
                 die_with_parent=die_with_parent,
                 data_dir=self.root / "tracker",
                 secret=self.secret,
-                options=_flags_to_options(tls_args),
+                options={
+                    **_flags_to_options(tls_args),
+                    "trash_retention": trash_retention,
+                    **(tracker_options or {}),
+                },
                 scheme=self.scheme,
                 ca=self.ca,
             )

@@ -153,8 +153,21 @@ class Client:
     def listdir(self, path: str = "/") -> list[DirEntry]:
         return self._run(self._aio.listdir(path))
 
-    def delete(self, path: str) -> FileInfo:
-        return self._run(self._aio.delete(path))
+    def delete(self, path: str, *, now: bool = False) -> FileInfo:
+        return self._run(self._aio.delete(path, now=now))
+
+    def trash(self) -> list[dict[str, Any]]:
+        return self._run(self._aio.trash())
+
+    def undelete(
+        self, path: str, new_path: str | None = None, *, file_id: str | None = None
+    ) -> FileInfo:
+        return self._run(self._aio.undelete(path, new_path, file_id=file_id))
+
+    def purge(
+        self, path: str | None = None, *, file_id: str | None = None, everything: bool = False
+    ) -> list[dict[str, Any]]:
+        return self._run(self._aio.purge(path, file_id=file_id, everything=everything))
 
     def status(self) -> dict[str, Any]:
         return self._run(self._aio.status())

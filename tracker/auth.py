@@ -92,7 +92,9 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("POST", "/meta/edits/{txn}/commit"): "write",
     ("POST", "/meta/edits/{txn}/abort"): "write",
     ("GET", "/meta/intents"): "admin",
-    ("GET", "/meta/trash"): "admin",
+    ("GET", "/meta/trash"): "read",  # trash ls: paths and sizes, as /meta/list shows
+    ("POST", "/meta/trash/undelete"): "write",  # like a put: adds a file
+    ("POST", "/meta/trash/purge"): "write",  # like a delete: frees files earlier
     ("DELETE", "/meta/trash/{file_id}"): "admin",
     ("GET", "/admin/keys"): "admin",
     ("POST", "/admin/keys"): "admin",

@@ -72,7 +72,7 @@ def encode_checkpoint(seq: int, snapshot: Snapshot, created: float, out: BinaryI
         total += out.write(encode_frame(n, EditType.CK_FILE, encode_path_entry(path, packed))) or 0
     for record in snapshot.trash:
         n += 1
-        total += out.write(encode_frame(n, EditType.CK_TRASH, record.pack())) or 0
+        total += out.write(encode_frame(n, EditType.CK_TRASH3, record.pack3())) or 0
     for intent in snapshot.intents:
         n += 1
         total += out.write(encode_frame(n, EditType.CK_INTENT, encode_intent(intent))) or 0
@@ -131,6 +131,9 @@ def decode_checkpoint(data: bytes) -> tuple[int, float, Namespace]:
             ns.load_file(path, packed)
         elif frame.kind == EditType.CK_TRASH:
             ns.load_trash(TrashRecord.unpack(frame.payload))
+            counts[0] += 1
+        elif frame.kind == EditType.CK_TRASH3:  # format 3: the whole entry and the state
+            ns.load_trash(TrashRecord.unpack3(frame.payload))
             counts[0] += 1
         elif frame.kind == EditType.CK_INTENT:
             ns.load_intent(decode_intent(frame.payload))

@@ -83,6 +83,13 @@ OPTIONS: tuple[Option, ...] = (
         "seconds between passes of the reclaimer over the trash (and after a failed pass)",
     ),
     Option(
+        "trash_retention",
+        "float",
+        86_400.0,
+        "seconds a removed or replaced file stays in the trash (undelete works) before the "
+        "reclaimer frees its slices; mydfs trash purge / rm --now free at once",
+    ),
+    Option(
         "edit_decision_retention",
         "float",
         3600.0,
@@ -122,6 +129,7 @@ class TrackerConfig:
     reclaim_rate: float = 200.0
     reclaim_interval: float = 1.0
     edit_decision_retention: float = 3600.0
+    trash_retention: float = 86_400.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -173,6 +181,12 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         raise ConfigError(
             "config key edit_decision_retention: must be between 1 and 604800 seconds"
         )
+    if not 0 < v["trash_retention"] < float("inf"):
+        raise ConfigError(
+            f"config key trash_retention: must be a number of seconds > 0, got "
+            f"{v['trash_retention']!r} (to free removed files at once use 'mydfs rm --now' "
+            "or 'mydfs trash purge')"
+        )
     level = v["log_level"].lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(
@@ -211,6 +225,7 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         reclaim_rate=v["reclaim_rate"],
         reclaim_interval=v["reclaim_interval"],
         edit_decision_retention=v["edit_decision_retention"],
+        trash_retention=v["trash_retention"],
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_ca=tls_ca,

@@ -34,9 +34,12 @@ from mydfs.common.errors import Corrupt
 #: records (log type 6, checkpoint type 20), the extension of packed entries and trash records
 #: (per-group versions, layout) and a decision count in ``CK_END``; a version 1 file still
 #: reads (it holds none of these), and a tracker of version 1 refuses a version 2 file.
-FORMAT_VERSION = 2
+#: Version 3 added the trash states and undelete (log types 7 ``MARK_TRASH``, 8
+#: ``PURGE_TRASH``, 9 ``UNDELETE``; checkpoint type 21 ``CK_TRASH3``, a trash record with its
+#: whole entry); versions 1 and 2 still read.
+FORMAT_VERSION = 3
 #: The versions this tracker reads.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 FRAME = struct.Struct("<IIQB")
 FRAME_BODY = struct.Struct("<IQB")  # the part of the header the CRC covers

@@ -7,6 +7,7 @@ Namespace: PUT|GET|DELETE /meta/files/{path}
            GET  /meta/list/{path}          a directory ("" or "/" = the root)
            POST /meta/intents, GET /meta/intents, DELETE /meta/intents/{file_id}
            GET  /meta/trash, DELETE /meta/trash/{file_id}
+           POST /meta/trash/undelete, POST /meta/trash/purge     (docs/space.md, Trash)
 Edits:     POST /meta/edits, POST /meta/edits/{txn}/commit|abort, GET /meta/edits/{txn}
            POST /internal/edits/{txn}/resolve   a participant's question     (signed)
 Reads:     GET|HEAD /files/{path}          307 to a storage node of the head's group
@@ -139,7 +140,8 @@ async def get_file(request: web.Request) -> web.Response:
 
 async def delete_file(request: web.Request) -> web.Response:
     path = _file_path(request, "/meta/files/")
-    return json_response(await request.app[TRACKER_KEY].delete_file(path))
+    purge = _flag(request, "purge")  # ?purge=1: free at once (mydfs rm --now)
+    return json_response(await request.app[TRACKER_KEY].delete_file(path, purge=purge))
 
 
 async def list_dir(request: web.Request) -> web.Response:
@@ -170,6 +172,14 @@ async def drop_intent(request: web.Request) -> web.Response:
 
 async def list_trash(request: web.Request) -> web.Response:
     return json_response(await request.app[TRACKER_KEY].trash())
+
+
+async def undelete(request: web.Request) -> web.Response:
+    return json_response(await request.app[TRACKER_KEY].undelete(await _json_body(request)))
+
+
+async def purge_trash(request: web.Request) -> web.Response:
+    return json_response(await request.app[TRACKER_KEY].purge(await _json_body(request)))
 
 
 async def drop_trash(request: web.Request) -> web.Response:
@@ -276,6 +286,8 @@ def make_app(tracker: Tracker, keys: KeyStore) -> web.Application:
     r.add_delete("/meta/intents/{file_id}", drop_intent)
     r.add_get("/meta/trash", list_trash)
     r.add_delete("/meta/trash/{file_id}", drop_trash)
+    r.add_post("/meta/trash/undelete", undelete)
+    r.add_post("/meta/trash/purge", purge_trash)
     r.add_post("/meta/edits", begin_edit)
     r.add_post("/meta/edits/{txn}/commit", commit_edit)
     r.add_post("/meta/edits/{txn}/abort", abort_edit)

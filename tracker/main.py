@@ -100,10 +100,17 @@ async def serve(config: TrackerConfig) -> int:
 
         ticker = loop.create_task(tick(), name="liveness")
         reclaimer = Reclaimer(
-            Cluster(config.secret, tracker.group_urls, tracker.trash_records, tracker.drop_trash),
+            Cluster(
+                config.secret,
+                tracker.group_urls,
+                tracker.trash_records,
+                tracker.drop_trash,
+                tracker.mark_reclaiming,
+            ),
             rate=config.reclaim_rate,
             interval=config.reclaim_interval,
             ca=config.tls_ca,
+            on_freed=metrics.reclaimed.inc,
         )
         reclaiming = loop.create_task(reclaimer.run(), name="reclaim")
         await stop.wait()

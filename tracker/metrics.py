@@ -31,6 +31,9 @@ class TrackerMetrics:
         )
         self.trash = Gauge("mydfs_tracker_trash_records", "files waiting for the GC", registry=r)
         self.intents = Gauge("mydfs_tracker_intents", "uploads in progress", registry=r)
+        self.reclaimed = Counter(
+            "mydfs_tracker_reclaimed_slices", "slices the reclaimer freed", registry=r
+        )
         self.decisions = Gauge(
             "mydfs_tracker_edit_decisions",
             "decisions of in-place edits remembered (edit_decision_retention)",

@@ -51,9 +51,13 @@ from mydfs.tracker.records import (
     Edit,
     FileEntry,
     Intent,
+    MarkTrash,
+    PurgeTrash,
     PutFile,
     TrashReason,
     TrashRecord,
+    TrashState,
+    Undelete,
     check_file_id,
     check_hash,
     entry_size,
@@ -278,6 +282,72 @@ class Namespace:
             raise NotFound("no such trash record", file_id=file_id)
         return DropTrash(file_id)
 
+    def find_trashed(self, path: str | None, file_id: str | None) -> TrashRecord:
+        """The trash record of ``file_id`` (at ``path`` if given too), else the newest one of
+        ``path``; :class:`NotFound` if there is none."""
+        if file_id is not None:
+            check_file_id(file_id)
+            record = self._trash.get(file_id)
+            if record is None or (path is not None and record.path != path):
+                raise NotFound("no such trash record", file_id=file_id, path=path)
+            return record
+        if path is None:
+            raise InvalidArgument("give a path or a file id", field="path")
+        check_file_path(path)
+        found = [r for r in self._trash.values() if r.path == path]
+        if not found:
+            raise NotFound("no trash record of this path", path=path)
+        return max(found, key=lambda r: (r.time, r.file_id))
+
+    def plan_undelete(
+        self, path: str | None, new_path: str | None = None, file_id: str | None = None
+    ) -> Undelete:
+        """Put a trashed file back at ``new_path`` (default: its old path). :class:`Conflict`
+        if the reclaimer started freeing it, if the record predates format 3 (it lacks the
+        entry), or if the target path is taken (a file or a directory, or a parent is a file)."""
+        if new_path is not None:
+            check_file_path(new_path)
+        record = self.find_trashed(path, file_id)
+        target = record.path if new_path is None else new_path
+        if record.state is TrashState.RECLAIMING:
+            raise Conflict(
+                "the reclaimer is freeing this file's slices: it can no longer be undeleted",
+                path=record.path,
+                file_id=record.file_id,
+            )
+        if record.entry() is None:
+            raise Conflict(
+                "this trash record was written by an older tracker without the file's entry; "
+                "it cannot be undeleted",
+                path=record.path,
+                file_id=record.file_id,
+            )
+        if self.get(target) is not None:
+            raise Conflict(
+                "the path exists: remove it or undelete under another path",
+                path=target,
+                file_id=record.file_id,
+            )
+        if self.is_dir(target):
+            raise Conflict("the path is a directory", path=target)
+        self._check_parents(target)
+        return Undelete(record.file_id, target)
+
+    def plan_purge(
+        self, path: str | None, file_id: str | None, *, every: bool = False
+    ) -> list[PurgeTrash]:
+        """Purge one record (see :meth:`find_trashed`) or, with ``every``, all of them; records
+        already purged or being reclaimed need no edit."""
+        records = list(self._trash.values()) if every else [self.find_trashed(path, file_id)]
+        return [PurgeTrash(r.file_id) for r in records if r.state is TrashState.HELD]
+
+    def plan_mark(self, file_id: str) -> MarkTrash | None:
+        """The reclaimer's mark (None if the record is already marked)."""
+        record = self._trash.get(file_id)
+        if record is None:
+            raise NotFound("no such trash record", file_id=file_id)
+        return None if record.state is TrashState.RECLAIMING else MarkTrash(file_id)
+
     def _check_parents(self, path: str) -> None:
         for d in parents(path):
             parent, name = split(d)
@@ -304,6 +374,17 @@ class Namespace:
             return None
         if isinstance(edit, Decide):
             return self._apply_decide(edit.decision)
+        if isinstance(edit, Undelete):
+            return self._apply_undelete(edit)
+        if isinstance(edit, MarkTrash | PurgeTrash):
+            record = self._trash.get(edit.file_id)
+            if record is None:
+                raise InvariantViolation("mark of an unknown trash record", file_id=edit.file_id)
+            if isinstance(edit, MarkTrash):
+                self._trash[edit.file_id] = record.with_state(TrashState.RECLAIMING)
+            elif record.state is TrashState.HELD:
+                self._trash[edit.file_id] = record.with_state(TrashState.PURGED)
+            return None
         if self._trash.pop(edit.file_id, None) is None:
             raise InvariantViolation("drop of an unknown trash record", file_id=edit.file_id)
         return None
@@ -340,6 +421,21 @@ class Namespace:
         self._prune(parent)
         return old
 
+    def _apply_undelete(self, edit: Undelete) -> FileEntry:
+        record = self._trash.get(edit.file_id)
+        entry = None if record is None else record.entry()
+        if record is None or entry is None or record.state is TrashState.RECLAIMING:
+            raise InvariantViolation("undelete of a record that cannot be", file_id=edit.file_id)
+        parent, name = split(edit.path)
+        children = self._ensure_dir(parent, edit.path)
+        if name in children:
+            raise InvariantViolation("undelete onto an existing path", path=edit.path)
+        children[name] = entry.pack()
+        del self._trash[edit.file_id]
+        self.files += 1
+        self.bytes += entry.size
+        return entry
+
     def _apply_decide(self, decision: Decision) -> FileEntry | None:
         """Record a decision; a commit replaces the entry at its path in place (same file id:
         no trash, the groups drop the replaced slices themselves). Returns the old entry."""
@@ -361,11 +457,8 @@ class Namespace:
         return old
 
     def _to_trash(self, path: str, old: FileEntry, when: float, reason: TrashReason) -> None:
-        if old.head is None:
-            return  # an empty file has no slices to collect
-        self._trash[old.file_id] = TrashRecord(
-            old.file_id, path, old.size, old.slices, old.head, when, reason, old.versions
-        )
+        # An empty file too: it has no slices to free, but it can be undeleted until dropped.
+        self._trash[old.file_id] = TrashRecord.of(path, old, when, reason)
 
     def _ensure_dir(self, d: str, path: str) -> Children:
         children = self._dirs.get(d)
@@ -430,7 +523,7 @@ class Namespace:
         files = dict(sorted(self.snapshot().iter_files()))
         return {
             "files": files,
-            "trash": sorted(r.pack() for r in self._trash.values()),
+            "trash": sorted(self._trash.values(), key=lambda r: r.file_id),
             "intents": sorted((i.file_id, i.path, i.time) for i in self._intents.values()),
             "decisions": [d.pack() for d in self.decisions],
         }

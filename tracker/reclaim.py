@@ -7,7 +7,8 @@ storage node deletes a slice only for a call signed with the cluster secret
 generation G (else 409). This task makes those calls, so an entry forged to point at another
 file's slices can never free them: the slices it names are not its file's.
 
-For each trash record, oldest first:
+The reclaimer only sees records that are **due** (:mod:`mydfs.tracker.trash`): held longer
+than ``trash_retention``, purged, or already marked. For each, oldest first:
 
 1. **Walk** the file's chain one slice at a time from its head (``GET /chain/{slot}?max=1``
    on the group's leader, with a read grant the tracker mints for the file and the owner it
@@ -15,9 +16,12 @@ For each trash record, oldest first:
    slot that is not the file's next slice: deleted (an earlier pass got there), reused by
    another file, or another file's altogether (a forged entry). What was walked is the part of
    the file still there.
-2. **Delete** those slices last first, each with its generation and the file id (the owner
+2. **Mark** the record ``RECLAIMING`` (a durable ``MARK_TRASH`` edit) unless it already is:
+   from then on it can never be undeleted, so no undeleted file ever misses a slice. A record
+   undeleted since the pass began is left alone (the mark is refused).
+3. **Delete** those slices last first, each with its generation and the file id (the owner
    check), at most ``reclaim_rate`` slices per second over the whole tracker.
-3. **Forget** the trash record (a ``DROP_TRASH`` edit).
+4. **Forget** the trash record (a ``DROP_TRASH`` edit).
 
 A file that was **edited in place** (its record carries per-group versions) is walked by file
 id only (its slices' indexes no longer count: ``X-Mydfs-Index`` is not sent), and its chain may
@@ -180,6 +184,8 @@ class Cluster(NamedTuple):
     nodes_of: Callable[[int], list[str]]  # the group's leader first, then its other up nodes
     trash: Callable[[], Awaitable[list[TrashRecord]]]  # only records whose edit is durable
     drop: Callable[[str], Any]  # async: forget the trash record of this file id
+    #: async: durably mark the record as being reclaimed (raises if it was undeleted)
+    mark: Callable[[TrashRecord], Awaitable[None]] | None = None
 
 
 class Reclaimer:
@@ -194,8 +200,10 @@ class Reclaimer:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         ca: str | os.PathLike[str] | None = None,
+        on_freed: Callable[[], None] | None = None,
     ) -> None:
         self._c = cluster
+        self._on_freed = on_freed  # called once per slice freed (a metric)
         self._ca = ca  # trusted for https:// nodes (the tracker's ``tls_ca``)
         self._interval = interval
         self._limit = RateLimit(rate, burst=max(1.0, rate / 10))
@@ -256,6 +264,8 @@ class Reclaimer:
         """Free what is left of one trashed file; the number of slices deleted. Raises a
         retryable error when the pass must be tried again later."""
         found = await self.walk(record)
+        if self._c.mark is not None:
+            await self._c.mark(record)  # before the first delete: no undelete from here on
         freed = 0
         for item in deletion_order(found):
             pause = self._limit.wait(self._clock())
@@ -340,6 +350,8 @@ class Reclaimer:
             if outcome is Delete.DONE:
                 fresh = resp.status == 200 and not body.get("duplicate")
                 self.freed += int(fresh)
+                if fresh and self._on_freed is not None:
+                    self._on_freed()
                 return fresh
             if outcome is Delete.NOT_OURS:
                 log.warning("slice %d:%d left alone: %s", item.group, item.slot, err)

@@ -27,11 +27,13 @@ is printable ASCII, so the NUL byte cannot be part of it)::
 
 An entry without edits has no extension: its bytes are those of format version 1. Trash records
 carry the same ``00 | u32 n | n x (u32, u32)`` extension after their path (a path holds no NUL)
-when the file was edited.
+when the file was edited. Format 3 checkpoints carry trash records whole instead (``CK_TRASH3``:
+state, time, reason, path and the packed entry, so an undelete can restore the file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import struct
@@ -56,6 +58,7 @@ TRASH = struct.Struct("<16sQIIQdB")
 U16 = struct.Struct("<H")
 F64 = struct.Struct("<d")
 TIME_ID = struct.Struct("<16sd")
+TRASH3 = struct.Struct("<BdBH")  # state, time, reason, path length
 COUNTS = struct.Struct("<QQQ")
 COUNTS4 = struct.Struct("<QQQQ")
 U32 = struct.Struct("<I")
@@ -77,11 +80,23 @@ class EditType(enum.IntEnum):
     DROP_INTENT = 4
     DROP_TRASH = 5
     DECIDE = 6
+    MARK_TRASH = 7
+    PURGE_TRASH = 8
+    UNDELETE = 9
     CK_FILE = 16
     CK_TRASH = 17
     CK_INTENT = 18
     CK_END = 19
     CK_DECISION = 20
+    CK_TRASH3 = 21
+
+
+class TrashState(enum.IntEnum):
+    """Where a trash record stands (``docs/space.md``, Trash)."""
+
+    HELD = 0  # kept for the retention; may be undeleted or purged
+    PURGED = 1  # freed at the reclaimer's next pass; may still be undeleted until marked
+    RECLAIMING = 2  # the reclaimer started freeing its slices: can never be undeleted
 
 
 class TrashReason(enum.IntEnum):
@@ -287,10 +302,82 @@ class TrashRecord:
     #: The file's per-group versions when it was edited in place (its chain then holds 301
     #: slots and slices whose indexes do not count: the reclaimer walks it by file id only).
     versions: Versions = ()
+    #: The rest of the file's entry (format 3), what an undelete restores; ``version`` 0 = a
+    #: record of format 2 or older that lacks them (it cannot be undeleted).
+    hash: str = ""
+    ctime: float = 0.0
+    mtime: float = 0.0
+    version: int = 0
+    layout: int = 0
+    state: TrashState = TrashState.HELD
 
     @property
     def edited(self) -> bool:
         return bool(self.versions)
+
+    @staticmethod
+    def of(path: str, entry: FileEntry, when: float, reason: TrashReason) -> TrashRecord:
+        """The record of ``entry`` leaving ``path`` at ``when`` (held)."""
+        return TrashRecord(
+            entry.file_id,
+            path,
+            entry.size,
+            entry.slices,
+            entry.head,
+            when,
+            reason,
+            entry.versions,
+            entry.hash,
+            entry.ctime,
+            entry.mtime,
+            entry.version,
+            entry.layout,
+        )
+
+    def entry(self) -> FileEntry | None:
+        """The file's entry as it was, for an undelete (None: an old record without it)."""
+        return None if self.version == 0 else self._as_entry()
+
+    def _as_entry(self) -> FileEntry:
+        return FileEntry(
+            self.file_id,
+            self.size,
+            self.slices,
+            self.head,
+            self.hash,
+            self.ctime,
+            self.mtime,
+            self.version,
+            self.versions,
+            self.layout,
+        )
+
+    def pack3(self) -> bytes:
+        """The payload of ``CK_TRASH3``: ``u8 state | f64 time | u8 reason | u16 path length |
+        path | packed entry`` (entry version 0: a record from format 2 without the rest)."""
+        entry = self._as_entry()
+        raw = self.path.encode("utf-8")
+        return (
+            TRASH3.pack(int(self.state), self.time, int(self.reason), len(raw)) + raw + entry.pack()
+        )
+
+    @staticmethod
+    def unpack3(data: bytes) -> TrashRecord:
+        if len(data) < TRASH3.size:
+            raise Corrupt(f"trash record of {len(data)} bytes, expected at least {TRASH3.size}")
+        state, when, reason, n = TRASH3.unpack_from(data)
+        try:
+            why, where = TrashReason(reason), TrashState(state)
+        except ValueError:
+            raise Corrupt(f"trash record with unknown reason {reason} or state {state}") from None
+        if len(data) < TRASH3.size + n + ENTRY.size:
+            raise Corrupt("trash record too short for its path and entry")
+        path = _decode_path(data[TRASH3.size : TRASH3.size + n])
+        entry = FileEntry.unpack(bytes(data[TRASH3.size + n :]))
+        return dataclasses.replace(TrashRecord.of(path, entry, when, why), state=where)
+
+    def with_state(self, state: TrashState) -> TrashRecord:
+        return dataclasses.replace(self, state=state)
 
     def pack(self) -> bytes:
         group, slot = _loc_fields(self.head)
@@ -347,6 +434,8 @@ class TrashRecord:
             "time": self.time,
             "reason": self.reason.name.lower(),
             "versions": [list(p) for p in self.versions],
+            "state": self.state.name.lower(),
+            "restorable": self.version != 0 and self.state is not TrashState.RECLAIMING,
         }
 
 
@@ -392,6 +481,28 @@ class DropIntent:
 @dataclass(frozen=True, slots=True)
 class DropTrash:
     file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkTrash:
+    """The reclaimer is about to delete the record's first slice: it can never be undeleted."""
+
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeTrash:
+    """Free the record at the reclaimer's next pass, whatever its age."""
+
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Undelete:
+    """Put the trashed file ``file_id`` back, at ``path``, and forget its record."""
+
+    file_id: str
+    path: str
 
 
 class Outcome(enum.IntEnum):
@@ -501,7 +612,17 @@ class Decide:
     decision: Decision
 
 
-Edit = PutFile | DeleteFile | AddIntent | DropIntent | DropTrash | Decide
+Edit = (
+    PutFile
+    | DeleteFile
+    | AddIntent
+    | DropIntent
+    | DropTrash
+    | Decide
+    | MarkTrash
+    | PurgeTrash
+    | Undelete
+)
 
 
 def _decode_path(data: bytes) -> str:
@@ -550,6 +671,12 @@ def encode_edit(edit: Edit) -> tuple[EditType, bytes]:
         return EditType.DROP_INTENT, bytes.fromhex(edit.file_id)
     if isinstance(edit, Decide):
         return EditType.DECIDE, edit.decision.pack()
+    if isinstance(edit, MarkTrash):
+        return EditType.MARK_TRASH, bytes.fromhex(edit.file_id)
+    if isinstance(edit, PurgeTrash):
+        return EditType.PURGE_TRASH, bytes.fromhex(edit.file_id)
+    if isinstance(edit, Undelete):
+        return EditType.UNDELETE, bytes.fromhex(edit.file_id) + edit.path.encode("utf-8")
     return EditType.DROP_TRASH, bytes.fromhex(edit.file_id)
 
 
@@ -567,9 +694,18 @@ def decode_edit(kind: int, payload: bytes) -> Edit:
         return AddIntent(decode_intent(payload))
     if kind == EditType.DECIDE:
         return Decide(Decision.unpack(payload))
-    if kind in (EditType.DROP_INTENT, EditType.DROP_TRASH):
+    if kind == EditType.UNDELETE:
+        if len(payload) < 17:
+            raise Corrupt(f"undelete payload of {len(payload)} bytes, expected at least 17")
+        return Undelete(bytes(payload[:16]).hex(), _decode_path(payload[16:]))
+    by_id: dict[int, type[DropIntent | DropTrash | MarkTrash | PurgeTrash]] = {
+        EditType.DROP_INTENT: DropIntent,
+        EditType.DROP_TRASH: DropTrash,
+        EditType.MARK_TRASH: MarkTrash,
+        EditType.PURGE_TRASH: PurgeTrash,
+    }
+    if kind in by_id:
         if len(payload) != 16:
             raise Corrupt(f"record type {kind}: payload of {len(payload)} bytes, expected 16")
-        fid = bytes(payload).hex()
-        return DropIntent(fid) if kind == EditType.DROP_INTENT else DropTrash(fid)
+        return by_id[kind](bytes(payload).hex())
     raise Corrupt(f"unknown edit record type {kind}")

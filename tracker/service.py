@@ -17,7 +17,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from mydfs.common import grants
-from mydfs.common.errors import Forbidden, InvalidArgument, MydfsError, Unavailable
+from mydfs.common.errors import (
+    Conflict,
+    Forbidden,
+    InvalidArgument,
+    MydfsError,
+    NotFound,
+    Unavailable,
+)
 from mydfs.common.paths import url_quote
 from mydfs.tracker.config import TrackerConfig
 from mydfs.tracker.edits import Edits
@@ -27,6 +34,7 @@ from mydfs.tracker.records import Edit, FileEntry, TrashRecord
 from mydfs.tracker.registry import Heartbeat, Registry
 from mydfs.tracker.scheduler import plan_runs
 from mydfs.tracker.store import MetaStore
+from mydfs.tracker.trash import describe, due, is_due
 
 log = logging.getLogger("mydfs.tracker")
 
@@ -179,15 +187,23 @@ class Tracker:
         data["replaced"] = old.to_dict(path)
         return 200, data
 
-    async def delete_file(self, path: str) -> dict[str, Any]:
+    async def delete_file(self, path: str, *, purge: bool = False) -> dict[str, Any]:
+        """Remove ``path`` (to the trash); with ``purge`` also purge its record at once."""
         try:
             edit = self.store.ns.plan_delete(path, now=self._wall())
         except MydfsError:
             await self.store.barrier()
             raise
-        old = await self.record_edit(edit, "delete")
+        if not purge:
+            old = await self.record_edit(edit, "delete")
+            assert old is not None
+            return {"deleted": old.to_dict(path)}
+        _, old = self.store.submit(edit)  # both edits applied together, one wait
         assert old is not None
-        return {"deleted": old.to_dict(path)}
+        purged = self.store.ns.plan_purge(None, old.file_id)
+        await self._commit_all(purged, "purge")
+        self.metrics.edits.labels("delete").inc()
+        return {"deleted": old.to_dict(path), "purged": True}
 
     async def add_intent(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -218,6 +234,67 @@ class Tracker:
         await self.record_edit(edit, "drop_trash")
         return {"dropped": found.to_dict()}
 
+    # --- trash: undelete, purge, the reclaimer's mark -------------------------------------------
+
+    async def _commit_all(self, edits: list[Any], op: str) -> None:
+        """Apply ``edits`` now (no yield in between) and wait until the last is durable."""
+        seq = self.store.log.last_seq
+        for edit in edits:
+            seq, _ = self.store.submit(edit)
+            self.metrics.edits.labels(op).inc()
+        await self.store.log.wait_durable(seq)
+
+    async def undelete(self, body: Any) -> dict[str, Any]:
+        """``{"path", "new_path"?, "file_id"?}``: put a trashed file back (``docs/space.md``)."""
+        path, file_id = _trash_target(body)
+        new_path = body.get("new_path")
+        if new_path is not None and not isinstance(new_path, str):
+            raise InvalidArgument("new_path must be a string", field="new_path")
+        try:
+            edit = self.store.ns.plan_undelete(path, new_path, file_id)
+        except MydfsError:
+            await self.store.barrier()
+            raise
+        record = self.store.ns.find_trash(edit.file_id)
+        assert record is not None
+        entry = await self.record_edit(edit, "undelete")
+        assert entry is not None
+        return {"restored": entry.to_dict(edit.path), "from": record.path}
+
+    async def purge(self, body: Any) -> dict[str, Any]:
+        """``{"path"?, "file_id"?}`` or ``{"all": true}``: free at the reclaimer's next pass."""
+        every = isinstance(body, dict) and body.get("all") is True
+        if every:
+            if body.get("path") is not None or body.get("file_id") is not None:
+                raise InvalidArgument('"all" purges every record: give no path or file_id')
+            path, file_id = None, None
+        else:
+            path, file_id = _trash_target(body)
+        ns = self.store.ns
+        try:
+            edits = ns.plan_purge(path, file_id, every=every)
+            records = ns.trash() if every else [ns.find_trashed(path, file_id)]
+        except MydfsError:
+            await self.store.barrier()
+            raise
+        await self._commit_all(edits, "purge")
+        now, retention = self._wall(), self.config.trash_retention
+        shown = [ns.find_trash(r.file_id) or r for r in records]
+        return {"purged": [describe(r, now, retention) for r in shown]}
+
+    async def mark_reclaiming(self, record: TrashRecord) -> None:
+        """The reclaimer's durable mark before it deletes ``record``'s first slice: from now on
+        it cannot be undeleted. :class:`NotFound` if the record was undeleted (or replaced by a
+        newer one) meanwhile, :class:`Conflict` if it is not due."""
+        current = self.store.ns.find_trash(record.file_id)
+        if current is None or current.time != record.time:
+            raise NotFound("the trash record was undeleted meanwhile", file_id=record.file_id)
+        if not is_due(current, self._wall(), self.config.trash_retention):
+            raise Conflict("the trash record is not due", file_id=record.file_id)
+        edit = self.store.ns.plan_mark(record.file_id)
+        if edit is not None:
+            await self.record_edit(edit, "mark_trash")
+
     # --- namespace reads -------------------------------------------------------------------------
 
     async def stat(self, path: str) -> FileEntry:
@@ -243,14 +320,16 @@ class Tracker:
 
     async def trash(self) -> dict[str, Any]:
         await self.store.barrier()
-        return {"trash": [r.to_dict() for r in self.store.ns.trash()]}
+        now, retention = self._wall(), self.config.trash_retention
+        records = sorted(self.store.ns.trash(), key=lambda r: r.time)
+        return {"trash": [describe(r, now, retention) for r in records], "retention": retention}
 
     async def trash_records(self) -> list[TrashRecord]:
-        """The trash, once every edit it rests on is durable (the reclaimer's view: a slice is
-        never freed for a removal a crash could still undo)."""
+        """The records the reclaimer may free now (``tracker/trash.py``), once every edit they
+        rest on is durable (a slice is never freed for a removal a crash could still undo)."""
         records = self.store.ns.trash()  # taken before the barrier: all durable after it
         await self.store.barrier()
-        return records
+        return due(records, self._wall(), self.config.trash_retention)
 
     async def intents(self) -> dict[str, Any]:
         await self.store.barrier()
@@ -327,3 +406,17 @@ class Tracker:
         m.checkpoint_seq.set(self.store.checkpoint_seq)
         m.checkpoint_seconds.set(self.store.last_checkpoint_seconds)
         m.checkpoint_bytes.set(self.store.last_checkpoint_bytes)
+
+
+def _trash_target(body: Any) -> tuple[str | None, str | None]:
+    """``(path, file_id)`` of an undelete or purge body; at least one of them."""
+    if not isinstance(body, dict):
+        raise InvalidArgument('the body must be a JSON object {"path": ..., "file_id": ...}')
+    path, file_id = body.get("path"), body.get("file_id")
+    if path is None and file_id is None:
+        raise InvalidArgument("give the path of a trashed file, or its file_id", field="path")
+    if path is not None and not isinstance(path, str):
+        raise InvalidArgument("path must be a string", field="path")
+    if file_id is not None and not isinstance(file_id, str):
+        raise InvalidArgument("file_id must be a string", field="file_id")
+    return path, file_id

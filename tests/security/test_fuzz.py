@@ -272,6 +272,8 @@ def _tracker_request(rng: random.Random) -> tuple[str, str]:
         ("DELETE", f"/meta/intents/{fid}"),
         ("GET", "/meta/trash"),
         ("DELETE", f"/meta/trash/{fid}"),
+        ("POST", "/meta/trash/undelete"),
+        ("POST", "/meta/trash/purge"),
         ("GET", f"/files/{path}{q}"),
         ("HEAD", f"/files/{path}"),
         ("POST", "/share"),

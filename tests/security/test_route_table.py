@@ -372,6 +372,12 @@ def tracker_samples(w: World) -> dict[tuple[str, str], Sample]:
         ("GET", "/meta/intents"): Sample("GET", "/meta/intents"),
         ("GET", "/meta/trash"): Sample("GET", "/meta/trash"),
         ("DELETE", "/meta/trash/{file_id}"): Sample("DELETE", f"/meta/trash/{t['file_id']}"),
+        ("POST", "/meta/trash/undelete"): Sample(
+            "POST", "/meta/trash/undelete", json_type, _json({"path": TARGET, "new_path": "/rt/u"})
+        ),
+        ("POST", "/meta/trash/purge"): Sample(
+            "POST", "/meta/trash/purge", json_type, _json({"all": True})
+        ),
         ("POST", "/meta/edits"): Sample("POST", "/meta/edits", json_type, _json({"path": TARGET})),
         ("POST", "/meta/edits/{txn}/commit"): Sample(
             "POST",

@@ -37,10 +37,14 @@ from mydfs.tracker.records import (
     EditType,
     FileEntry,
     Intent,
+    MarkTrash,
     Outcome,
+    PurgeTrash,
     PutFile,
     TrashReason,
     TrashRecord,
+    TrashState,
+    Undelete,
     decode_edit,
     encode_edit,
 )
@@ -140,11 +144,15 @@ def test_trash_record_golden() -> None:
 
 def test_headers_golden() -> None:
     seg = encode_segment_header(1)
-    assert seg == h("4d44454c 0200 0000 0100000000000000 f4cb2a80")
+    assert seg == h("4d44454c 0300 0000 0100000000000000 c41f5bb1")
     assert decode_segment_header(seg) == 1
     ck = encode_checkpoint_header(42, 1700000000.0)
-    assert ck == h("4d44434b 0200 0000 2a00000000000000 00000040fc54d941 e4df4729")
+    assert ck == h("4d44434b 0300 0000 2a00000000000000 00000040fc54d941 5928041e")
     assert decode_checkpoint_header(ck) == (42, 1700000000.0)
+    # Version 2 files (before the trash states) still read.
+    assert decode_segment_header(h("4d44454c 0200 0000 0100000000000000 f4cb2a80")) == 1
+    v2_ck = h("4d44434b 0200 0000 2a00000000000000 00000040fc54d941 e4df4729")
+    assert decode_checkpoint_header(v2_ck) == (42, 1700000000.0)
     # Version 1 files (before edits) still read.
     assert decode_segment_header(h("4d44454c 0100 0000 0100000000000000 a4b7b8d3")) == 1
     old_ck = h("4d44434b 0100 0000 2a00000000000000 00000040fc54d941 23c78370")
@@ -153,9 +161,9 @@ def test_headers_golden() -> None:
         with pytest.raises(Corrupt):
             decode_segment_header(damaged)
     newer = bytearray(encode_segment_header(1))
-    newer[4] = 3
+    newer[4] = 4
     newer[16:20] = crc32c(bytes(newer[:16])).to_bytes(4, "little")
-    with pytest.raises(Corrupt, match="version 3"):
+    with pytest.raises(Corrupt, match="version 4"):
         decode_segment_header(bytes(newer))
 
 
@@ -169,7 +177,8 @@ def test_checkpoint_file_golden() -> None:
     out = io.BytesIO()
     size = encode_checkpoint(42, ns.snapshot(), 1700000000.0, out)
     data = out.getvalue()
-    assert size == len(data) == 28 + (17 + 10 + 75) + (17 + 53) + (17 + 27) + (17 + 32)
+    # the trash record as CK_TRASH3 (format 3): 12 + 4 (path) + 60 (entry, version 0: no entry)
+    assert size == len(data) == 28 + (17 + 10 + 75) + (17 + 76) + (17 + 27) + (17 + 32)
     assert data[:28] == encode_checkpoint_header(42, 1700000000.0)
     # frames: records numbered from 1, END last with (files, trash, intents, decisions) counts
     assert data[28 + 8 : 28 + 17] == h("0100000000000000 10")
@@ -297,3 +306,52 @@ def test_checkpoint_with_decisions_round_trips() -> None:
     _, _, back = decode_checkpoint(data)
     assert back.state() == ns.state()
     assert back.decisions.get("ab" * 16) == DECISION_EXAMPLE
+
+
+# --- format version 3: trash states, undelete -------------------------------------------------
+
+
+def test_trash_record_v3_golden() -> None:
+    """``CK_TRASH3``: u8 state | f64 time | u8 reason | u16 path length | path | packed entry."""
+    record = TrashRecord.of("/a/b.bin", ENTRY_EXAMPLE, 1700000002.0, TrashReason.DELETED)
+    packed = record.pack3()
+    assert packed == h("00 00008040fc54d941 01 0800") + b"/a/b.bin" + ENTRY_BYTES
+    assert TrashRecord.unpack3(packed) == record and record.entry() == ENTRY_EXAMPLE
+    marked = record.with_state(TrashState.RECLAIMING)
+    assert marked.pack3()[:1] == h("02") and TrashRecord.unpack3(marked.pack3()) == marked
+    edited = TrashRecord.of("/a/b.bin", EDITED, 1700000002.0, TrashReason.REPLACED)
+    assert TrashRecord.unpack3(edited.pack3()).entry() == EDITED
+    # A format 2 record (CK_TRASH) lacks the entry: loadable, not restorable.
+    old = TrashRecord.unpack(record.pack())
+    assert old.entry() is None and old.to_dict()["restorable"] is False
+    for bad in (packed[:20], h("07") + packed[1:], packed[:9] + h("09") + packed[10:]):
+        with pytest.raises(Corrupt):
+            TrashRecord.unpack3(bad)
+
+
+def test_trash_edits_golden() -> None:
+    fid = bytes(range(16))
+    assert encode_edit(MarkTrash(FID)) == (EditType.MARK_TRASH, fid)
+    assert encode_edit(PurgeTrash(FID)) == (EditType.PURGE_TRASH, fid)
+    assert encode_edit(Undelete(FID, "/x")) == (EditType.UNDELETE, fid + b"/x")
+    assert (EditType.MARK_TRASH, EditType.PURGE_TRASH, EditType.UNDELETE) == (7, 8, 9)
+    assert EditType.CK_TRASH3 == 21
+    for edit in (MarkTrash(FID), PurgeTrash(FID), Undelete(FID, "/x")):
+        assert decode_edit(*encode_edit(edit)) == edit
+    with pytest.raises(Corrupt):
+        decode_edit(EditType.UNDELETE, fid)
+    with pytest.raises(Corrupt):
+        decode_edit(EditType.MARK_TRASH, fid + b"x")
+
+
+def test_checkpoint_keeps_trash_state_and_entry() -> None:
+    ns = Namespace()
+    ns.apply(PutFile("/a/b.bin", ENTRY_EXAMPLE))
+    ns.apply(DeleteFile("/a/b.bin", 1700000009.0))
+    ns.apply(MarkTrash(FID))
+    out = io.BytesIO()
+    encode_checkpoint(44, ns.snapshot(), 1700000010.0, out)
+    _, _, back = decode_checkpoint(out.getvalue())
+    assert back.state() == ns.state()
+    [record] = back.trash()
+    assert record.state is TrashState.RECLAIMING and record.entry() == ENTRY_EXAMPLE

@@ -135,7 +135,9 @@ def test_route_table() -> None:
     assert required_role("GET", "/health") is None
     assert required_role("HEAD", "/files/{path}") == "read"
     assert required_role("PUT", "/meta/files/{path}") == "write"
-    assert required_role("GET", "/meta/trash") == "admin"
+    assert required_role("GET", "/meta/trash") == "read"
+    assert required_role("POST", "/meta/trash/purge") == "write"
+    assert required_role("DELETE", "/meta/trash/{file_id}") == "admin"
     assert required_role("PATCH", "/somewhere/new") == "admin"  # unlisted: closed
     assert all(role in (None, "read", "write", "admin") for role in ROUTES.values())
 

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from mydfs.common.errors import AlreadyExists, Conflict, InvalidArgument, InvalidPath, NotFound
 from mydfs.common.location import Location
 from mydfs.tracker.namespace import Namespace, Registration
-from mydfs.tracker.records import Edit, FileEntry, decode_edit, encode_edit
+from mydfs.tracker.records import Edit, FileEntry, TrashState, decode_edit, encode_edit
 
 FID = "00112233445566778899aabbccddeeff"
 FID2 = "ffeeddccbbaa99887766554433221100"
@@ -106,13 +106,14 @@ def test_directory_and_parent_conflicts() -> None:
         ns.plan_delete("/nope", now=1.0)
 
 
-def test_empty_files_have_no_head_and_leave_no_trash() -> None:
+def test_empty_files_have_no_head_and_go_to_the_trash_too() -> None:
     ns = Namespace()
     put(ns, "/empty", reg(head=None))
     assert ns.stat("/empty").head is None
     assert ns.stat("/empty").to_dict("/empty")["head"] is None
     ns.apply(ns.plan_delete("/empty", now=5.0))
-    assert ns.trash() == []
+    [record] = ns.trash()  # nothing to free, but it can be undeleted
+    assert record.head is None and record.entry() is not None
 
 
 def test_intents_are_cleared_by_registration() -> None:
@@ -189,6 +190,8 @@ class NamespaceMachine(RuleBasedStateMachine):
         self.ns = Namespace()
         self.model: dict[str, tuple[str, int, tuple[int, int] | None, int, float]] = {}
         self.trash: dict[str, str] = {}
+        self.trashed: dict[str, tuple[str, int, tuple[int, int] | None, int, float]] = {}
+        self.marked: set[str] = set()  # trash records the reclaimer marked
         self.intents: dict[str, str] = {}
         self.edits: list[Edit] = []
         self.clock = 0.0
@@ -199,6 +202,13 @@ class NamespaceMachine(RuleBasedStateMachine):
 
     def _is_dir(self, path: str) -> bool:
         return any(p.startswith(path + "/") for p in self.model)
+
+    def _to_trash(
+        self, path: str, old: tuple[str, int, tuple[int, int] | None, int, float]
+    ) -> None:
+        self.trash[old[0]] = path
+        self.trashed[old[0]] = old
+        self.marked.discard(old[0])  # a new record: held
 
     def _apply(self, edit: Edit) -> Any:
         kind, payload = encode_edit(edit)
@@ -233,8 +243,8 @@ class NamespaceMachine(RuleBasedStateMachine):
         assert edit is not None
         replaced = self._apply(edit)
         assert (replaced is None) == (old is None)
-        if old is not None and old[2] is not None:
-            self.trash[old[0]] = path
+        if old is not None:  # empty files too: they can be undeleted
+            self._to_trash(path, old)
         self.intents.pop(fid, None)
         version = 1 if old is None else old[3] + 1
         ctime = now if old is None else old[4]
@@ -261,8 +271,7 @@ class NamespaceMachine(RuleBasedStateMachine):
         old = self.model.pop(path)
         removed = self._apply(edit)
         assert removed is not None and removed.file_id == old[0]
-        if old[2] is not None:
-            self.trash[old[0]] = path
+        self._to_trash(path, old)
 
     @rule(fid=_fids, path=_paths)
     def intent(self, fid: str, path: str) -> None:
@@ -278,6 +287,49 @@ class NamespaceMachine(RuleBasedStateMachine):
             return
         self._apply(edit)
         del self.trash[fid]
+
+    @rule(fid=_fids)
+    def mark(self, fid: str) -> None:
+        try:
+            edit = self.ns.plan_mark(fid)
+        except NotFound:
+            assert fid not in self.trash
+            return
+        assert (edit is None) == (fid in self.marked)
+        if edit is not None:
+            self._apply(edit)
+        self.marked.add(fid)
+
+    @rule(fid=_fids)
+    def purge(self, fid: str) -> None:
+        try:
+            edits = self.ns.plan_purge(None, fid)
+        except NotFound:
+            assert fid not in self.trash
+            return
+        for edit in edits:
+            self._apply(edit)
+
+    @rule(fid=_fids, to_path=st.one_of(st.none(), _paths))
+    def undelete(self, fid: str, to_path: str | None) -> None:
+        target = to_path
+        try:
+            edit = self.ns.plan_undelete(None, target, fid)
+        except NotFound:
+            assert fid not in self.trash
+            return
+        except Conflict:
+            to = self.trash[fid] if target is None else target
+            parent_file = any(to.startswith(p + "/") for p in self.model)
+            assert fid in self.marked or to in self.model or self._is_dir(to) or parent_file
+            return
+        to = self.trash[fid] if target is None else target
+        assert fid not in self.marked and to not in self.model and not self._is_dir(to)
+        restored = self._apply(edit)
+        old = self.trashed.pop(fid)
+        del self.trash[fid]
+        assert (restored.file_id, restored.size, restored.version) == (old[0], old[1], old[3])
+        self.model[to] = old
 
     @rule(path=st.one_of(st.just("/"), _paths))
     def listdir(self, path: str) -> None:
@@ -304,6 +356,8 @@ class NamespaceMachine(RuleBasedStateMachine):
         assert self.ns.files == len(self.model)
         assert self.ns.bytes == sum(v[1] for v in self.model.values())
         assert {r.file_id: r.path for r in self.ns.trash()} == self.trash
+        reclaiming = {r.file_id for r in self.ns.trash() if r.state is TrashState.RECLAIMING}
+        assert reclaiming == self.marked & set(self.trash)
         assert {i.file_id: i.path for i in self.ns.intents()} == self.intents
 
     def teardown(self) -> None:

@@ -270,3 +270,38 @@ async def test_an_edited_file_is_walked_by_file_id_and_its_301_slots_are_freed()
     finally:
         await reclaimer._session.close()
         await server.close()
+
+
+async def test_the_mark_comes_before_the_first_delete_and_a_refused_mark_frees_nothing() -> None:
+    g1 = Group(1, {5: (MINE, 0, 3, Location(1, 6)), 6: (MINE, 1, 4, None)})
+    server = await _serve(g1)
+    dropped: list[str] = []
+    marks: list[tuple[str, int]] = []  # (file id, deletes done when it was marked)
+    refuse = [True]
+
+    async def get_trash() -> list[TrashRecord]:
+        return [] if dropped else [_record(MINE, Location(1, 5), 2)]
+
+    async def drop(file_id: str) -> dict[str, Any]:
+        dropped.append(file_id)
+        return {}
+
+    async def mark(record: TrashRecord) -> None:
+        if refuse[0]:
+            raise NotFound("undeleted meanwhile", file_id=record.file_id)
+        marks.append((record.file_id, len(g1.deletes)))
+
+    reclaimer = Reclaimer(
+        Cluster(SECRET, lambda g: [g1.url], get_trash, drop, mark), rate=1000.0, interval=0.01
+    )
+    reclaimer._session = aiohttp.ClientSession()
+    try:
+        assert await reclaimer.pass_once() == 0  # the mark was refused: nothing deleted
+        assert g1.deletes == [] and dropped == []
+        refuse[0] = False
+        assert await reclaimer.pass_once() == 1
+        assert marks == [(MINE, 0)] and g1.deletes == [(6, MINE), (5, MINE)]
+        assert dropped == [MINE]
+    finally:
+        await reclaimer._session.close()
+        await server.close()
