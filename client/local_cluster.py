@@ -73,6 +73,7 @@ class LocalCluster:
         log_dir: Path | None = None,
         die_with_parent: bool = False,
         tls_dir: Path | None = None,
+        tracker_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -118,7 +119,11 @@ class LocalCluster:
                 die_with_parent=die_with_parent,
                 data_dir=self.root / "tracker",
                 secret=self.secret,
-                options=_flags_to_options(tls_args),
+                options={
+                    **LOCAL_TRACKER_OPTIONS,
+                    **(tracker_options or {}),
+                    **_flags_to_options(tls_args),
+                },
                 scheme=self.scheme,
                 ca=self.ca,
             )
@@ -351,6 +356,15 @@ class LocalCluster:
             what=f"a leader of group {group_id}",
             interval=0.1,
         )
+
+
+#: A local cluster's collector (docs/collector.md): an interrupted upload's orphans are freed
+#: within about a minute of its last slice, not an hour (``tracker_options`` override these).
+LOCAL_TRACKER_OPTIONS: dict[str, Any] = {
+    "orphan_grace": 30,
+    "intent_ttl": 30,
+    "collect_interval": 5,
+}
 
 
 def _flags_to_options(args: Sequence[str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from mydfs.common.config import add_arguments, render_default
 from mydfs.common.errors import MydfsError
@@ -41,11 +42,13 @@ async def serve(config: TrackerConfig) -> int:
 
     from mydfs.common.limits import LimitedRunner
     from mydfs.common.tls import listening_site
+    from mydfs.tracker.collector import Collector, Sources
     from mydfs.tracker.http_api import make_app
     from mydfs.tracker.keys import open_store
     from mydfs.tracker.metrics import TrackerMetrics
     from mydfs.tracker.reclaim import Cluster, Reclaimer
     from mydfs.tracker.service import Tracker
+    from mydfs.tracker.space import COLLECTOR_KEY, intents_of, roots_of
     from mydfs.tracker.store import MetaStore
 
     loop = asyncio.get_running_loop()
@@ -70,11 +73,28 @@ async def serve(config: TrackerConfig) -> int:
         log.info("no API keys yet: created key 'admin'; its token is in %s", bootstrap)
     else:
         log.info("%d API keys in %s", len(keys.keys), keys.path)
-    runner = LimitedRunner(
-        make_app(tracker, keys), config.limits, access_log=None, handle_signals=False
+    collector = Collector(
+        Sources(
+            config.secret,
+            lambda: [v.group_id for v in tracker.registry.groups(time.monotonic())],
+            tracker.group_urls,
+            lambda: roots_of(store.ns),
+            lambda: intents_of(store.ns),
+            tracker.drop_intent,
+        ),
+        grace=config.orphan_grace,
+        intent_ttl=config.intent_ttl,
+        rate=config.collect_rate,
+        interval=config.collect_interval,
+        registry=metrics.registry,
+        ca=config.tls_ca,
     )
+    app = make_app(tracker, keys)
+    app[COLLECTOR_KEY] = collector
+    runner = LimitedRunner(app, config.limits, access_log=None, handle_signals=False)
     ticker: asyncio.Task[None] | None = None
     reclaiming: asyncio.Task[None] | None = None
+    collecting: asyncio.Task[None] | None = None
     try:
         await runner.setup()
         site, scheme = listening_site(
@@ -106,15 +126,17 @@ async def serve(config: TrackerConfig) -> int:
             ca=config.tls_ca,
         )
         reclaiming = loop.create_task(reclaimer.run(), name="reclaim")
+        collecting = loop.create_task(collector.run(), name="collect")
         await stop.wait()
         log.info("stopping" if not fatal else "stopping after a fatal edit-log error")
     finally:
-        for task in (ticker, reclaiming):
+        for task in (ticker, reclaiming, collecting):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await runner.cleanup()
+        await collector.close()
         await store.close(final_checkpoint=not fatal)
     return 1 if fatal else 0
 
