@@ -8,10 +8,10 @@ record, the intents) and the clock, :func:`decide` computes:
   following next pointers and 301 targets across the reports (a 301's own next pointer is not
   followed: a reader never uses it);
 * the **protected owners**: file ids of intents still alive (younger than ``intent_ttl``, or
-  with a slot of the file pending or reserved less than ``intent_ttl`` ago: an upload in
-  progress), and the owner of every walk that could not be finished (a pointer into a group
-  without a report, to a slot the report does not list, or to a pending slot): what lies
-  beyond it is unknown, so every slot of that file stays;
+  with a slot of the file reserved less than ``intent_ttl`` ago: an upload in progress),
+  and the owner of every walk that could not be finished (a pointer into a group without a
+  report, to a slot the report does not list, or to a pending slot): what lies beyond it is
+  unknown, so every slot of that file stays;
 * the **orphans**: live or 301 slots that are not reachable, not locked, whose owner is not
   protected, and that were reserved at least ``grace_ms`` before their report (ages are taken
   on each leader's own clock: ``now_ms - reserved_at_ms`` of the same report).
@@ -200,17 +200,16 @@ def live_intents(
     reports: Mapping[int, Report], intents: Iterable[tuple[str, float]], now: float, ttl: float
 ) -> tuple[set[str], list[str]]:
     """(file ids of intents alive, file ids of intents expired). An intent is alive while it
-    is younger than ``ttl`` or its file has a slot pending or reserved less than ``ttl`` ago
-    (on its leader's clock): an upload still writing."""
+    is younger than ``ttl`` or its file has a slot (pending or not) reserved less than ``ttl``
+    ago (on its leader's clock): an upload still writing. A reservation older than that was
+    left by an upload that stopped (its pending slots are the storage settler's to abort)."""
     intents = list(intents)
     wanted = {fid for fid, _ in intents}
     active: set[str] = set()
     ttl_ms = ttl * 1000
     for report in reports.values():
         for rec in report.slots.values():
-            if rec.file_id in wanted and (
-                rec.state == PENDING or report.now_ms - rec.reserved_at_ms < ttl_ms
-            ):
+            if rec.file_id in wanted and report.now_ms - rec.reserved_at_ms < ttl_ms:
                 active.add(rec.file_id)
     alive = {fid for fid, t in intents if now - t < ttl or fid in active}
     return alive, [fid for fid, _ in intents if fid not in alive]
