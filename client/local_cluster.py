@@ -58,7 +58,8 @@ class LocalCluster:
     process serves HTTPS with that folder's certificate (:mod:`mydfs.client.tlsgen` makes a
     throwaway CA there if it has none) and trusts its CA; ``ca`` is then the file clients pass
     as ``ca=`` / ``--ca``. The secret reaches the processes in their environment, never on a
-    command line."""
+    command line. ``tracker_options`` (config keys) go to the tracker, over
+    :data:`LOCAL_TRACKER_OPTIONS` (a short orphan collector's grace, ``docs/collector.md``)."""
 
     def __init__(
         self,

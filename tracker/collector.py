@@ -13,12 +13,14 @@ attempt that failed before its prepare, a slice uploaded twice by a retry. Every
 3. takes the roots: the heads of every live file and trash record (after the reports: a file
    registered meanwhile is a root);
 4. decides (:func:`mydfs.tracker.orphans.decide`, pure);
-5. frees each orphan with the signed ``DELETE /internal/slices/{slot}?gen=G&file=F&fv=V``: the
+5. forgets the intents that expired (``DropIntent`` edits), before any slice of their file is
+   freed: a registration needs the intent, so that upload can no longer register a file whose
+   slices are gone; an intent already gone (registered since step 1) spares its file's slices;
+6. frees each orphan with the signed ``DELETE /internal/slices/{slot}?gen=G&file=F&fv=V``: the
    node deletes (or, for a 301, releases) the slot only if file F still owns it at generation G
    and F's version in the group is still V, the one of the report (no edit of F committed
    there since), and refuses a slot an edit holds locked; at most ``collect_rate`` slices per
-   second;
-6. forgets the intents that expired (``DELETE``-like ``DropIntent`` edits).
+   second.
 
 The rules and why they are safe are in ``docs/collector.md``. :meth:`Collector.survey` (steps
 1-4 without freeing anything) also serves ``GET /space`` (``mydfs df``).
@@ -27,7 +29,6 @@ The rules and why they are safe are in ``docs/collector.md``. :meth:`Collector.s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -179,7 +180,20 @@ class Collector:
                 len(verdict.orphans),
                 verdict.young,
             )
+        # Expired intents are forgotten before any slice of their file is freed: from then on
+        # the upload cannot register its file (a registration needs the intent). One that is
+        # gone already may have been registered since the survey: its slices are spared.
+        spared: set[str] = set()
+        for fid in verdict.expired_intents:
+            try:
+                await self._s.drop_intent(fid)
+            except NotFound:
+                spared.add(fid)
+                continue
+            log.info("collector: intent of %s expired; forgotten", fid)
         for rec in verdict.orphans:
+            if rec.file_id in spared:
+                continue
             pause = self._limit.wait(self._clock())
             if pause > 0:
                 await asyncio.sleep(pause)
@@ -188,10 +202,6 @@ class Collector:
                     freed += 1
             except (MydfsError, aiohttp.ClientError, TimeoutError) as exc:
                 log.info("collector: slice %d:%d not freed this pass: %s", rec.group, rec.slot, exc)
-        for fid in verdict.expired_intents:
-            with contextlib.suppress(NotFound):  # registered or dropped meanwhile
-                await self._s.drop_intent(fid)
-                log.info("collector: intent of %s expired; forgotten", fid)
         self.freed += freed
         self.passes += 1
         self.metrics.freed.inc(freed)

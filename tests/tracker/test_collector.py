@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from mydfs.client.cli_df import KINDS, human, rows
 from mydfs.common.auth import AUTH_HEADER, verify
+from mydfs.common.errors import NotFound
 from mydfs.common.location import Location
 from mydfs.tracker.collector import Collector, Sources
 from mydfs.tracker.orphans import Roots
@@ -72,7 +75,10 @@ class Leader:
         return web.json_response({"slot": int(request.match_info["slot"])})
 
 
-async def test_a_pass_frees_exactly_the_orphans() -> None:
+@pytest.mark.parametrize("registered", [False, True])
+async def test_a_pass_frees_exactly_the_orphans(registered: bool) -> None:
+    """``registered``: upload 10 registered its file after the survey (its intent is gone):
+    its slices are spared."""
     leader = Leader()
     app = web.Application()
     app.router.add_get("/internal/report", leader.report)
@@ -82,6 +88,8 @@ async def test_a_pass_frees_exactly_the_orphans() -> None:
     dropped: list[str] = []
 
     async def drop(file_id: str) -> None:
+        if registered:
+            raise NotFound("no such intent", file_id=file_id)
         dropped.append(file_id)
 
     roots = Roots(files=[(fid(1), Location(1, 0))], trash=[(fid(2), Location(1, 2))])
@@ -97,13 +105,14 @@ async def test_a_pass_frees_exactly_the_orphans() -> None:
     )
     try:
         freed = await collector.pass_once()
-        assert leader.deletes == [
+        expected = [
             f"/internal/slices/6?gen=7&file={fid(4)}&fv=0",
             f"/internal/slices/4?gen=5&file={fid(4)}&fv=7",
             f"/internal/slices/10?gen=11&file={fid(10)}&fv=0",
         ]
-        assert freed == 3
-        assert dropped == [fid(10)]
+        assert leader.deletes == expected[:2] if registered else expected
+        assert freed == len(leader.deletes)
+        assert dropped == ([] if registered else [fid(10)])
         space = await collector.space()
         group = space["groups"][0]
         assert group["files"] == {"slots": 2, "bytes": 200}
@@ -143,3 +152,20 @@ async def test_a_group_without_a_leader_answering_is_left_alone() -> None:
     finally:
         await collector.close()
         await server.close()
+
+
+def test_df_table() -> None:
+    fig = {"slots": 2, "bytes": 3 * 1024 * 1024}
+    space = {
+        "groups": [
+            {"group": 1, "report": True, **dict.fromkeys(KINDS, fig)},
+            {"group": 2, "report": False},
+        ],
+        "cluster": dict.fromkeys(KINDS, fig),
+    }
+    table = rows(space)
+    assert table[0] == ("GROUP", "FREE", "LIVE", "301", "PENDING", "FILES", "TRASH", "ORPHAN")
+    assert table[1] == ("1", *("2 (3.0M)" for _ in KINDS))
+    assert table[2] == ("2", *("?" for _ in KINDS))
+    assert table[3][0] == "all"
+    assert human(512) == "512"
