@@ -8,8 +8,8 @@ attempt that failed before its prepare, a slice uploaded twice by a retry. Every
 1. notes the intents (before the reports: an upload registered while the reports are taken
    was an intent then);
 2. takes the slot report of every group from its leader (``GET /internal/report``, signed);
-   a group whose leader does not answer has no report this pass: none of its slots is chosen
-   and every walk into it protects its file;
+   while a group's leader does not answer, the pass frees nothing (a slot an edit holds
+   locked there may lead anywhere; an upload may be writing there);
 3. takes the roots: the heads of every live file and trash record (after the reports: a file
    registered meanwhile is a root);
 4. decides (:func:`mydfs.tracker.orphans.decide`, pure);
@@ -158,7 +158,7 @@ class Collector:
                 log.info("collector: no report of group %d this pass: %s", group, exc)
         roots = self._s.roots()
         roots = Roots(roots.files, roots.trash, intents)
-        verdict = decide(reports, roots, self._wall(), self._rules)
+        verdict = decide(reports, roots, self._wall(), self._rules, groups)
         return Survey(reports, verdict, groups)
 
     async def space(self) -> dict[str, Any]:
@@ -173,6 +173,9 @@ class Collector:
         s = await self.survey()
         verdict = s.verdict
         self.metrics.found.set(len(verdict.orphans))
+        if not verdict.complete:
+            missing = sorted(set(s.groups) - set(s.reports))
+            log.info("collector: no report of groups %s: nothing freed this pass", missing)
         freed = 0
         if verdict.orphans:
             log.info(

@@ -16,7 +16,9 @@ record, the intents) and the clock, :func:`decide` computes:
   protected, and that were reserved at least ``grace_ms`` before their report (ages are taken
   on each leader's own clock: ``now_ms - reserved_at_ms`` of the same report).
 
-Everything else stays: a slot the collector cannot prove unreferenced is never chosen. The
+While a group the tracker knows has no report, nothing is chosen at all: a slot there that
+an edit holds locked may lead to any slot, and an upload may be writing there. Everything
+else stays: a slot the collector cannot prove unreferenced is never chosen. The
 rules and the windows they cover are in ``docs/collector.md``. :func:`space` turns reports and
 a verdict into ``mydfs df``'s figures.
 """
@@ -98,6 +100,7 @@ class Verdict:
     orphans: list[Slot]  # 301 slots first, then live ones; by group and slot
     young: int  # unreferenced slots still inside the grace period
     expired_intents: list[str]  # intents neither young nor active: to be forgotten
+    complete: bool = True  # every known group reported (else nothing is chosen)
 
 
 # --- reports -----------------------------------------------------------------------------------
@@ -215,8 +218,18 @@ def live_intents(
     return alive, [fid for fid, _ in intents if fid not in alive]
 
 
-def decide(reports: Mapping[int, Report], roots: Roots, now: float, rules: Rules) -> Verdict:
-    """The collector's verdict (see the module docstring). Pure."""
+def decide(
+    reports: Mapping[int, Report],
+    roots: Roots,
+    now: float,
+    rules: Rules,
+    groups: Iterable[int] = (),
+) -> Verdict:
+    """The collector's verdict (see the module docstring). Pure. ``groups``: every group the
+    tracker knows; while one of them has no report, nothing is chosen and no intent expires
+    (its slots' locks, pointers and reservations are unknown: a locked slot there may lead
+    anywhere, an upload may be writing there)."""
+    complete = set(groups) <= set(reports)
     walker = _Walker(reports)
     files: set[Key] = set()
     for fid, head in roots.files:
@@ -248,7 +261,9 @@ def decide(reports: Mapping[int, Report], roots: Roots, now: float, rules: Rules
                 continue
             orphans.append(rec)
     orphans.sort(key=lambda r: (r.state != MOVED, r.group, r.slot))
-    return Verdict(files, trash, set(walker.seen), protected, orphans, young, expired)
+    if not complete:
+        orphans, expired = [], []
+    return Verdict(files, trash, set(walker.seen), protected, orphans, young, expired, complete)
 
 
 # --- df ----------------------------------------------------------------------------------------
@@ -261,7 +276,7 @@ def _figure(slots: int, size: int) -> dict[str, int]:
 def space(reports: Mapping[int, Report], verdict: Verdict, groups: Iterable[int]) -> dict[str, Any]:
     """``mydfs df``: per group and for the cluster, slots and bytes that are free, live, 301,
     pending, of live files, of trash records and orphans. A group without a report is listed
-    with ``"report": false`` and left out of the totals."""
+    with ``"report": false`` and left out of the totals (and no slot is an orphan then)."""
     orphan_keys = {o.key for o in verdict.orphans}
     kinds = ("free", "live", "moved", "pending", "files", "trash", "orphan")
     total = {k: _figure(0, 0) for k in kinds}
@@ -289,7 +304,7 @@ def space(reports: Mapping[int, Report], verdict: Verdict, groups: Iterable[int]
             total[k]["slots"] += row[k]["slots"]
             total[k]["bytes"] += row[k]["bytes"]
         out.append({"group": group, "report": True, **row})
-    return {"groups": out, "cluster": total}
+    return {"groups": out, "cluster": total, "complete": verdict.complete}
 
 
 __all__ = [
