@@ -226,10 +226,15 @@ def decide(
     groups: Iterable[int] = (),
 ) -> Verdict:
     """The collector's verdict (see the module docstring). Pure. ``groups``: every group the
-    tracker knows; while one of them has no report, nothing is chosen and no intent expires
-    (its slots' locks, pointers and reservations are unknown: a locked slot there may lead
-    anywhere, an upload may be writing there)."""
-    complete = set(groups) <= set(reports)
+    tracker has heard from; with the groups a root head or a reported pointer names, these
+    are the groups known. While one of them has no report, nothing is chosen and no intent
+    expires (its slots' locks, pointers and reservations are unknown: a locked slot there may
+    lead anywhere, an upload may be writing there)."""
+    known = set(groups) | {h.group for _, h in (*roots.files, *roots.trash)}
+    for report in reports.values():  # a group a pointer names exists, heard from or not
+        for rec in report.slots.values():
+            known |= {loc.group for loc in (rec.next, rec.target) if loc is not None}
+    complete = known <= set(reports)
     walker = _Walker(reports)
     files: set[Key] = set()
     for fid, head in roots.files:

@@ -175,6 +175,20 @@ def test_nothing_is_chosen_while_a_group_has_no_report(w: World, missing: int) -
     v = decide(w.reports(frozenset({missing})), roots, NOW, RULES, GROUPS)
     assert (v.orphans, v.expired_intents, v.complete) == ([], [], False)
     assert space(w.reports(frozenset({missing})), v, GROUPS)["cluster"]["orphan"]["slots"] == 0
+    # Not heard from (a tracker just restarted): known all the same when a root or a pointer
+    # names it; otherwise none of its slots matters to the others' reachability.
+    names = {h.group for _, h in w.files + w.trash} | {
+        loc.group for s in w.slots.values() if s.key[0] != missing
+        for loc in (s.next, s.target) if loc is not None
+    }  # fmt: skip
+    v = decide(w.reports(frozenset({missing})), roots, NOW, RULES)
+    assert v.complete == (missing not in names)
+    if v.complete:  # (a real lock is on a live file's chain, which names its group)
+        locked_there = {
+            k for chains in w.chains.values() for c in chains
+            if any(w.slots[j].locked and j[0] == missing for j in c) for k in c
+        }  # fmt: skip
+        assert not {o.key for o in v.orphans} & (w.reachable - locked_there)
 
 
 @settings(max_examples=200, deadline=None)
