@@ -20,8 +20,8 @@ from mydfs.client import Client
 from mydfs.client.local_cluster import LocalCluster
 
 #: Short collector settings: a slice is an orphan 3 s after its reservation, an upload's
-#: intent protects its file until 8 s after it was made and after its last slice.
-OPTIONS = {"orphan_grace": 3, "intent_ttl": 8, "collect_interval": 1, "collect_rate": 1}
+#: intent protects its file until 15 s after it was made and after its last slice.
+OPTIONS = {"orphan_grace": 3, "intent_ttl": 15, "collect_interval": 1, "collect_rate": 1}
 
 
 def df(c: LocalCluster) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def put_from_pipe(c: LocalCluster, path: str) -> subprocess.Popen[bytes]:
     )
 
 
-def feed(proc: subprocess.Popen[bytes], data: bytes, pause: float = 2.5) -> None:
+def feed(proc: subprocess.Popen[bytes], data: bytes, pause: float = 4.0) -> None:
     """Write ``data`` to ``proc``'s standard input one slice at a time, ``pause`` s apart."""
     assert proc.stdin is not None
     try:
@@ -89,12 +89,14 @@ def test_orphans_of_a_killed_upload_are_freed_and_nothing_else(
             wait_for("3 slices of the upload to be written", written, 40)
             killed.kill()
             killed.wait(10)
-            # An upload still in progress meanwhile: one slice every 2.5 s (a thread feeds it),
+            # An upload still in progress meanwhile: one slice every 4 s (a thread feeds it),
             # longer than its intent's TTL after it was made: its latest reservation keeps it.
             upload = put_from_pipe(c, "/slow.bin")
             feeder = threading.Thread(target=feed, args=(upload, slow), daemon=True)
             feeder.start()
             wait_for("df to show orphans", lambda: df(c)["cluster"]["orphan"]["slots"] > 0, 45)
+            table = cli_ok("df", tracker=c.tracker_url).stdout.decode()
+            assert "ORPHAN" in table.splitlines()[0] and table.splitlines()[-2].startswith("all")
             feeder.join(60)
             assert upload.wait(60) == 0, upload.stderr.read() if upload.stderr else ""
 
