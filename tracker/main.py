@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import time
 
 from mydfs.common.config import add_arguments, render_default
 from mydfs.common.errors import MydfsError
@@ -42,13 +41,12 @@ async def serve(config: TrackerConfig) -> int:
 
     from mydfs.common.limits import LimitedRunner
     from mydfs.common.tls import listening_site
-    from mydfs.tracker.collector import Collector, Sources
     from mydfs.tracker.http_api import make_app
     from mydfs.tracker.keys import open_store
     from mydfs.tracker.metrics import TrackerMetrics
     from mydfs.tracker.reclaim import Cluster, Reclaimer
     from mydfs.tracker.service import Tracker
-    from mydfs.tracker.space import COLLECTOR_KEY, intents_of, roots_of
+    from mydfs.tracker.space import COLLECTOR_KEY, make_collector
     from mydfs.tracker.store import MetaStore
 
     loop = asyncio.get_running_loop()
@@ -73,22 +71,7 @@ async def serve(config: TrackerConfig) -> int:
         log.info("no API keys yet: created key 'admin'; its token is in %s", bootstrap)
     else:
         log.info("%d API keys in %s", len(keys.keys), keys.path)
-    collector = Collector(
-        Sources(
-            config.secret,
-            lambda: [v.group_id for v in tracker.registry.groups(time.monotonic())],
-            tracker.group_urls,
-            lambda: roots_of(store.ns),
-            lambda: intents_of(store.ns),
-            tracker.drop_intent,
-        ),
-        grace=config.orphan_grace,
-        intent_ttl=config.intent_ttl,
-        rate=config.collect_rate,
-        interval=config.collect_interval,
-        registry=metrics.registry,
-        ca=config.tls_ca,
-    )
+    collector = make_collector(tracker)  # the orphan collector and GET /space
     app = make_app(tracker, keys)
     app[COLLECTOR_KEY] = collector
     runner = LimitedRunner(app, config.limits, access_log=None, handle_signals=False)
