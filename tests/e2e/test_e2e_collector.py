@@ -1,6 +1,6 @@
 """The orphan collector on a real cluster (``docs/collector.md``): an upload killed with -9
 halfway leaves live slices nothing references; ``mydfs df`` shows them as orphans and the
-collector frees them, while a live file, an edited file (its 301 and new slices) and an upload
+collector frees them, and the slice of an edit attempt that died before its prepare too, while a live file, an edited file (its 301 and new slices) and an upload
 still in progress (its intent, kept alive by its slices) keep every slice and read back
 byte-identical."""
 
@@ -10,11 +10,12 @@ import json
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from e2e_helpers import SLICE, cli_ok, random_bytes
-from helpers import entry_point
+from helpers import entry_point, grant_headers, signed_headers
 
 from mydfs.client import Client
 from mydfs.client.local_cluster import LocalCluster
@@ -46,6 +47,22 @@ def put_from_pipe(c: LocalCluster, path: str) -> subprocess.Popen[bytes]:
     )
 
 
+def stray_slice(c: LocalCluster, file_id: str) -> tuple[int, int]:
+    """Upload one slice owned by ``file_id`` straight to group 1's leader, as an editor
+    does before its prepare; (slot, generation)."""
+    leader = c.wait_leader(1)
+    headers = {**grant_headers(c.secret, "write", file_id), "X-Mydfs-Index": "0"}
+    req = urllib.request.Request(
+        f"{leader.url}/slices?upload=stray-{file_id[:8]}",
+        data=b"stray" * 1000,
+        headers=headers,
+        method="PUT",
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = json.loads(resp.read())
+    return int(body["slot"]), int(body["generation"])
+
+
 def feed(proc: subprocess.Popen[bytes], data: bytes, pause: float = 4.0) -> None:
     """Write ``data`` to ``proc``'s standard input one slice at a time, ``pause`` s apart."""
     assert proc.stdin is not None
@@ -73,6 +90,9 @@ def test_orphans_of_a_killed_upload_are_freed_and_nothing_else(
             client.put("/edit.bin", bytes(edited))
             client.write("/edit.bin", 5, b"hello")  # a 301 and new slices
             edited[5:10] = b"hello"
+            # The new slice of an edit attempt that died before its prepare: live, owned by
+            # keep.bin's file id, referenced by nothing.
+            stray = stray_slice(c, client.stat("/keep.bin").file_id)
             base = client.df()["cluster"]
             assert base["orphan"]["slots"] == 0
             # An upload killed halfway: 6 slices fed, the pipe left open, kill -9 once at
@@ -113,6 +133,16 @@ def test_orphans_of_a_killed_upload_are_freed_and_nothing_else(
             assert client.read("/edit.bin") == bytes(edited)
             assert client.read("/slow.bin") == slow
             assert not client.exists("/killed.bin")
+            slot, gen = stray
+            meta = f"/slices/{slot}/meta"
+            with urllib.request.urlopen(
+                urllib.request.Request(
+                    c.wait_leader(1).url + meta, headers=signed_headers(c.secret, "GET", meta)
+                ),
+                timeout=30,
+            ) as resp:
+                now = json.loads(resp.read())
+            assert now["generation"] != gen or now["state"] == "deleted", now
     finally:
         for proc in (killed, upload):
             if proc is not None and proc.poll() is None:
