@@ -1,8 +1,8 @@
 """The orphan collector on a real cluster (``docs/collector.md``): an upload killed with -9
 halfway leaves live slices nothing references; ``mydfs df`` shows them as orphans and the
-collector frees them, and the slice of an edit attempt that died before its prepare too, while a live file, an edited file (its 301 and new slices) and an upload
-still in progress (its intent, kept alive by its slices) keep every slice and read back
-byte-identical."""
+collector frees them, and the slice of an edit attempt that died before its prepare too,
+while a live file, an edited file (its 301 and new slices) and an upload still in progress
+(its intent, kept alive by its slices) keep every slice and read back byte-identical."""
 
 from __future__ import annotations
 
