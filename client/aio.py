@@ -201,6 +201,14 @@ class AsyncClient(EditMethods, TrashMethods):
         return result
 
     @traced
+    async def df(self) -> dict[str, Any]:
+        """Space per group and for the cluster (``GET /space``, ``docs/collector.md``): slots
+        and bytes free, live, 301 (``moved``), pending, of live files, of trash records and
+        orphans."""
+        result: dict[str, Any] = await self._tracker("GET", f"{self.tracker}/space")
+        return result
+
+    @traced
     async def stat(self, path: str) -> FileInfo:
         """The file's entry; :class:`NotFound` if there is none."""
         check_file_path(path)

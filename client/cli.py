@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="groups, nodes, roles, free space and health")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = sub.add_parser("df", help="space per group: free, live, 301, pending, trash, orphans")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = sub.add_parser("top", help="live view of the cluster: nodes, ops/s, hot slices, events")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     p.add_argument("--interval", type=float, default=1.5, help="seconds between frames")
@@ -257,6 +260,15 @@ def _run(args: argparse.Namespace, tracker: str, token: str | None) -> int:
                 _print_json(status)
             else:
                 _print_status(status)
+            return 0
+        if cmd == "df":
+            from mydfs.client.cli_df import print_df
+
+            space = client.df()
+            if args.json:
+                _print_json(space)
+            else:
+                print_df(space)
             return 0
     raise AssertionError(args.command)
 

@@ -60,7 +60,8 @@ class LocalCluster:
     as ``ca=`` / ``--ca``. The secret reaches the processes in their environment, never on a
     command line. ``trash_retention`` is the tracker's (seconds a removed file stays
     undeletable; short by default so tests see space freed soon; ``mydfs cluster up`` uses 60 s);
-    ``tracker_options`` are more tracker config keys (e.g. ``{"reclaim_rate": 2}``)."""
+    ``tracker_options`` (config keys) go to the tracker, over :data:`LOCAL_TRACKER_OPTIONS` (a
+    short orphan collector's grace, ``docs/collector.md``), e.g. ``{"reclaim_rate": 2}``."""
 
     def __init__(
         self,
@@ -123,9 +124,10 @@ class LocalCluster:
                 data_dir=self.root / "tracker",
                 secret=self.secret,
                 options={
-                    **_flags_to_options(tls_args),
+                    **LOCAL_TRACKER_OPTIONS,
                     "trash_retention": trash_retention,
                     **(tracker_options or {}),
+                    **_flags_to_options(tls_args),
                 },
                 scheme=self.scheme,
                 ca=self.ca,
@@ -359,6 +361,15 @@ class LocalCluster:
             what=f"a leader of group {group_id}",
             interval=0.1,
         )
+
+
+#: A local cluster's collector (docs/collector.md): an interrupted upload's orphans are freed
+#: within about a minute of its last slice, not an hour (``tracker_options`` override these).
+LOCAL_TRACKER_OPTIONS: dict[str, Any] = {
+    "orphan_grace": 30,
+    "intent_ttl": 30,
+    "collect_interval": 5,
+}
 
 
 def _flags_to_options(args: Sequence[str]) -> dict[str, Any]:

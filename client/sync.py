@@ -172,6 +172,9 @@ class Client:
     def status(self) -> dict[str, Any]:
         return self._run(self._aio.status())
 
+    def df(self) -> dict[str, Any]:
+        return self._run(self._aio.df())
+
     # --- editing in place (client/editor.py) -----------------------------------------------
 
     def write(

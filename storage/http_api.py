@@ -16,8 +16,10 @@ Public (each needs a grant for the file, ``storage/http_grants.py``; W = write, 
 Internal: PUT /internal/slices/{slot}    a payload pushed by the leader      (signed)
           GET /internal/slices/{slot}    a payload fetched by a peer          (signed)
           GET /internal/holds/{slot}     does this node hold it durably?      (signed)
+          GET /internal/report           the group's slot report (collector, df)  (signed, leader)
           DELETE /internal/slices/{slot}?gen&file  leave a 404 if file owns it (signed, leader;
-                                         a 301 slot is released, a locked one is 409)
+                                         a 301 slot is released, a locked one is 409;
+                                         with fv=V, 409 unless the file's version here is V)
 Plain-HTTP edits (any node; ``storage/http_edit_files.py``, a write grant for the path):
           PATCH|POST|PUT /files/{path}   edit or create a file for the caller, via the SDK
 Edits (leader; ``storage/http_edits.py``):
@@ -69,7 +71,14 @@ from mydfs.storage.http_common import NODE_KEY, broken_chain, json_response
 from mydfs.storage.http_edit_files import add_edit_file_routes
 from mydfs.storage.http_edits import add_edit_routes
 from mydfs.storage.http_files import add_file_routes
-from mydfs.storage.http_grants import check_slot_owner, delete_verdict, require, token_of
+from mydfs.storage.http_grants import (
+    check_file_version,
+    check_slot_owner,
+    delete_verdict,
+    require,
+    token_of,
+)
+from mydfs.storage.http_report import add_report_routes
 from mydfs.storage.http_routes import route_guard
 from mydfs.storage.node import StorageNode
 from mydfs.storage.peers import location_text
@@ -387,6 +396,9 @@ async def delete_slice(request: web.Request) -> web.Response:
     info = node.info(slot)
     if not delete_verdict(info, slot, generation, file_id):
         return json_response({"slot": slot, "generation": generation, "duplicate": True})
+    expect = _int_arg(request, "fv")  # the collector: no edit of the file here since its report
+    if expect is not None:
+        check_file_version(node.group.read(lambda g: g.file_version(file_id)), expect, slot)
     # The command carries the generation: a slot reused meanwhile refuses it in the log. A 301
     # slot (an edited file's entry point) is released; a slot an edit holds locked is refused
     # (409 reason=locked) by the table, and the reclaimer retries on its next pass.
@@ -501,6 +513,7 @@ def make_app(node: StorageNode) -> web.Application:
     app.router.add_get("/internal/slices/{slot}", fetch_replica)
     app.router.add_get("/internal/holds/{slot}", holds)
     app.router.add_delete("/internal/slices/{slot}", delete_slice)
+    add_report_routes(app)
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)

@@ -62,6 +62,18 @@ def check_slot_owner(info: SlotInfo | None, grant: Grant, slot: int) -> None:
         raise Forbidden("the slot belongs to another file than the grant's", slot=slot)
 
 
+def check_file_version(current: int, expected: int, slot: int) -> None:
+    """The collector's delete condition: :class:`Conflict` ``reason=file_version`` (409,
+    nothing deleted) unless the slot's file is at ``expected`` in this group, the version its
+    report showed: an edit of the file committed here since may have linked the slot."""
+    if current != expected:
+        raise Conflict(
+            f"slot {slot}: its file is at version {current} here, not {expected}: left alone",
+            slot=slot,
+            reason="file_version",
+        )
+
+
 def delete_verdict(info: SlotInfo | None, slot: int, generation: int, file_id: str) -> bool:
     """Whether an internal delete of ``slot`` at ``generation`` for file ``file_id`` goes on
     (True) or already happened (False: the slot is deleted at that generation). Raises

@@ -67,6 +67,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/internal/slices/{slot}"): SIGNED,
     ("GET", "/internal/holds/{slot}"): SIGNED,
     ("DELETE", "/internal/slices/{slot}"): SIGNED,
+    ("GET", "/internal/report"): SIGNED,
     ("POST", "/edits/{txn}/prepare"): WRITE,
     ("POST", "/edits/{txn}/commit"): DECISION,
     ("POST", "/edits/{txn}/rollback"): DECISION,

@@ -74,6 +74,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/ui/{name}"): OPEN,
     ("GET", "/cluster"): "read",
     ("GET", "/cluster/view"): "read",
+    ("GET", "/space"): "read",
     ("GET", "/meta/files/{path}"): "read",
     ("GET", "/meta/list"): "read",
     ("GET", "/meta/list/{path}"): "read",

@@ -90,6 +90,22 @@ OPTIONS: tuple[Option, ...] = (
         "reclaimer frees its slices; mydfs trash purge / rm --now free at once",
     ),
     Option(
+        "orphan_grace",
+        "float",
+        3600.0,
+        "seconds a slice must have been reserved before the collector may free it as an orphan "
+        "(docs/collector.md)",
+    ),
+    Option(
+        "intent_ttl",
+        "float",
+        3600.0,
+        "seconds an upload's intent protects its slices after it was made and after the "
+        "upload's last slice; then the collector forgets it",
+    ),
+    Option("collect_rate", "float", 50.0, "at most this many orphan slices freed per second"),
+    Option("collect_interval", "float", 60.0, "seconds between passes of the orphan collector"),
+    Option(
         "edit_decision_retention",
         "float",
         3600.0,
@@ -130,6 +146,10 @@ class TrackerConfig:
     reclaim_interval: float = 1.0
     edit_decision_retention: float = 3600.0
     trash_retention: float = 86_400.0
+    orphan_grace: float = 3600.0
+    intent_ttl: float = 3600.0
+    collect_rate: float = 50.0
+    collect_interval: float = 60.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -187,6 +207,14 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
             f"{v['trash_retention']!r} (to free removed files at once use 'mydfs rm --now' "
             "or 'mydfs trash purge')"
         )
+    for key, lo, hi in (
+        ("orphan_grace", 1.0, 30 * 86400),
+        ("intent_ttl", 1.0, 30 * 86400),
+        ("collect_rate", 0.1, 1_000_000),
+        ("collect_interval", 0.1, 86400),
+    ):
+        if not lo <= v[key] <= hi:
+            raise ConfigError(f"config key {key}: must be between {lo:g} and {hi:g}")
     level = v["log_level"].lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(
@@ -226,6 +254,10 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         reclaim_interval=v["reclaim_interval"],
         edit_decision_retention=v["edit_decision_retention"],
         trash_retention=v["trash_retention"],
+        orphan_grace=v["orphan_grace"],
+        intent_ttl=v["intent_ttl"],
+        collect_rate=v["collect_rate"],
+        collect_interval=v["collect_interval"],
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_ca=tls_ca,

@@ -14,6 +14,7 @@ Reads:     GET|HEAD /files/{path}          307 to a storage node of the head's g
 Edits:     PATCH|POST|PUT /files/{path}    307 to any up storage node, with a write grant for
                                            the path (tracker/edit_redirect.py)
 Ops:       GET  /health, /metrics
+Space:     GET  /space                     slots and bytes per group: mydfs df (tracker/space.py)
 Monitor:   GET  /cluster/view, /ui             live cluster view, dashboard (tracker/ui.py)
 Access:    GET|POST /admin/keys, DELETE /admin/keys/{name}, POST /share     (tracker/auth.py)
 
@@ -48,6 +49,7 @@ from mydfs.tracker.auth import install as install_auth
 from mydfs.tracker.keys import KeyStore
 from mydfs.tracker.records import check_file_id
 from mydfs.tracker.service import Tracker
+from mydfs.tracker.space import get_space
 from mydfs.tracker.ui import install as install_monitoring
 
 TRACKER_KEY = web.AppKey("tracker", Tracker)
@@ -301,5 +303,6 @@ def make_app(tracker: Tracker, keys: KeyStore) -> web.Application:
         )
     r.add_get("/health", health)
     r.add_get("/metrics", metrics)
+    r.add_get("/space", get_space)  # mydfs df (tracker/space.py, docs/collector.md)
     install_monitoring(app, tracker)  # /cluster/view, /ui (tracker/ui.py)
     return app

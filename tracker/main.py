@@ -46,6 +46,7 @@ async def serve(config: TrackerConfig) -> int:
     from mydfs.tracker.metrics import TrackerMetrics
     from mydfs.tracker.reclaim import Cluster, Reclaimer
     from mydfs.tracker.service import Tracker
+    from mydfs.tracker.space import COLLECTOR_KEY, make_collector
     from mydfs.tracker.store import MetaStore
 
     loop = asyncio.get_running_loop()
@@ -70,11 +71,13 @@ async def serve(config: TrackerConfig) -> int:
         log.info("no API keys yet: created key 'admin'; its token is in %s", bootstrap)
     else:
         log.info("%d API keys in %s", len(keys.keys), keys.path)
-    runner = LimitedRunner(
-        make_app(tracker, keys), config.limits, access_log=None, handle_signals=False
-    )
+    collector = make_collector(tracker)  # the orphan collector and GET /space
+    app = make_app(tracker, keys)
+    app[COLLECTOR_KEY] = collector
+    runner = LimitedRunner(app, config.limits, access_log=None, handle_signals=False)
     ticker: asyncio.Task[None] | None = None
     reclaiming: asyncio.Task[None] | None = None
+    collecting: asyncio.Task[None] | None = None
     try:
         await runner.setup()
         site, scheme = listening_site(
@@ -113,15 +116,17 @@ async def serve(config: TrackerConfig) -> int:
             on_freed=metrics.reclaimed.inc,
         )
         reclaiming = loop.create_task(reclaimer.run(), name="reclaim")
+        collecting = loop.create_task(collector.run(), name="collect")
         await stop.wait()
         log.info("stopping" if not fatal else "stopping after a fatal edit-log error")
     finally:
-        for task in (ticker, reclaiming):
+        for task in (ticker, reclaiming, collecting):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await runner.cleanup()
+        await collector.close()
         await store.close(final_checkpoint=not fatal)
     return 1 if fatal else 0
 

@@ -346,6 +346,7 @@ def tracker_samples(w: World) -> dict[tuple[str, str], Sample]:
         ("POST", "/heartbeat"): Sample("POST", "/heartbeat", json_type, _json(heartbeat)),
         ("GET", "/cluster"): Sample("GET", "/cluster"),
         ("GET", "/cluster/view"): Sample("GET", "/cluster/view"),
+        ("GET", "/space"): Sample("GET", "/space"),
         ("GET", "/meta/files/{path}"): Sample("GET", "/meta/files" + TARGET),
         ("GET", "/meta/list"): Sample("GET", "/meta/list"),
         ("GET", "/meta/list/{path}"): Sample("GET", "/meta/list/rt"),
@@ -455,6 +456,7 @@ def storage_samples(w: World) -> dict[tuple[str, str], Sample]:
         ),
         ("GET", "/internal/slices/{slot}"): Sample("GET", f"/internal/slices/{slot}?gen={gen}"),
         ("GET", "/internal/holds/{slot}"): Sample("GET", f"/internal/holds/{slot}?gen={gen}"),
+        ("GET", "/internal/report"): Sample("GET", "/internal/report"),
         ("DELETE", "/internal/slices/{slot}"): Sample(
             "DELETE", f"/internal/slices/{slot}?gen={gen}&file={fid}"
         ),

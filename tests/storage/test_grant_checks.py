@@ -24,7 +24,12 @@ from mydfs.common import grants
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Conflict, Forbidden, NotFound, Unauthorized
 from mydfs.storage.group_records import SlotInfo
-from mydfs.storage.http_grants import check_slot_owner, delete_verdict, require
+from mydfs.storage.http_grants import (
+    check_file_version,
+    check_slot_owner,
+    delete_verdict,
+    require,
+)
 from mydfs.storage.slot_state import SlotState
 
 SECRET = "grant-checks-secret-0123456789"
@@ -67,6 +72,14 @@ def test_delete_verdict() -> None:
         delete_verdict(_info(A, 5), 3, 4, A)  # reused since
     with pytest.raises(NotFound):
         delete_verdict(None, 3, 4, A)
+
+
+def test_check_file_version() -> None:
+    """The collector's delete condition (``fv``): no edit of the file committed since."""
+    check_file_version(7, 7, 3)
+    with pytest.raises(Conflict) as caught:
+        check_file_version(8, 7, 3)
+    assert caught.value.context["reason"] == "file_version"
 
 
 # --- on a real group ---------------------------------------------------------------------------
