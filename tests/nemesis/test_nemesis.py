@@ -84,6 +84,8 @@ def test_folders_list_exactly_the_files_that_read(report: dict[str, Any]) -> Non
 
 def test_groups_converge_and_volumes_verify(report: dict[str, Any]) -> None:
     assert all(v is None for v in report["convergence"].values()), report["convergence"]
+    stopped = report["convergence_at_stop"]  # once the tracker stopped (no more deletes)
+    assert all(v is None for v in stopped.values()), stopped
     assert report["tables_differ"] == []
     assert report["offline"]["verify_failed"] == [], report["offline"]["verify"]
     assert report["offline"]["replicas_differ"] == []
