@@ -5,7 +5,8 @@ the clients), starts a tracker and two groups of three nodes in it (one node of 
 with its data folder on a small tmpfs, for the disk-full fault), runs the workload
 (:mod:`workload`) in the client namespace while the nemesis (:mod:`faults`) starts and stops
 one fault at a time, then heals everything, waits for the groups to converge (same table,
-every live slice on every member), reads every path once more, stops the nodes, verifies
+every live slice on every member), reads every path once more, waits until the collector has
+freed every slot nothing references (:mod:`leaks`), stops the tracker and then the nodes, verifies
 every volume offline and compares the replicas' live slices, and hands the history to the
 checker (:mod:`checker`). Everything it made (processes, mounts, namespaces, the guard route)
 is removed in ``finally``.
@@ -29,6 +30,9 @@ from netcluster import CLIENT, NetCluster, hosts_for
 from netns import TestNet
 
 HERE = Path(__file__).resolve().parent
+#: Seconds the leak check waits for the collector to catch up: the grace period and the intent
+#: TTL of the cluster (30 s each, ``LocalCluster``), a few collector passes, a loaded machine.
+LEAK_WAIT = 240.0
 
 
 @dataclass
@@ -132,6 +136,7 @@ def run_nemesis(root: Path, cfg: Config) -> dict[str, Any]:
                         ["--history", str(history)])  # fmt: skip
         procs.append(fin)
         fin.wait(timeout=600)
+        leaks = _leak_check(net, cluster, root)
         # The tracker's collector and reclaimer keep deleting slices in the background: stop
         # the tracker first and let every group converge, or a delete committed by two members
         # after the third stopped would show as replicas that differ.
@@ -153,6 +158,8 @@ def run_nemesis(root: Path, cfg: Config) -> dict[str, Any]:
             "convergence": {str(g): v for g, v in convergence.items()},
             "convergence_at_stop": {str(g): v for g, v in convergence_at_stop.items()},
             "tables_differ": tables_differ,
+            "leaks": {k: leaks.get(k) for k in ("caught_up", "seconds", "leaked", "samples")},
+            "space": (leaks.get("last") or {}).get("cluster"),
             "raft_diverged_warnings": cluster.log_lines("state machine may have diverged"),
             "log_tracebacks": cluster.log_lines("Traceback"),
             "offline": offline,
@@ -197,6 +204,22 @@ def _fault_loop(
     return windows
 
 
+def _leak_check(net: TestNet, cluster: NetCluster, root: Path) -> dict[str, Any]:
+    """``leaks.py`` in the client namespace: wait (bounded) until every allocated slot is
+    reached from a live file or a trash record again; what it saw."""
+    out = root / "space.json"
+    argv = [*net.wrap(CLIENT), sys.executable, str(HERE / "leaks.py"), "--tracker",
+            cluster.tracker_url, "--out", str(out), "--timeout", str(LEAK_WAIT)]  # fmt: skip
+    with open(root / "workload.log", "ab") as log:
+        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                       timeout=LEAK_WAIT + 120, check=False)  # fmt: skip
+    try:
+        result: dict[str, Any] = json.loads(out.read_text())
+    except (OSError, ValueError) as exc:
+        return {"caught_up": False, "leaked": None, "samples": [f"no result: {exc!r}"]}
+    return result
+
+
 def _offline_checks(cluster: NetCluster) -> dict[str, Any]:
     """``mydfs-storage verify`` of every volume; the replicas of each group hold the same live
     slices."""
@@ -236,6 +259,7 @@ def summary(report: dict[str, Any]) -> str:
     lines.append(f"convergence: {report['convergence']}")
     lines.append(f"convergence_at_stop: {report['convergence_at_stop']}")
     lines.append(f"tables_differ: {report['tables_differ']}")
+    lines.append(f"leaks: {report['leaks']}")
     lines.append(f"raft_diverged_warnings: {report['raft_diverged_warnings']}")
     lines.append(f"log_tracebacks: {report['log_tracebacks']}")
     off = report["offline"]

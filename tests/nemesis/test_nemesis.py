@@ -95,3 +95,10 @@ def test_reads_return_exactly_one_version_of_their_path(report: dict[str, Any]) 
     wrong = _violations(report, "other_path", "mixed", "garbage", "phantom", "stale", "missing")
     # Every read was one version of its path that existed during the read (docs/testing.md).
     assert report["wrong_reads"] == 0, wrong[:20]
+
+
+def test_no_slot_leaks_once_the_collector_caught_up(report: dict[str, Any]) -> None:
+    """Every allocated slot (live, 301, pending) is reached from a live file or a trash record
+    once the collector and the reclaimer have caught up: nothing leaked."""
+    leaks = report["leaks"]
+    assert leaks["caught_up"] and leaks["leaked"] == 0, (leaks, report["space"])
