@@ -80,8 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-warmup", action="store_true", help="skip the unrecorded warm-ups")
     p.add_argument("--clients", type=clients, help="client counts N, comma-separated (1,16)")
     p.add_argument("--large-size", type=size, help="bytes per large-file repetition (1G)")
-    p.add_argument("--small-ops", type=int, help="operations per small/meta repetition (1000)")
-    p.add_argument("--op-seconds", type=float, help="time cap per small/meta repetition (8)")
+    p.add_argument(
+        "--small-ops", type=int, help="operations per small/meta/churn repetition (1000)"
+    )
+    p.add_argument("--op-seconds", type=float, help="time cap per small/meta/churn repetition (8)")
     p.add_argument("--meta-files", type=int, help="files created for the meta workload (500)")
     p.add_argument("--meta-dirs", type=int, help="directories they are spread over (10)")
     p.add_argument("--failover-size", type=size, help="bytes per write during failover (64K)")

@@ -91,25 +91,36 @@ def amplification(written: float, asked: int) -> float | None:
     return written / asked if asked > 0 else None
 
 
+def parse_counter(text: str, name: str) -> float:
+    """The value of the sample ``name`` (no labels) in a Prometheus text page (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def parse_received(text: str) -> int:
     """The :data:`RECEIVED` counter's value in a Prometheus text page (0 if absent)."""
-    for line in text.splitlines():
-        if line.startswith(RECEIVED + " "):
-            return int(float(line.split()[1]))
-    return 0
+    return int(parse_counter(text, RECEIVED))
 
 
-async def received_bytes(urls: Iterable[str]) -> int:
-    """The sum of :data:`RECEIVED` over the storage nodes at ``urls`` (their ``/metrics``,
-    an open route): payload bytes of every slice sealed so far."""
+async def scrape(urls: Iterable[str]) -> list[str]:
+    """The ``/metrics`` pages (an open route on the tracker and the storage nodes) of the
+    servers at ``urls``, in order."""
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
 
-        async def one(url: str) -> int:
+        async def one(url: str) -> str:
             async with http.get(f"{url}/metrics") as resp:
-                return parse_received(await resp.text())
+                return await resp.text()
 
-        return sum(await asyncio.gather(*(one(u) for u in urls)))
+        return list(await asyncio.gather(*(one(u) for u in urls)))
+
+
+async def received_bytes(urls: Iterable[str]) -> int:
+    """The sum of :data:`RECEIVED` over the storage nodes at ``urls``: payload bytes of every
+    slice sealed so far."""
+    return sum(parse_received(page) for page in await scrape(urls))
 
 
 def mib(n: int) -> str:

@@ -232,6 +232,8 @@ def chart(
         "ops/s": "Operations per second (log scale, higher is better)",
         "s": "Seconds until writes succeed after a SIGKILL (lower is better)",
         "ms": "Milliseconds per edit (log scale, lower is better; mydfs alone)",
+        "x": "Ratios (log scale; churn: write ops/s with housekeeping on ÷ off, 1 = no cost)",
+        "slices/s": "Slices freed per second (log scale; churn, housekeeping on)",
     }
     units = list(dict.fromkeys(f.unit for f in figures))
     wide = [u for u in units if u != "s"]

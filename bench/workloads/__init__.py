@@ -8,6 +8,6 @@ description and ``async run(ctx) -> list[Figure]``), call
 from __future__ import annotations
 
 from mydfs.bench.suite import WORKLOADS
-from mydfs.bench.workloads import edits, failover, large, meta, small
+from mydfs.bench.workloads import churn, edits, failover, large, meta, small
 
-__all__ = ["WORKLOADS", "edits", "failover", "large", "meta", "small"]
+__all__ = ["WORKLOADS", "churn", "edits", "failover", "large", "meta", "small"]
