@@ -170,7 +170,11 @@ class Collector:
 
     async def pass_once(self) -> int:
         """One pass; the number of orphan slices freed."""
-        s = await self.survey()
+        return await self.collect(await self.survey())
+
+    async def collect(self, s: Survey) -> int:
+        """Steps 5-6 of a pass on the survey ``s`` (which may be old: every delete is checked
+        by its node against what ``s`` saw); the number of orphan slices freed."""
         verdict = s.verdict
         self.metrics.found.set(len(verdict.orphans))
         if not verdict.complete:

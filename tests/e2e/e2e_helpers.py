@@ -269,3 +269,17 @@ def slice_status_everywhere(tracker: str, entry: dict[str, Any], *, grant: str) 
             status = -1
         out.append(status)
     return out
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def restart_tracker(c: LocalCluster, **options: Any) -> None:
+    """kill -9 the tracker (if it runs), set ``options`` in its config, start it again and wait
+    until it answers."""
+    proc = c.tracker_process
+    assert proc is not None
+    if proc.running:
+        proc.kill()  # SIGKILL
+    proc.options.update(options)
+    c.start([proc], timeout=90.0)

@@ -19,7 +19,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from e2e_helpers import SLICE, random_bytes, read_grant, slice_status_everywhere, walk_chain
+from e2e_helpers import (
+    SLICE,
+    random_bytes,
+    read_grant,
+    restart_tracker,
+    slice_status_everywhere,
+    walk_chain,
+)
 from helpers import auth_headers, http_json, tracker_token, wait_for
 
 from mydfs.client import Client, FileInfo, MydfsError
@@ -139,21 +146,12 @@ def test_rm_frees_the_files_slices_through_the_reclaimer(
     )
 
 
-def _restart_tracker(c: LocalCluster, **options: Any) -> None:
-    proc = c.tracker_process
-    assert proc is not None
-    if proc.running:
-        proc.kill()  # SIGKILL
-    proc.options.update(options)
-    c.start([proc], timeout=90.0)
-
-
 def test_a_tracker_killed_mid_reclaim_finishes_after_restart(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
     c = make_cluster(groups=1)
     # Slow enough that a kill lands between two deletes (one slice every 4 s).
-    _restart_tracker(c, reclaim_rate=0.25)
+    restart_tracker(c, reclaim_rate=0.25)
     with Client(c.tracker_url, deadline=60.0) as client:
         info = client.put("/own/slow.bin", random_bytes(3 * SLICE + 1, seed=63))
         entries = chain_of(c, info)
@@ -175,7 +173,7 @@ def test_a_tracker_killed_mid_reclaim_finishes_after_restart(
     proc.kill()  # SIGKILL, in the middle of the file
     assert 200 in seen or 0 in seen, f"the reclaimer finished before the kill: {seen}"
 
-    _restart_tracker(c, reclaim_rate=200)
+    restart_tracker(c, reclaim_rate=200)
     assert info.file_id in trash_ids(c) or statuses(c, info, entries) == [404] * 4
     wait_for(
         lambda: statuses(c, info, entries) == [404] * 4,

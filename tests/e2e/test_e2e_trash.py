@@ -18,22 +18,13 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from e2e_helpers import SLICE, cli_ok, random_bytes, run_cli
+from e2e_helpers import SLICE, cli_ok, random_bytes, restart_tracker, run_cli
 from helpers import http_json, wait_for
 
 from mydfs.client import Client
 from mydfs.client.local_cluster import LocalCluster
 
 DEADLINE = 60.0
-
-
-def _restart_tracker(c: LocalCluster, **options: Any) -> None:
-    proc = c.tracker_process
-    assert proc is not None
-    if proc.running:
-        proc.kill()  # SIGKILL
-    proc.options.update(options)
-    c.start([proc], timeout=90.0)
 
 
 def trash(c: LocalCluster) -> list[dict[str, Any]]:
@@ -159,7 +150,7 @@ def test_past_retention_reclaimed_even_across_a_kill_9(
         client.put("/t/big.bin", random_bytes(3 * SLICE + 1, seed=799))
         wait_for(lambda: live_slices(c) == before + 4, timeout=DEADLINE, what="big's slices")
         cli_ok("rm", "/t/big.bin", tracker=t)
-    _restart_tracker(c, trash_retention=2, reclaim_rate=0.25)
+    restart_tracker(c, trash_retention=2, reclaim_rate=0.25)
 
     def marked() -> dict[str, Any] | None:
         r = record_of(c, "/t/big.bin")
@@ -172,7 +163,7 @@ def test_past_retention_reclaimed_even_across_a_kill_9(
     proc = c.tracker_process
     assert proc is not None
     proc.kill()  # SIGKILL after the mark, while slices are left
-    _restart_tracker(c, reclaim_rate=200)
+    restart_tracker(c, reclaim_rate=200)
     after = record_of(c, "/t/big.bin")
     assert after is None or after["state"] == "reclaiming"  # the mark survived the kill
     fails("undelete", "/t/big.bin", "/t/big2.bin", c=c, expect=("no longer", "no trash record"))
