@@ -36,6 +36,7 @@ from mydfs.bench.edits import parse_counter, scrape
 from mydfs.bench.figures import Figure, Result, Sample
 from mydfs.bench.suite import Context, Workload, close_all, register, run_ops
 from mydfs.bench.systems import MydfsSession, Session
+from mydfs.bench.workloads.common import mydfs_only
 from mydfs.client.local_cluster import LocalCluster
 from mydfs.common.slices import PAYLOAD_CAPACITY
 
@@ -305,18 +306,8 @@ class Churn(Workload):
         ]  # fmt: skip
 
     def _figure(self, op: str, unit: str, mine: Result, notes: list[str]) -> Figure:
-        return Figure(
-            workload=self.name,
-            op=op,
-            clients=CLIENTS,
-            unit=unit,
-            higher_is_better=True,
-            mydfs=mine,
-            peer=None,
-            limit=None,
-            notes=notes,
-            peer_absent=NO_PEER,
-        )
+        return mydfs_only(self.name, op, CLIENTS, unit, mine, limit=None, notes=notes,
+                          peer_absent=NO_PEER)  # fmt: skip
 
 
 register(Churn())

@@ -1,9 +1,36 @@
-"""Helpers the workloads share: the limits of operation-based figures."""
+"""Helpers the workloads share: the limits of operation-based figures, figures of mydfs alone."""
 
 from __future__ import annotations
 
-from mydfs.bench.figures import Limit, Result
+from mydfs.bench.figures import Figure, Limit, Result
 from mydfs.bench.suite import Context
+
+
+def mydfs_only(
+    workload: str,
+    op: str,
+    clients: int,
+    unit: str,
+    mine: Result,
+    *,
+    limit: Limit | None,
+    notes: list[str],
+    peer_absent: str,
+    higher_is_better: bool = True,
+) -> Figure:
+    """A figure measured on mydfs alone; ``peer_absent`` says why the peer has none."""
+    return Figure(
+        workload=workload,
+        op=op,
+        clients=clients,
+        unit=unit,
+        higher_is_better=higher_is_better,
+        mydfs=mine,
+        peer=None,
+        limit=limit,
+        notes=notes,
+        peer_absent=peer_absent,
+    )
 
 
 def ops_limit(

@@ -38,7 +38,7 @@ from mydfs.bench.edits import (
 from mydfs.bench.figures import Figure, Limit, Result, Sample
 from mydfs.bench.suite import Context, Probe, Workload, close_all, register, run_ops
 from mydfs.bench.systems import MydfsSession, MydfsSystem, Session
-from mydfs.bench.workloads.common import ops_limit
+from mydfs.bench.workloads.common import mydfs_only, ops_limit
 
 if TYPE_CHECKING:
     from mydfs.client.aio import AsyncClient
@@ -107,18 +107,8 @@ class EditWorkload(Workload):
         notes: list[str],
         higher_is_better: bool = True,
     ) -> Figure:
-        return Figure(
-            workload=self.name,
-            op=op,
-            clients=clients,
-            unit=unit,
-            higher_is_better=higher_is_better,
-            mydfs=mine,
-            peer=None,
-            limit=limit,
-            notes=notes,
-            peer_absent=NO_PEER,
-        )
+        return mydfs_only(self.name, op, clients, unit, mine, limit=limit, notes=notes,
+                          peer_absent=NO_PEER, higher_is_better=higher_is_better)  # fmt: skip
 
 
 class RandomOverwrites(EditWorkload):
