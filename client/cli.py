@@ -386,6 +386,14 @@ def _print_status(status: dict[str, Any]) -> None:
     groups = status.get("groups", [])
     writable = sum(1 for g in groups if g.get("writable"))
     print(f"{len(groups)} groups, {writable} writable")
+    for g in groups:
+        for n in g.get("nodes", []):
+            if n.get("unrepairable"):
+                slots = ", ".join(str(s) for s in n["unrepairable"])
+                print(
+                    f"ALERT group {g['group_id']} node {n.get('node_id')}: no node holds an "
+                    f"intact copy of slots {slots} (found by the scrub; never served)"
+                )
 
 
 def cluster_up(

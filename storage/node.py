@@ -231,7 +231,8 @@ class StorageNode:
 
     def heartbeat(self) -> dict[str, Any]:
         """What this node tells the tracker every heartbeat."""
-        return heartbeat_report(self.ctx, self._load.rate(time.monotonic()))
+        load = self._load.rate(time.monotonic())
+        return heartbeat_report(self.ctx, load, self.scrubber.unrepairable)
 
     def status(self) -> dict[str, Any]:
         return status_report(self.ctx, self.reconciler.disk_error, self.scrubber.report())

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from mydfs.storage.context import NodeContext
 from mydfs.storage.format import SLOT_SIZE
 from mydfs.storage.monitoring import node_stats
+
+#: At most this many unrepairable slots go in a heartbeat (the tracker accepts no more).
+MAX_UNREPAIRABLE = 100
 
 
 class LoadMeter:
@@ -31,8 +35,11 @@ class LoadMeter:
         return rate
 
 
-def heartbeat_report(ctx: NodeContext, load: float) -> dict[str, Any]:
-    """What this node tells the tracker every heartbeat."""
+def heartbeat_report(
+    ctx: NodeContext, load: float, unrepairable: Sequence[int] = ()
+) -> dict[str, Any]:
+    """What this node tells the tracker every heartbeat; ``unrepairable``: the slots whose copy
+    here the scrub found bad while no other node holds them (at most 100 are sent)."""
     stats = ctx.group.read(lambda g: g.stats())
     free_slots: int | None = None
     if ctx.volume is not None:
@@ -49,6 +56,7 @@ def heartbeat_report(ctx: NodeContext, load: float) -> dict[str, Any]:
         "used_slots": stats.live,
         "bytes_live": stats.bytes_live,
         "load": round(load, 2),
+        "unrepairable": list(unrepairable[:MAX_UNREPAIRABLE]),
         "stats": node_stats(ctx),
     }
 

@@ -32,6 +32,8 @@ QUORUM = GROUP_SIZE // 2 + 1
 _NODE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: Recent events (registrations, nodes down and back, leader changes) kept for the dashboard.
 EVENT_HISTORY = 200
+#: At most this many unrepairable slots in a heartbeat (a node sends no more).
+MAX_UNREPAIRABLE = 100
 #: Roles are reported as given; only ``leader`` matters. Raft adapters may also report states
 #: such as ``new``, ``stopped`` or ``unknown``: accepted, and counted as not leading.
 _ROLE = re.compile(r"^[a-z_]{1,32}$")
@@ -49,6 +51,21 @@ def _nonneg_int(body: Mapping[str, Any], key: str, *, nullable: bool = False) ->
     return value
 
 
+def _slots(value: Any) -> tuple[int, ...]:
+    """The optional ``unrepairable`` list: at most 100 slot numbers."""
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_UNREPAIRABLE
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
+        raise InvalidArgument(
+            f"heartbeat field 'unrepairable' must be a list of at most {MAX_UNREPAIRABLE} "
+            f"slot numbers, got {str(value)[:100]!r}",
+            field="unrepairable",
+        )
+    return tuple(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """One report of a storage node (the body of ``POST /heartbeat``)."""
@@ -63,6 +80,8 @@ class Heartbeat:
     bytes_live: int
     load: float
     stats: dict[str, Any] | None = None  # live figures for the dashboard (cluster_view.py)
+    #: Slots whose copy on this node is bad while no other node holds them (the scrub's).
+    unrepairable: tuple[int, ...] = ()
 
     @staticmethod
     def from_dict(body: Any) -> Heartbeat:
@@ -112,6 +131,7 @@ class Heartbeat:
             bytes_live=live,
             load=float(load),
             stats=check_stats(body.get("stats")),
+            unrepairable=_slots(body.get("unrepairable", [])),
         )
 
 
@@ -138,6 +158,7 @@ class NodeState:
             "used_slots": hb.used_slots,
             "bytes_live": hb.bytes_live,
             "load": hb.load,
+            "unrepairable": list(hb.unrepairable),
         }
 
 

@@ -1,17 +1,19 @@
 """The background scrub on a real cluster: a bit flipped in a follower's volume file while the
 cluster runs is found by the follower's scrub within a pass and repaired from another holder
 (the repaired copy is byte-identical), and SDK reads during the whole test never return bad
-bytes."""
+bytes. A slice whose every copy is damaged is unrepairable: ``mydfs status`` raises an alert
+naming it, and reads of it fail instead of returning the bad bytes."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from e2e_helpers import random_bytes, sha256
+from e2e_helpers import cli_ok, random_bytes, sha256
 from helpers import wait_for
 
 from mydfs.client import Client, MydfsError
@@ -159,3 +161,47 @@ def test_scrub_finds_a_flipped_bit_and_repairs_it_while_reads_stay_correct(
     with Client(c.tracker_url, deadline=60.0) as client:
         for path, digest in digests.items():
             assert sha256(client.read(path)) == digest
+
+
+def test_a_slice_damaged_everywhere_is_reported_by_mydfs_status_and_never_served(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
+    c = make_cluster(groups=1, storage_args=SCRUB_ARGS)
+    data = random_bytes(200_000, seed=50)
+    keep = random_bytes(100_000, seed=51)
+    with Client(c.tracker_url, deadline=20.0) as client:
+        info = client.put("/scrub/lost.bin", data)
+        client.put("/scrub/keep.bin", keep)
+        assert info.head is not None
+        slot = info.head.slot
+        nodes = c.nodes(1)
+        for node in nodes:
+            wait_for(
+                lambda n=node: (
+                    (got := disk_copy(n, slot, len(data))) is not None and got[1] == data
+                ),
+                timeout=30.0,
+                what=f"{node.node_id} to hold the slice",
+            )
+        for node in nodes:  # every copy damaged: no node can repair it
+            flip_bit(node, slot, 1000)
+
+        def alerted() -> list[dict[str, Any]]:
+            status = json.loads(cli_ok("status", "--json", tracker=c.tracker_url).stdout)
+            return [
+                n for g in status["groups"] for n in g["nodes"] if slot in n.get("unrepairable", [])
+            ]
+
+        flagged = wait_for(
+            alerted, timeout=60.0, what="a node to report the slot unrepairable", interval=1.0
+        )
+        table = cli_ok("status", tracker=c.tracker_url).stdout.decode()
+        assert f"ALERT group 1 node {flagged[0]['node_id']}" in table, table
+        assert str(slot) in table.split("ALERT", 1)[1]
+        try:
+            got = client.read("/scrub/lost.bin")
+        except MydfsError:
+            pass  # the slice cannot be served intact: an error, never other bytes
+        else:
+            raise AssertionError(f"read returned {len(got)} bytes of a slice damaged everywhere")
+        assert client.read("/scrub/keep.bin") == keep

@@ -103,6 +103,7 @@ def test_cluster_map_and_description() -> None:
         "used_slots": 5,
         "bytes_live": 1234,
         "load": 0.5,
+        "unrepairable": [],
     }
 
 
@@ -140,9 +141,26 @@ def test_a_node_cannot_be_up_in_two_groups() -> None:
         ({"used_slots": None}, "used_slots"),
         ({"load": float("nan")}, "load"),
         ({"load": True}, "load"),
+        ({"unrepairable": 3}, "unrepairable"),
+        ({"unrepairable": [1, -2]}, "unrepairable"),
+        ({"unrepairable": [True]}, "unrepairable"),
+        ({"unrepairable": list(range(101))}, "unrepairable"),
     ],
 )
 def test_heartbeat_fields_are_checked(change: dict[str, Any], field: str | None) -> None:
     with pytest.raises(InvalidArgument) as info:
         hb("n1", **change)
     assert info.value.context.get("field") == field
+
+
+def test_unrepairable_slots_are_kept_and_shown() -> None:
+    """A node's unrepairable slots (its scrub's) reach ``GET /cluster``; none when absent."""
+    assert hb("n1").unrepairable == ()
+    reg = Registry(heartbeat_timeout=3.0)
+    reg.heartbeat(hb("g1n1", role="leader", unrepairable=[7, 9]), now=0.0)
+    reg.heartbeat(hb("g1n2"), now=0.0)
+    view = reg.group(1, 0.0)
+    assert view is not None
+    nodes = {n.hb.node_id: n.to_dict(0.0, 3.0) for n in view.nodes}
+    assert nodes["g1n1"]["unrepairable"] == [7, 9]
+    assert nodes["g1n2"]["unrepairable"] == []
