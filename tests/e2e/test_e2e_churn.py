@@ -29,6 +29,7 @@ byte-identical. Run with ``-s`` to see the figures.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -68,10 +69,16 @@ OP_SLOTS = 2
 #: abandoned attempts: CLIENTS * OP_SLOTS * 4 = 24 slots. A leak of even one slot per
 #: removal or overwrite would pass it within the run (hundreds of operations).
 SLACK = CLIENTS * OP_SLOTS * 4
+#: Each owner's operations give up after this many seconds (the SDK retries within it): short,
+#: so that operations caught by a kill fail and their outcome must be resolved.
+OP_DEADLINE = 6.0
 #: Seconds between the kills' random points (the killer waits a random time in this range
 #: before each kill) and of downtime after each.
 GAP = (8.0, 16.0)
 DOWN = (0.5, 3.0)
+#: The tracker stays down longer than OP_DEADLINE: the operations it catches fail, uploads
+#: with their slices written but no file registered among them (orphans for the collector).
+TRACKER_DOWN = (OP_DEADLINE + 1, OP_DEADLINE + 3)
 #: Bounded waits.
 RESOLVE_FOR = 90.0
 SETTLE_FOR = 90.0
@@ -112,7 +119,8 @@ class Model:
 @dataclass
 class Stats:
     ops: dict[str, int] = field(default_factory=dict)
-    unclear: int = 0
+    unclear: dict[str, int] = field(default_factory=dict)  # "kind: applied" / "not applied"
+    max_orphan: int = 0
     kills: list[str] = field(default_factory=list)
     samples: int = 0
     max_used: dict[str, int] = field(default_factory=dict)
@@ -125,9 +133,12 @@ class Stats:
         with self.lock:
             self.ops[kind] = self.ops.get(kind, 0) + 1
 
-    def count_unclear(self) -> None:
+    def count_unclear(self, kind: str, applied: bool | None) -> None:
+        what = (
+            f"{kind}: {'unknown' if applied is None else 'applied' if applied else 'not applied'}"
+        )
         with self.lock:
-            self.unclear += 1
+            self.unclear[what] = self.unclear.get(what, 0) + 1
 
     def fail(self, what: str) -> None:
         with self.lock:
@@ -166,14 +177,14 @@ class Owner:
     """One client thread: the only writer of its paths."""
 
     def __init__(
-        self, n: int, tracker: str, model: Model, stats: Stats, stop: threading.Event
+        self, n: int, tracker: str, model: Model, stats: Stats, stop: threading.Event, seed: int
     ) -> None:
         self.n = n
         self.tracker = tracker
         self.model = model
         self.stats = stats
         self.stop = stop
-        self.rng = random.Random(1000 + n)
+        self.rng = random.Random(seed * 10 + n)
         self.paths = [path_of(n, k) for k in range(PATHS)]
         for p in self.paths:
             model.content[p], model.file_id[p], model.removed[p] = None, None, []
@@ -195,7 +206,7 @@ class Owner:
 
     def run(self) -> None:
         try:
-            with Client(self.tracker, deadline=30.0) as client:
+            with Client(self.tracker, deadline=OP_DEADLINE) as client:
                 while not self.stop.is_set():
                     self.step(client)
         except BaseException as exc:
@@ -284,9 +295,9 @@ class Owner:
             refused = isinstance(exc, REFUSALS)
             if refused:
                 self.refused(kind)
-            else:
-                self.stats.count_unclear()
             got = read_settled(client, path)
+            if not refused and got in (old, new):
+                self.stats.count_unclear(kind, got == new)
             if got == new and refused:
                 self.stats.fail(f"{kind} {path} was refused ({exc!r}) but applied")
                 self.stop.set()
@@ -332,9 +343,9 @@ class Owner:
             refused = isinstance(exc, REFUSALS)
             if refused:
                 self.refused(kind)
-            else:
-                self.stats.count_unclear()
             got = read_settled(client, path)
+            if not refused:
+                self.stats.count_unclear(kind, got is None)
             if got is None and refused:
                 self.stats.fail(f"{kind} {path} was refused ({exc!r}) but applied")
                 self.stop.set()
@@ -366,8 +377,8 @@ class Owner:
             self.stats.count("undelete too late")
             return
         except Exception:
-            self.stats.count_unclear()
             got = read_settled(client, path)
+            self.stats.count_unclear("undelete", got is not None)
             if got is None:
                 return
             if got != content:
@@ -392,7 +403,7 @@ class Owner:
         except NotFound:
             state = "purged"  # reclaimed already: the same for the model
         except Exception:
-            self.stats.count_unclear()
+            self.stats.count_unclear("purge", None)
             state = "unknown"
         with m.lock:
             t.state = state
@@ -418,6 +429,8 @@ def sample(client: Client, stats: Stats) -> None:
             referenced = row["files"]["slots"] + row["trash"]["slots"]
             over = used - referenced
             stats.max_used[name] = max(stats.max_used.get(name, 0), used)
+            if name == "cluster":
+                stats.max_orphan = max(stats.max_orphan, row["orphan"]["slots"])
             if over > stats.max_over.get(name, -(10**9)):
                 stats.max_over[name] = over
                 stats.at_max_over[name] = {
@@ -462,7 +475,8 @@ def killer(c: LocalCluster, stats: Stats, abort: threading.Event, rng: random.Ra
                 victim.kill()  # SIGKILL
                 proc, name = victim, victim.name
             stats.kills.append(f"{what} ({name})")
-            abort.wait(rng.uniform(*DOWN))  # the downtime (cut short if the test failed)
+            # The downtime (cut short if the test failed).
+            abort.wait(rng.uniform(*(TRACKER_DOWN if what == "tracker" else DOWN)))
             if proc is c.tracker_process:
                 restart_tracker(c)
             else:
@@ -481,15 +495,19 @@ def unaccounted(cluster: dict[str, Any]) -> int:
 def test_churn_with_kills_leaks_nothing_and_stays_bounded(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
+    # The operations and the kills' points are random; MYDFS_CHURN_SEED replays a run's draws
+    # (the interleaving of the threads and processes still differs).
+    seed = int(os.environ.get("MYDFS_CHURN_SEED") or random.randrange(1 << 30))
+    print(f"\nchurn seed {seed}")
     c = make_cluster(groups=2, tracker_options=OPTIONS, trash_retention=RETENTION)
     model, stats = Model(), Stats()
     stop, abort = threading.Event(), threading.Event()
-    owners = [Owner(n, c.tracker_url, model, stats, abort) for n in range(CLIENTS)]
+    owners = [Owner(n, c.tracker_url, model, stats, abort, seed) for n in range(CLIENTS)]
     started = time.monotonic()
     threads = [threading.Thread(target=o.run, name=f"owner{o.n}", daemon=True) for o in owners]
     watch = threading.Thread(target=sampler, args=(c.tracker_url, stats, stop), daemon=True)
     kill = threading.Thread(
-        target=killer, args=(c, stats, abort, random.Random(7)), name="killer", daemon=True
+        target=killer, args=(c, stats, abort, random.Random(seed)), name="killer", daemon=True
     )
     try:
         for t in [*threads, watch, kill]:
@@ -563,8 +581,9 @@ def test_churn_with_kills_leaks_nothing_and_stays_bounded(
     ops = sum(v for k, v in stats.ops.items() if not k.endswith("refused"))
     print(
         f"\nchurn: {ops} operations in {run_seconds:.0f} s ({dict(sorted(stats.ops.items()))}), "
-        f"{stats.unclear} unclear outcomes resolved, kills: {stats.kills}; "
-        f"{stats.samples} complete df samples; max slots in use {stats.max_used}; "
+        f"unclear outcomes resolved: {stats.unclear}, kills: {stats.kills}; "
+        f"{stats.samples} complete df samples; max slots in use {stats.max_used}, "
+        f"max orphans {stats.max_orphan}; "
         f"max (in use - files - trash) {stats.max_over} (bound: <= {SLACK}) at "
         f"{stats.at_max_over}; settled in {settled:.0f} s: {used} slots in use, "
         f"files {cl['files']['slots']}, leaked {unaccounted(cl)}"
