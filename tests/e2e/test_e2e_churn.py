@@ -42,6 +42,7 @@ from e2e_helpers import SLICE, restart_tracker
 
 from mydfs.client import Client
 from mydfs.client.local_cluster import LocalCluster
+from mydfs.client.process import Process
 from mydfs.common.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 
 pytestmark = pytest.mark.slow
@@ -460,11 +461,12 @@ def killer(c: LocalCluster, stats: Stats, abort: threading.Event, rng: random.Ra
         for what in ("group 1 leader", "group 2 follower", "tracker"):
             if abort.wait(rng.uniform(*GAP)):
                 return
+            proc: Process | None
             if what == "tracker":
-                proc = c.tracker_process
-                assert proc is not None
-                proc.kill()  # SIGKILL
-                name = "tracker"
+                tracker = c.tracker_process
+                assert tracker is not None
+                tracker.kill()  # SIGKILL
+                proc, name = None, "tracker"
             else:
                 group = 1 if what.startswith("group 1") else 2
                 leader = c.wait_leader(group, timeout=60)
@@ -477,7 +479,7 @@ def killer(c: LocalCluster, stats: Stats, abort: threading.Event, rng: random.Ra
             stats.kills.append(f"{what} ({name})")
             # The downtime (cut short if the test failed).
             abort.wait(rng.uniform(*(TRACKER_DOWN if what == "tracker" else DOWN)))
-            if proc is c.tracker_process:
+            if proc is None:
                 restart_tracker(c)
             else:
                 c.start([proc], timeout=90.0)
@@ -538,11 +540,11 @@ def test_churn_with_kills_leaks_nothing_and_stays_bounded(
             fid = str(rec["file_id"])
             assert fid in model.trashed, f"a trash record the model never made: {rec}"
             assert fid not in live_ids, f"a live file also in the trash: {rec}"
-            t = model.trashed[fid]
-            assert rec["path"] == t.path, (rec, t.path)
-            if t.state == "purged":
+            gone = model.trashed[fid]
+            assert rec["path"] == gone.path, (rec, gone.path)
+            if gone.state == "purged":
                 assert rec["state"] in ("purged", "reclaiming"), rec
-            if t.state == "reclaimed":
+            if gone.state == "reclaimed":
                 assert rec["state"] == "reclaiming", rec
         # Every path byte-identical to its model.
         for path, want in model.content.items():
@@ -571,6 +573,7 @@ def test_churn_with_kills_leaks_nothing_and_stays_bounded(
             assert time.monotonic() < deadline, f"the cluster did not catch up: {last}"
             time.sleep(0.5)
         settled = time.monotonic() - started - run_seconds
+        assert last is not None
         cl = last["cluster"]
         used = cl["live"]["slots"] + cl["moved"]["slots"] + cl["pending"]["slots"]
         assert used == cl["files"]["slots"], cl
