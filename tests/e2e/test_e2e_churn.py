@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from e2e_helpers import SLICE, restart_tracker
@@ -46,6 +46,8 @@ from mydfs.client.process import Process
 from mydfs.common.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 
 pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
 
 CLIENTS = 3
 PATHS = 4
@@ -146,32 +148,28 @@ class Stats:
             self.errors.append(what)
 
 
-def read_settled(client: Client, path: str) -> bytes | None:
-    """The path's bytes (None: NotFound), asked until the cluster answers (bounded)."""
+def settled(ask: Callable[[], T]) -> T | None:
+    """``ask()`` (None: NotFound), asked again until the cluster answers (bounded)."""
     deadline = time.monotonic() + RESOLVE_FOR
     while True:
         try:
-            return client.read(path)
+            return ask()
         except NotFound:
             return None
         except Exception:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
+
+
+def read_settled(client: Client, path: str) -> bytes | None:
+    """The path's bytes (None: NotFound), asked until the cluster answers (bounded)."""
+    return settled(lambda: client.read(path))
 
 
 def stat_settled(client: Client, path: str) -> str | None:
     """The path's file id (None: NotFound), asked until the cluster answers (bounded)."""
-    deadline = time.monotonic() + RESOLVE_FOR
-    while True:
-        try:
-            return str(client.stat(path).file_id)
-        except NotFound:
-            return None
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+    return settled(lambda: str(client.stat(path).file_id))
 
 
 class Owner:
