@@ -10,3 +10,7 @@ from __future__ import annotations
 
 #: Bytes of payload one slice carries: a 4 MiB slot less its 4 KiB of headers.
 PAYLOAD_CAPACITY = 4 * 1024 * 1024 - 4096  # 4_190_208 bytes
+
+#: At most this many slot numbers in a heartbeat's ``unrepairable`` list (a node sends no more,
+#: the tracker accepts no more).
+MAX_UNREPAIRABLE = 100

@@ -8,12 +8,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from mydfs.common.slices import MAX_UNREPAIRABLE
 from mydfs.storage.context import NodeContext
 from mydfs.storage.format import SLOT_SIZE
 from mydfs.storage.monitoring import node_stats
-
-#: At most this many unrepairable slots go in a heartbeat (the tracker accepts no more).
-MAX_UNREPAIRABLE = 100
 
 
 class LoadMeter:

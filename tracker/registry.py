@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from mydfs.common.errors import Conflict, InvalidArgument
 from mydfs.common.location import MAX_GROUP
+from mydfs.common.slices import MAX_UNREPAIRABLE
 from mydfs.tracker.cluster_view import check_stats
 from mydfs.tracker.scheduler import GroupSpace
 
@@ -32,8 +33,6 @@ QUORUM = GROUP_SIZE // 2 + 1
 _NODE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: Recent events (registrations, nodes down and back, leader changes) kept for the dashboard.
 EVENT_HISTORY = 200
-#: At most this many unrepairable slots in a heartbeat (a node sends no more).
-MAX_UNREPAIRABLE = 100
 #: Roles are reported as given; only ``leader`` matters. Raft adapters may also report states
 #: such as ``new``, ``stopped`` or ``unknown``: accepted, and counted as not leading.
 _ROLE = re.compile(r"^[a-z_]{1,32}$")
@@ -52,7 +51,7 @@ def _nonneg_int(body: Mapping[str, Any], key: str, *, nullable: bool = False) ->
 
 
 def _slots(value: Any) -> tuple[int, ...]:
-    """The optional ``unrepairable`` list: at most 100 slot numbers."""
+    """The optional ``unrepairable`` list: at most :data:`MAX_UNREPAIRABLE` slot numbers."""
     if (
         not isinstance(value, list)
         or len(value) > MAX_UNREPAIRABLE

@@ -425,8 +425,7 @@ def sample(client: Client, stats: Stats) -> None:
         stats.samples += 1
         for name, row in rows.items():
             used = row["live"]["slots"] + row["moved"]["slots"] + row["pending"]["slots"]
-            referenced = row["files"]["slots"] + row["trash"]["slots"]
-            over = used - referenced
+            over = unaccounted(row)
             stats.max_used[name] = max(stats.max_used.get(name, 0), used)
             if name == "cluster":
                 stats.max_orphan = max(stats.max_orphan, row["orphan"]["slots"])
@@ -438,7 +437,7 @@ def sample(client: Client, stats: Stats) -> None:
                     "trash": row["trash"]["slots"],
                     "orphan": row["orphan"]["slots"],
                 }
-            if used > referenced + SLACK:
+            if over > SLACK:
                 stats.errors.append(
                     f"{name}: {used} slots in use > files {row['files']['slots']} + trash "
                     f"{row['trash']['slots']} + slack {SLACK}"

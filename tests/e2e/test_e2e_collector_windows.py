@@ -23,6 +23,7 @@ from e2e_helpers import SLICE, random_bytes, restart_tracker
 from helpers import signed_headers
 from test_e2e_collector import df, feed, put_from_pipe, stray_slice, wait_for
 
+from mydfs.bench.edits import parse_counter
 from mydfs.client import AsyncClient, Client
 from mydfs.client.local_cluster import LocalCluster
 from mydfs.common.location import Location
@@ -114,11 +115,7 @@ async def test_a_paused_pass_frees_nothing_after_a_leader_change_and_a_reuse(
 def last_pass(c: LocalCluster) -> float:
     """The unix time the tracker's collector last completed a pass (0 before its first)."""
     with urllib.request.urlopen(c.tracker_url + "/metrics", timeout=30) as resp:
-        page = resp.read().decode()
-    for line in page.splitlines():
-        if line.startswith("mydfs_tracker_collector_last_pass_time "):
-            return float(line.split()[1])
-    return 0.0
+        return parse_counter(resp.read().decode(), "mydfs_tracker_collector_last_pass_time")
 
 
 def test_an_upload_keeps_its_slices_across_a_tracker_restart(
