@@ -8,20 +8,23 @@ present, no other key, exact types and ranges; a malformed command raises
 
     {"op": "prepare", "txn": hex32, "file_id": hex32, "now_ms": int,
      "lock": [[slot, generation], ...], "move": [slot, generation, [group, slot]] | null,
-     "new": [[slot, generation], ...]}
+     "new": [[slot, generation], ...], "keep": [[slot, generation, [group, slot] | null], ...]}
     {"op": "commit", "txn": hex32, "version": int >= 1, "prev": int >= 0}
     {"op": "rollback", "txn": hex32}
 
 Checks made here (the command alone): ``lock`` and ``new`` hold at most :data:`MAX_EDIT_SLOTS`
 entries each, no slot twice, no slot in both; not both empty; ``move``'s slot and generation are
-an entry of ``lock``; a commit's ``version`` is above its
-``prev``. Everything that needs the table (states, generations, owners, locks, the target's
-group) is the state machine's (:mod:`mydfs.storage.group_edits`).
+an entry of ``lock``; every ``keep`` entry is an entry of ``lock`` other than ``move``'s, no slot
+twice. ``keep`` (a compaction's, ``docs/space.md``) may be absent on the wire: old logs and
+snapshots have none, and a prepare without one encodes without the key. A commit's
+``version`` is above its ``prev``. Everything that needs the table (states, generations,
+owners, locks, the target's group) is the state machine's (:mod:`mydfs.storage.group_edits`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -39,10 +42,13 @@ __all__ = [
     "MAX_EDIT_SLOTS",
     "MAX_VERSION",
     "Commit",
+    "KeepSpec",
     "Prepare",
     "Rollback",
     "SlotRef",
     "check_txn",
+    "drop_of",
+    "keep_wire",
 ]
 
 MAX_EDIT_SLOTS: Final = 4096
@@ -104,6 +110,35 @@ def _move(raw: object, op: str, field: str) -> MoveSpec:
     return (slot, gen, parse_location(raw[2], op=op, field=f"{field}.target"))
 
 
+KeepSpec = tuple[int, int, Location | None]
+"""``(slot, generation, next)``: a locked slot the commit keeps, its next pointer then ``next``."""
+
+
+def _keep(raw: object, op: str, field: str) -> tuple[KeepSpec, ...]:
+    if not isinstance(raw, list | tuple):
+        raise InvalidArgument(
+            f"{field} must be a list of [slot, generation, next], not {type(raw).__name__}",
+            op=op,
+            field=field,
+        )
+    if len(raw) > MAX_EDIT_SLOTS:
+        raise InvalidArgument(
+            f"{field} has {len(raw)} entries, at most {MAX_EDIT_SLOTS} allowed", op=op, field=field
+        )
+    out: list[KeepSpec] = []
+    for item in raw:
+        if not isinstance(item, list | tuple) or len(item) != 3:
+            raise InvalidArgument(
+                f"{field} entries are [slot, generation, [group, slot] | null]", op=op, field=field
+            )
+        slot, gen = _slot_ref(item[:2], op, field)
+        nxt = None if item[2] is None else parse_location(item[2], op=op, field=f"{field}.next")
+        out.append((slot, gen, nxt))
+    if len({slot for slot, _, _ in out}) != len(out):
+        raise InvalidArgument(f"{field} names a slot twice", op=op, field=field)
+    return tuple(out)
+
+
 def _txn(raw: object, op: str, field: str) -> str:
     return check_txn(raw, op=op, field=field)
 
@@ -118,7 +153,9 @@ def _int(lo: int, hi: int) -> Any:
 @dataclass(frozen=True, slots=True)
 class Prepare(Command):
     """Record an edit's prepare and lock its slots (``lock``: old slots the edit changes;
-    ``move``: the entry point that becomes a 301; ``new``: the slices written for it)."""
+    ``move``: the entry point that becomes a 301; ``new``: the slices written for it; ``keep``:
+    slots of ``lock`` the commit keeps, with their next pointer after it, as a compaction
+    relinks a chain around its 301s)."""
 
     OP: ClassVar[str] = "prepare"
     NULLABLE: ClassVar[frozenset[str]] = frozenset({"move"})
@@ -127,6 +164,7 @@ class Prepare(Command):
         "lock": _slot_refs,
         "new": _slot_refs,
         "move": _move,
+        "keep": _keep,
     }
 
     txn: str
@@ -135,6 +173,7 @@ class Prepare(Command):
     lock: tuple[SlotRef, ...]
     move: MoveSpec | None
     new: tuple[SlotRef, ...]
+    keep: tuple[KeepSpec, ...] = ()
 
     def _check(self) -> None:
         if not self.lock and not self.new:
@@ -146,14 +185,23 @@ class Prepare(Command):
             raise InvalidArgument("a slice is both in lock and in new", op=self.OP, field="new")
         if self.move is not None and (self.move[0], self.move[1]) not in self.lock:
             raise InvalidArgument("the moved slot must be one of lock", op=self.OP, field="move")
+        kept = {(slot, gen) for slot, gen, _ in self.keep}
+        if not kept <= set(self.lock):
+            raise InvalidArgument("a kept slot must be one of lock", op=self.OP, field="keep")
+        if self.move is not None and (self.move[0], self.move[1]) in kept:
+            raise InvalidArgument("the moved slot cannot be kept", op=self.OP, field="keep")
 
     @property
     def drop(self) -> tuple[SlotRef, ...]:
-        """The slots of ``lock`` that become 404 at commit: all but the moved one."""
-        if self.move is None:
-            return self.lock
-        moved = (self.move[0], self.move[1])
-        return tuple(ref for ref in self.lock if ref != moved)
+        """The slots of ``lock`` that become 404 at commit: all but the moved and kept ones."""
+        return drop_of(self.lock, self.move, self.keep)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Prepare:
+        if isinstance(data, Mapping) and "keep" not in data:
+            data = {**data, "keep": []}
+        # (not super(): a slots dataclass is a new class, which breaks the zero-argument form)
+        return Command.from_dict.__func__(cls, data)  # type: ignore[attr-defined,no-any-return]
 
     def to_dict(self) -> dict[str, Any]:
         move = None
@@ -168,7 +216,23 @@ class Prepare(Command):
             "lock": [list(ref) for ref in self.lock],
             "move": move,
             "new": [list(ref) for ref in self.new],
+            **({"keep": keep_wire(self.keep)} if self.keep else {}),
         }
+
+
+def keep_wire(keep: tuple[KeepSpec, ...]) -> list[list[Any]]:
+    """``keep`` on the wire: ``[[slot, generation, [group, slot] | null], ...]``."""
+    return [[s, g, None if n is None else [n.group, n.slot]] for s, g, n in keep]
+
+
+def drop_of(
+    lock: tuple[SlotRef, ...], move: MoveSpec | None, keep: tuple[KeepSpec, ...]
+) -> tuple[SlotRef, ...]:
+    """The slots of ``lock`` a commit frees: all but ``move``'s and ``keep``'s."""
+    stay = {(slot, gen) for slot, gen, _ in keep}
+    if move is not None:
+        stay.add((move[0], move[1]))
+    return tuple(ref for ref in lock if ref not in stay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,9 +105,10 @@ class EditParticipant:
         lock: Any,
         move: Any,
         new: Any,
+        keep: Any = (),
     ) -> Outcome:
-        """Submit ``prepare`` (wire shapes of ``lock``, ``move``, ``new``; checked by the
-        command's decoding, 400 when malformed) with the leader's clock."""
+        """Submit ``prepare`` (wire shapes of ``lock``, ``move``, ``new``, ``keep``; checked by
+        the command's decoding, 400 when malformed) with the leader's clock."""
         ctx = self._ctx
         if not ctx.is_leader():
             raise ctx.not_leader_error()
@@ -118,6 +119,7 @@ class EditParticipant:
             lock=lock,
             move=move,
             new=new,
+            keep=keep,
         )
         result = await ctx.submit(command.to_dict())
         return self._outcome(result, "prepared")

@@ -10,10 +10,11 @@ This group's half of the two-phase commit of an in-place file edit (``docs/group
 * ``prepare`` locks the old slots the edit changes (``lock``) and the new slices written for it
   (``new``) by slice identity ``(slot, generation)``; a locked slot refuses ``delete``, ``move``,
   ``release``, ``relink`` and ``abort`` (``conflict reason=locked``).
-* ``commit`` turns ``move``'s slot into a 301 to the first new slice, makes every other slot of
-  ``lock`` a 404 (into the free table), unlocks, and sets the file's version here, but only when
-  the file's version here is the commit's ``prev`` (commits of one file apply in the tracker's
-  order).
+* ``commit`` turns ``move``'s slot into a 301 to the first new slice, sets the next pointer of
+  every ``keep`` slot (a compaction relinks a chain around its 301s: ``docs/space.md``), makes
+  every other slot of ``lock`` a 404 (into the free table), unlocks, and sets the file's
+  version here, but only when the file's version here is the commit's ``prev`` (commits of one
+  file apply in the tracker's order).
 * ``rollback`` makes every ``new`` slot a 404 and unlocks; for a txn never prepared here it only
   remembers the txn as rolled back, so a prepare arriving late never locks anything.
 
@@ -29,7 +30,7 @@ from typing import Any
 
 from mydfs.common.errors import Conflict, InvalidArgument, NotFound
 from mydfs.common.location import Location
-from mydfs.storage.edit_commands import Commit, Prepare, Rollback, SlotRef
+from mydfs.storage.edit_commands import Commit, KeepSpec, Prepare, Rollback, SlotRef, drop_of
 from mydfs.storage.group_records import (
     COMMITTED,
     PREPARED,
@@ -42,6 +43,10 @@ from mydfs.storage.group_table import GroupTable
 from mydfs.storage.slot_state import SlotState
 
 __all__ = ["EditHandlers"]
+
+
+def _slot_of(spec: KeepSpec) -> int:
+    return spec[0]
 
 
 class EditHandlers(GroupTable):
@@ -86,6 +91,7 @@ class EditHandlers(GroupTable):
                     field="move",
                     reason="target_dropped",
                 )
+        self._check_keep(c)
         # -- mutation starts here
         info = TxnInfo(
             txn=c.txn,
@@ -95,6 +101,7 @@ class EditHandlers(GroupTable):
             lock=c.lock,
             move=c.move,
             new=c.new,
+            keep=c.keep,
         )
         self._prepared[c.txn] = info
         for slot, _ in info.slots():
@@ -111,6 +118,7 @@ class EditHandlers(GroupTable):
             and sorted(known.lock) == sorted(c.lock)
             and sorted(known.new) == sorted(c.new)
             and known.move == c.move
+            and sorted(known.keep, key=_slot_of) == sorted(c.keep, key=_slot_of)
         )
         if not same:
             raise Conflict(
@@ -162,6 +170,24 @@ class EditHandlers(GroupTable):
                     reason="stale_chain",
                 )
 
+    def _check_keep(self, c: Prepare) -> None:
+        """A kept slot is a live slice (a 301 has no next pointer to keep), never its own next,
+        and never pointing at a slot this edit frees."""
+        dropped = {slot for slot, _ in c.drop}
+        for slot, _, nxt in c.keep:
+            info = self._get(slot)
+            if info.state is not SlotState.LIVE:
+                raise self._wrong_state(info, c.OP, "live")
+            if nxt is not None and nxt.group == self._group and nxt.slot in (slot, *dropped):
+                raise InvalidArgument(
+                    f"kept slot {slot} would point at slot {nxt.slot}, "
+                    + ("itself" if nxt.slot == slot else "which this edit frees"),
+                    group=self._group,
+                    slot=slot,
+                    field="keep",
+                    reason="self_link" if nxt.slot == slot else "next_dropped",
+                )
+
     def _commit(self, c: Commit) -> Result:
         known = self.txn(c.txn)
         if known is None:
@@ -193,11 +219,14 @@ class EditHandlers(GroupTable):
             slot, _, target = known.move
             self._redirect(self._slots[slot], target)
             touched.append(slot)
-        moved = None if known.move is None else (known.move[0], known.move[1])
-        for ref in known.lock:
-            if ref != moved:
-                self._free_slot(self._slots[ref[0]])
-                touched.append(ref[0])
+        for slot, _, nxt in known.keep:
+            info = self._slots[slot]
+            if info.next != nxt:
+                self._put(replace(info, next=nxt))
+                touched.append(slot)
+        for slot, _ in drop_of(known.lock, known.move, known.keep):
+            self._free_slot(self._slots[slot])
+            touched.append(slot)
         self._unlock(known)
         self._file_versions[known.file_id] = c.version
         done = TxnInfo(c.txn, COMMITTED, known.file_id, 0, version=c.version)

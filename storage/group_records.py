@@ -115,6 +115,8 @@ class TxnInfo:
     new: tuple[tuple[int, int], ...] = ()
     version: int = 0
     """The file's version this commit set (0 unless committed)."""
+    keep: tuple[tuple[int, int, Location | None], ...] = ()
+    """Slots of ``lock`` the commit keeps, each with its next pointer after it."""
 
     def slots(self) -> tuple[tuple[int, int], ...]:
         """Every slot this txn locks: ``lock`` then ``new``."""
@@ -133,6 +135,7 @@ class TxnInfo:
             "move": move,
             "new": [list(r) for r in self.new],
             "version": self.version,
+            "keep": [[s, g, wire_location(n)] for s, g, n in self.keep],
         }
 
 

@@ -4,7 +4,7 @@ The document (``docs/group_state.md``, "Snapshot")::
 
     {"format": "mydfs.group_state", "version": 2, "group": g, "config": {...},
      "generation": n, "slot_fields": [...], "slots": [[...], ...], "sealed": [[id, slot, gen]],
-     "prepared": [[txn, file_id, prepared_at_ms, lock, move, new], ...],
+     "prepared": [[txn, file_id, prepared_at_ms, lock, move, new(, keep)], ...],
      "finished": [[txn, state, file_id, version], ...],
      "file_versions": [[file_id, version], ...]}
 
@@ -26,7 +26,7 @@ import orjson
 
 from mydfs.common.errors import Corrupt, IncompatibleVolume, InvalidArgument
 from mydfs.common.location import MAX_SLOT
-from mydfs.storage.edit_commands import MAX_VERSION, Prepare, check_txn
+from mydfs.storage.edit_commands import MAX_VERSION, Prepare, check_txn, keep_wire
 from mydfs.storage.group_commands import (
     MAX_CRC32C,
     MAX_GENERATION,
@@ -245,14 +245,16 @@ def _prepared_row(info: TxnInfo) -> list[Any]:
         [list(r) for r in info.lock],
         move,
         [list(r) for r in info.new],
+        *([keep_wire(info.keep)] if info.keep else []),
     ]
 
 
 def _parse_prepared(row: object) -> TxnInfo:
     op = "restore"
-    if not isinstance(row, list) or len(row) != 6:
+    if not isinstance(row, list) or len(row) not in (6, 7):
         raise InvalidArgument("a prepared txn has the wrong shape", op=op, field="prepared")
-    txn, file_id, at, lock, move, new = row
+    txn, file_id, at, lock, move, new = row[:6]
+    keep = row[6] if len(row) == 7 else []
     # The command's own decoding checks every field and the cross-field rules.
     prepare = Prepare.from_dict(
         {
@@ -263,6 +265,7 @@ def _parse_prepared(row: object) -> TxnInfo:
             "lock": lock,
             "move": move,
             "new": new,
+            "keep": keep,
         }
     )
     return TxnInfo(
@@ -273,6 +276,7 @@ def _parse_prepared(row: object) -> TxnInfo:
         lock=prepare.lock,
         move=prepare.move,
         new=prepare.new,
+        keep=prepare.keep,
     )
 
 

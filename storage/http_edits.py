@@ -3,7 +3,8 @@
 Leader routes (followers answer 307 to the leader, like the other write routes); the state
 machine's rules are in ``docs/group_state.md`` ("Edits"):
 
-  POST /edits/{txn}/prepare   body {"file_id", "lock", "move", "new"}; a write grant for that
+  POST /edits/{txn}/prepare   body {"file_id", "lock", "move", "new", "keep"} ("keep" may be
+                              absent: a compaction's, docs/space.md); a write grant for that
                               file, in this group (X-Mydfs-Grant). The leader adds its clock
                               and submits ``prepare``.
   POST /edits/{txn}/commit    body {"decision": token}: the tracker's signed commit decision
@@ -65,7 +66,7 @@ async def prepare(request: web.Request) -> web.Response:
     if not node.is_leader():
         raise node.not_leader_error()
     body = await _json_body(request, max(PREPARE_BODY_BYTES, node.config.max_json_bytes))
-    unknown = sorted(set(body) - {"file_id", "lock", "move", "new"})
+    unknown = sorted(set(body) - {"file_id", "lock", "move", "new", "keep"})
     if unknown:
         raise InvalidArgument(f"unknown field(s): {', '.join(unknown)}", field=unknown[0][:40])
     file_id = body.get("file_id")
@@ -73,7 +74,12 @@ async def prepare(request: web.Request) -> web.Response:
         raise InvalidArgument("file_id is required (32 hex digits)", field="file_id")
     require(secret, token_of(request), "write", file_id=file_id, group=node.group_id)
     out = await node.edits.prepare(
-        txn, file_id, body.get("lock", []), body.get("move"), body.get("new", [])
+        txn,
+        file_id,
+        body.get("lock", []),
+        body.get("move"),
+        body.get("new", []),
+        body.get("keep", []),
     )
     return json_response(out.to_dict())
 

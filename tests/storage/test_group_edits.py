@@ -505,3 +505,96 @@ def test_walk_reports_the_301_slots_passed_through() -> None:
     assert entries[1].via == (b,)
     assert entries[1].to_dict({})["via"] == [list(b)]
     assert entries[0].to_dict({})["via"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# keep: a compaction relinks a chain around its 301 and releases it
+
+
+def compaction_setup(g: GroupState) -> tuple[tuple[int, int], ...]:
+    """p -> s (a 301 to t), t -> None: the chain a compaction rewrites to p -> t."""
+    p, s, t = (live(g, f"k{i}") for i in range(3))
+    ok(g, Relink(slot=p[0], next=Location(GROUP, s[0]), generation=p[1]))
+    ok(g, Move(slot=s[0], target=Location(GROUP, t[0]), generation=s[1]))
+    return p, s, t
+
+
+def test_keep_relinks_the_predecessor_and_frees_the_301(g: GroupState) -> None:
+    p, s, t = compaction_setup(g)
+    cmd = Prepare(
+        txn=TXN,
+        file_id=FILE,
+        now_ms=5,
+        lock=(p, s, t),
+        move=None,
+        new=(),
+        keep=((*p, Location(GROUP, t[0])), (*t, None)),
+    )
+    assert cmd.drop == (s,)
+    ok(g, cmd)
+    refused(g, Release(slot=s[0], generation=s[1]), "conflict", reason="locked")
+    got = ok(g, Commit(txn=TXN, version=3, prev=0))
+    assert sorted(got["slots"]) == sorted([p[0], s[0]])
+    pred, freed, target = g.get(p[0]), g.get(s[0]), g.get(t[0])
+    assert pred is not None and pred.next == Location(GROUP, t[0]) and pred.state is SlotState.LIVE
+    assert freed is not None and freed.state is SlotState.DELETED
+    assert target is not None and target.state is SlotState.LIVE and target.next is None
+    assert g.file_version(FILE) == 3 and g.lock_of(t[0]) is None
+    entries, end = walk(g, p[0], 10)
+    assert [e.slot for e in entries] == [p[0], t[0]] and end is None
+
+
+def test_keep_round_trips_through_the_wire_and_a_snapshot(g: GroupState) -> None:
+    p, s, t = compaction_setup(g)
+    cmd = prepare(lock=(p, s, t))
+    wire_keep = [[p[0], p[1], [GROUP, t[0]]], [t[0], t[1], None]]
+    cmd = Prepare.from_dict({**cmd.to_dict(), "keep": wire_keep})
+    assert cmd.keep == ((p[0], p[1], Location(GROUP, t[0])), (t[0], t[1], None))
+    assert decode_command(cmd.to_dict()) == cmd
+    assert "keep" not in prepare(lock=(p,)).to_dict()  # old form when nothing is kept
+    ok(g, cmd)
+    copy = GroupState(GROUP)
+    copy.restore(g.snapshot())
+    assert copy.txn(TXN) == g.txn(TXN) and copy.digest() == g.digest()
+    ok(g, cmd)  # the same prepare again: a duplicate
+    other = Prepare.from_dict({**cmd.to_dict(), "keep": wire_keep[:1]})
+    refused(g, other, "conflict", reason="txn_mismatch")
+
+
+@pytest.mark.parametrize(
+    ("keep", "reason"),
+    [
+        (lambda p, s, t: ((*p, Location(GROUP, p[0])),), "self_link"),
+        (lambda p, s, t: ((*p, Location(GROUP, s[0])),), "next_dropped"),
+    ],
+)
+def test_keep_refusals(g: GroupState, keep: Any, reason: str) -> None:
+    p, s, t = compaction_setup(g)
+    cmd = Prepare(
+        txn=TXN, file_id=FILE, now_ms=5, lock=(p, s, t), move=None, new=(), keep=keep(p, s, t)
+    )
+    refused(g, cmd, "invalid_argument", reason=reason)
+
+
+def test_keep_of_a_301_or_outside_lock_is_refused(g: GroupState) -> None:
+    p, s, t = compaction_setup(g)
+    cmd = Prepare(
+        txn=TXN, file_id=FILE, now_ms=5, lock=(p, s, t), move=None, new=(), keep=((*s, None),)
+    )
+    refused(g, cmd, "slice_moved")
+    with pytest.raises(InvalidArgument, match="kept slot must be one of lock"):
+        Prepare(txn=TXN, file_id=FILE, now_ms=5, lock=(s, t), move=None, new=(), keep=((*p, None),))
+    with pytest.raises(InvalidArgument, match="names a slot twice"):
+        Prepare.from_dict({**prepare(lock=(p,)).to_dict(), "keep": [[*p, None], [*p, None]]})
+
+
+def test_rollback_of_a_compaction_changes_nothing(g: GroupState) -> None:
+    p, s, t = compaction_setup(g)
+    before = g.digest()
+    keep = ((*p, Location(GROUP, t[0])), (*t, None))
+    ok(g, Prepare(txn=TXN, file_id=FILE, now_ms=5, lock=(p, s, t), move=None, new=(), keep=keep))
+    ok(g, Rollback(txn=TXN))
+    pred = g.get(p[0])
+    assert pred is not None and pred.next == Location(GROUP, s[0])
+    assert g.get(s[0]).state is SlotState.MOVED  # type: ignore[union-attr]
+    assert g.lock_of(p[0]) is None and g.digest() != before  # only the txn window grew
