@@ -364,11 +364,15 @@ class LocalCluster:
 
 
 #: A local cluster's collector (docs/collector.md): an interrupted upload's orphans are freed
-#: within about a minute of its last slice, not an hour (``tracker_options`` override these).
+#: within about a minute of its last slice, not an hour, and an edited file's 301s are
+#: compacted about 30 s after its last change (docs/space.md; ``tracker_options`` override
+#: these).
 LOCAL_TRACKER_OPTIONS: dict[str, Any] = {
     "orphan_grace": 30,
     "intent_ttl": 30,
     "collect_interval": 5,
+    "compact_file_redirects": 1,
+    "compact_idle": 30,
 }
 
 

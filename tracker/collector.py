@@ -42,6 +42,7 @@ from mydfs.common.auth import AUTH_HEADER, sign
 from mydfs.common.errors import Conflict, MydfsError, NotFound, Unavailable
 from mydfs.common.http_errors import error_of
 from mydfs.common.tls import connector
+from mydfs.tracker.compactor import Compactor
 from mydfs.tracker.orphans import (
     Report,
     Roots,
@@ -109,8 +110,10 @@ class Collector:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         ca: str | os.PathLike[str] | None = None,
+        compactor: Compactor | None = None,
     ) -> None:
         self._s = sources
+        self.compactor = compactor
         self._rules = Rules(grace_ms=int(grace * 1000), intent_ttl=intent_ttl)
         self._interval = interval
         self._limit = RateLimit(rate, burst=max(1.0, rate / 10))
@@ -169,8 +172,12 @@ class Collector:
         return body
 
     async def pass_once(self) -> int:
-        """One pass; the number of orphan slices freed."""
-        return await self.collect(await self.survey())
+        """One pass, then the compactions it calls for; the number of orphan slices freed."""
+        s = await self.survey()
+        freed = await self.collect(s)
+        if self.compactor is not None:
+            await self.compactor.compact(self._open(), s.reports)
+        return freed
 
     async def collect(self, s: Survey) -> int:
         """Steps 5-6 of a pass on the survey ``s`` (which may be old: every delete is checked

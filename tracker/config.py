@@ -106,6 +106,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("collect_rate", "float", 50.0, "at most this many orphan slices freed per second"),
     Option("collect_interval", "float", 60.0, "seconds between passes of the orphan collector"),
     Option(
+        "compact_file_redirects",
+        "int",
+        4,
+        "compact a file's chain once it has this many 301 redirects (docs/space.md)",
+    ),
+    Option(
+        "compact_group_redirects",
+        "int",
+        1024,
+        "... or once one of its 301s is in a group holding this many 301 slots",
+    ),
+    Option(
+        "compact_idle",
+        "float",
+        300.0,
+        "seconds a file must have been left unchanged before it is compacted",
+    ),
+    Option("compact_rate", "float", 20.0, "at most this many files compacted per second"),
+    Option(
         "edit_decision_retention",
         "float",
         3600.0,
@@ -150,6 +169,10 @@ class TrackerConfig:
     intent_ttl: float = 3600.0
     collect_rate: float = 50.0
     collect_interval: float = 60.0
+    compact_file_redirects: int = 4
+    compact_group_redirects: int = 1024
+    compact_idle: float = 300.0
+    compact_rate: float = 20.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -212,6 +235,10 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         ("intent_ttl", 1.0, 30 * 86400),
         ("collect_rate", 0.1, 1_000_000),
         ("collect_interval", 0.1, 86400),
+        ("compact_file_redirects", 1, 1_000_000),
+        ("compact_group_redirects", 1, 1 << 30),
+        ("compact_idle", 0.0, 30 * 86400),
+        ("compact_rate", 0.1, 1_000_000),
     ):
         if not lo <= v[key] <= hi:
             raise ConfigError(f"config key {key}: must be between {lo:g} and {hi:g}")
@@ -258,6 +285,10 @@ def from_values(v: dict[str, Any]) -> TrackerConfig:
         intent_ttl=v["intent_ttl"],
         collect_rate=v["collect_rate"],
         collect_interval=v["collect_interval"],
+        compact_file_redirects=v["compact_file_redirects"],
+        compact_group_redirects=v["compact_group_redirects"],
+        compact_idle=v["compact_idle"],
+        compact_rate=v["compact_rate"],
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_ca=tls_ca,

@@ -10,6 +10,7 @@ or not: a registration not yet durable is a root all the same).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from aiohttp import web
 
@@ -17,17 +18,39 @@ from mydfs.common.errors import Unavailable
 from mydfs.common.location import Location
 from mydfs.common.web import json_response
 from mydfs.tracker.collector import Collector, Sources
+from mydfs.tracker.compaction import Rules
+from mydfs.tracker.compactor import Compactor
+from mydfs.tracker.compactor import Sources as CompactSources
 from mydfs.tracker.namespace import Namespace
 from mydfs.tracker.orphans import Roots
-from mydfs.tracker.records import FileEntry
+from mydfs.tracker.records import Decide, FileEntry
 from mydfs.tracker.service import Tracker
 
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 
 
 def make_collector(tracker: Tracker) -> Collector:
-    """The tracker's collector, configured from its config (``docs/collector.md``)."""
+    """The tracker's collector and its compactor, configured from its config
+    (``docs/collector.md``, ``docs/space.md``)."""
     config = tracker.config
+    compactor = Compactor(
+        CompactSources(
+            tracker.group_urls,
+            lambda ids: files_of(tracker.store.ns, ids),
+            tracker.store.ns.get,
+            lambda d: tracker.record_edit(Decide(d), "compact"),
+            tracker.edits.token,
+            lambda file_id: tracker.grant("write", file_id),
+        ),
+        Rules(
+            file_redirects=config.compact_file_redirects,
+            group_redirects=config.compact_group_redirects,
+            idle=config.compact_idle,
+        ),
+        rate=config.compact_rate,
+        registry=tracker.metrics.registry,
+        wall=tracker.wall,
+    )
     return Collector(
         Sources(
             config.secret,
@@ -43,6 +66,7 @@ def make_collector(tracker: Tracker) -> Collector:
         interval=config.collect_interval,
         registry=tracker.metrics.registry,
         ca=config.tls_ca,
+        compactor=compactor,
     )
 
 
@@ -55,6 +79,14 @@ def roots_of(ns: Namespace) -> Roots:
             files.append((entry.file_id, entry.head))
     trash = [(r.file_id, r.head) for r in ns.trash() if r.head is not None]
     return Roots(files=files, trash=trash)
+
+
+def files_of(ns: Namespace, file_ids: set[str]) -> Iterator[tuple[str, FileEntry]]:
+    """(path, entry) of the live files with these ids (only their entries are unpacked)."""
+    wanted = {bytes.fromhex(f) for f in file_ids}
+    for path, packed in ns.snapshot().iter_files():
+        if packed[:16] in wanted:
+            yield path, FileEntry.unpack(packed)
 
 
 def intents_of(ns: Namespace) -> list[tuple[str, float]]:
@@ -70,4 +102,4 @@ async def get_space(request: web.Request) -> web.Response:
     return json_response(await collector.space())
 
 
-__all__ = ["COLLECTOR_KEY", "get_space", "intents_of", "make_collector", "roots_of"]
+__all__ = ["COLLECTOR_KEY", "files_of", "get_space", "intents_of", "make_collector", "roots_of"]
