@@ -155,8 +155,10 @@ def test_the_owners_view_must_agree_with_the_model() -> None:
     end = final(A, V2)
     wrong_size = {**WRITE, "after": {"file_id": "x", "version": 2, "size": 1}}
     assert kinds([PUT, wrong_size, end]) == ["size_mismatch"]
-    skipped = {**WRITE, "after": {"file_id": "x", "version": 3, "size": len(V2)}}
-    assert kinds([PUT, skipped, end]) == ["unaccounted"]
+    went_back = {**WRITE, "after": {"file_id": "x", "version": 1, "size": len(V2)}}
+    assert kinds([PUT, went_back, end]) == ["unaccounted"]
+    compacted_between = {**WRITE, "after": {"file_id": "x", "version": 3, "size": len(V2)}}
+    assert kinds([PUT, compacted_between, end]) == []
     refused = {**WRITE, "result": "refused", "applied": True, "resolved_at": 3.5}
     assert kinds([PUT, refused, end]) == ["refused_but_applied"]
     odd = {**WRITE, "result": "error", "applied": None, "resolution": "inconsistent"}

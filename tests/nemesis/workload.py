@@ -12,8 +12,10 @@ Run as a program inside the client namespace (``ip netns exec NS python workload
 The bytes an operation brings come from :func:`model.content`, so the checker can replay every
 path's versions. The owner never retries blindly: when an operation fails in a way that is not
 a clean refusal (a timeout, ``OutcomeUnknown``, unavailability), it waits a moment and then
-stats the path until it gets an answer: the version advanced by one means the operation was
-applied, unchanged means it was not (``applied``, ``resolved_at``, ``after`` in the record);
+stats the path until it gets an answer: the version advanced with a new mtime means the
+operation was applied; the version unchanged, or advanced with the mtime unchanged (a 301
+compaction, which keeps the mtime: ``docs/space.md``), means it was not (``applied``,
+``resolved_at``, ``after`` in the record);
 anything else, or no answer within ``--resolve-for`` seconds, leaves the path to the checker as
 it is and the owner stops writing it. Refusals are stat-checked too (they must change nothing).
 """
@@ -68,6 +70,7 @@ class Owned:
     size: int = 0
     file_id: str | None = None
     version: int = 0
+    mtime: float = 0.0
     stuck: bool = False
 
     def set(self, info: Any) -> None:
@@ -76,6 +79,7 @@ class Owned:
         else:
             self.exists, self.size = True, int(info.size)
             self.file_id, self.version = str(info.file_id), int(info.version)
+            self.mtime = float(info.mtime)
 
 
 def _entry(info: Any) -> dict[str, Any]:
@@ -169,6 +173,7 @@ async def write_op(
             op["landed"] = int(got)
             st.size += int(op["n"])
             st.version += 1
+            await refresh(sdk, path, st)
         elif op["op"] == "delete":
             st.set(None)
         else:
@@ -177,6 +182,17 @@ async def write_op(
     else:
         await resolve(sdk, args, op, st, clean)
     rec.record(op)
+
+
+async def refresh(sdk: AsyncClient, path: str, st: Owned) -> None:
+    """After an append (it answers only its offset): the entry's mtime, so that a later
+    resolution can tell a compaction from an edit; left as it was when the stat fails."""
+    try:
+        info = await sdk.stat(path)
+    except Exception:
+        return
+    if str(info.file_id) == st.file_id:
+        st.set(info)
 
 
 async def resolve(
@@ -204,20 +220,25 @@ async def resolve(
     before = (st.file_id, st.version) if st.exists else None
     seen = None if now is None else (str(now.file_id), int(now.version))
     kind = op["op"]
-    if seen == before:
+    compacted = (
+        seen is not None and before is not None and seen[0] == before[0]
+        and seen[1] > before[1] and float(now.mtime) == st.mtime
+    )  # fmt: skip
+    if seen == before or compacted:  # a compaction alone changes the version, not the mtime
         op["applied"] = False
+        st.set(now)
         return
     if kind == "delete":
         applied = seen is None
     elif kind == "put":
         number = 1 if before is None else before[1] + 1
         applied = (
-            seen is not None and seen[1] == number and (before is None or seen[0] != before[0])
+            seen is not None and seen[1] >= number and (before is None or seen[0] != before[0])
         )
-    else:
+    else:  # a new mtime (compactions may have added versions too)
         applied = (
             kind in EDITS and seen is not None and before is not None
-            and seen[0] == before[0] and seen[1] == before[1] + 1
+            and seen[0] == before[0] and seen[1] > before[1]
         )  # fmt: skip
     if applied:
         op["applied"] = True
