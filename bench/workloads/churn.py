@@ -4,23 +4,27 @@ Two phases, each on a cluster of its own started for it (a tracker and ``--group
 3 storage nodes, like the suite's, in the scratch folder) and stopped after it, because the
 housekeeping is set by configuration at start-up:
 
-* **housekeeping off**: no scrub (``scrub_rate_mb`` 0), the orphan collector and the trash
-  reclaimer idle (passes a day and an hour apart, a day of ``trash_retention``);
+* **housekeeping off**: no scrub (``scrub_rate_mb`` 0), the orphan collector, its 301
+  compaction and the trash reclaimer idle (passes a day and an hour apart, a day of
+  ``trash_retention`` and of ``compact_idle``);
 * **housekeeping on**: the scrub at 64 MiB/s with a pass every second, the collector every
-  second with 5 s of ``orphan_grace``, the reclaimer every 0.25 s with 0.5 s of
-  ``trash_retention``, so that removed and replaced files are freed during the phase.
+  second with 5 s of ``orphan_grace`` and compaction of any file with a 301 left idle 1 s,
+  the reclaimer every 0.25 s with 0.5 s of ``trash_retention``, so that removed and replaced
+  files are freed and edited ones compacted during the phase.
 
 Everything else is the same. In both, :data:`CLIENTS` clients each repeat a cycle over files of
 their own: put a new file (64 KiB; every :data:`LARGE_EVERY`-th file 3 slices), put it again
-with ``overwrite=True``, write 4 KiB at its middle, remove it. Every step is one write
+with ``overwrite=True``, write 4 KiB at its middle, remove the file made :data:`LAG` files
+before (:class:`Cycle`). Every step is one write
 operation; a phase is ``--small-ops`` of them, capped at ``--op-seconds``. The phases alternate
 (off, on; then on, off; ...) for ``--runs`` repetitions.
 
 Figures: write ops/s in each phase, the ratio on ÷ off per repetition (the cost of housekeeping:
 1 means none, 0.8 means the foreground lost a fifth of its rate), and the slices freed per
 second during the on phase: the increase of the tracker's counters
-``mydfs_tracker_reclaimed_slices_total`` (the reclaimer) and ``mydfs_tracker_orphans_freed_total``
-(the collector) over the timed operations, divided by their wall time. The bytes the scrub
+``mydfs_tracker_reclaimed_slices_total`` (the reclaimer), ``mydfs_tracker_orphans_freed_total``
+(the collector) and ``mydfs_tracker_redirects_released_total`` (compaction) over the timed
+operations, divided by their wall time. The bytes the scrub
 checked meanwhile (``mydfs_storage_scrub_bytes_total``, summed over the nodes) show that it ran.
 """
 
@@ -49,10 +53,13 @@ LARGE = 2 * PAYLOAD_CAPACITY + (64 << 10)
 #: One file in this many is :data:`LARGE`.
 LARGE_EVERY = 8
 EDIT = 4 << 10
+#: The rm step removes the file this many files back.
+LAG = 8
 STEPS = ("put", "overwrite", "edit", "rm")
 
 RECLAIMED = "mydfs_tracker_reclaimed_slices_total"
 ORPHANS = "mydfs_tracker_orphans_freed_total"
+RELEASED = "mydfs_tracker_redirects_released_total"
 SCRUBBED = "mydfs_storage_scrub_bytes_total"
 
 NO_PEER = (
@@ -81,22 +88,36 @@ class Phase:
 OFF = Phase(
     "off",
     "housekeeping off",
-    {"collect_interval": 86_400, "orphan_grace": 86_400, "reclaim_interval": 3600},
+    {
+        "collect_interval": 86_400,
+        "orphan_grace": 86_400,
+        "reclaim_interval": 3600,
+        "compact_file_redirects": 1,
+        "compact_idle": 86_400,
+    },
     86_400.0,
     ("--scrub-rate-mb", "0"),
 )
 ON = Phase(
     "on",
     "housekeeping on",
-    {"collect_interval": 1.0, "orphan_grace": 5.0, "reclaim_interval": 0.25},
+    {
+        "collect_interval": 1.0,
+        "orphan_grace": 5.0,
+        "reclaim_interval": 0.25,
+        "compact_file_redirects": 1,
+        "compact_idle": 1.0,
+    },
     0.5,
     ("--scrub-rate-mb", "64", "--scrub-interval", "1"),
 )
 
 
 class Cycle:
-    """One client's files: put, overwrite, edit, rm of file 0, then of file 1, and so on. It
-    moves to the next step only when a step succeeded (a failed one is tried again)."""
+    """One client's files: put, overwrite, edit of file k, then rm of file k - :data:`LAG`
+    (left idle meanwhile, so that compaction may rewrite it around its 301; while k < LAG
+    a second edit of file k instead), then file k + 1, and so on. It moves to the next step
+    only when a step succeeded (a failed one is tried again)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -106,6 +127,12 @@ class Cycle:
     @property
     def path(self) -> str:
         return f"{self.prefix}/f{self.file:06d}"
+
+    @property
+    def old_path(self) -> str | None:
+        """The file the rm step removes (None: none yet)."""
+        k = self.file - LAG
+        return f"{self.prefix}/f{k:06d}" if k >= 0 else None
 
     @property
     def size(self) -> int:
@@ -135,7 +162,7 @@ class PhaseRun:
 
     @property
     def freed(self) -> float:
-        return self.counters.get(RECLAIMED, 0.0) + self.counters.get(ORPHANS, 0.0)
+        return sum(self.counters.get(k, 0.0) for k in (RECLAIMED, ORPHANS, RELEASED))
 
     @property
     def freed_per_second(self) -> float | None:
@@ -148,6 +175,7 @@ def counters(tracker_page: str, node_pages: list[str]) -> dict[str, float]:
     return {
         RECLAIMED: parse_counter(tracker_page, RECLAIMED),
         ORPHANS: parse_counter(tracker_page, ORPHANS),
+        RELEASED: parse_counter(tracker_page, RELEASED),
         SCRUBBED: sum(parse_counter(page, SCRUBBED) for page in node_pages),
     }
 
@@ -189,8 +217,11 @@ def churn_op(cycles: dict[int, Cycle], data: Payloads) -> Callable[[Session, int
         elif cycle.op == "edit":
             await client.write(cycle.path, size // 2, data.edit)
             moved = EDIT
+        elif cycle.old_path is None:
+            await client.write(cycle.path, 0, data.edit)
+            moved = EDIT
         else:
-            await client.delete(cycle.path)
+            await client.delete(cycle.old_path)
             moved = 0
         cycle.advance()
         return moved
@@ -274,6 +305,7 @@ class Churn(Workload):
                 "slices_freed": [r.freed for r in runs],
                 "reclaimed_slices": [r.counters.get(RECLAIMED, 0.0) for r in runs],
                 "orphans_freed": [r.counters.get(ORPHANS, 0.0) for r in runs],
+                "redirects_released": [r.counters.get(RELEASED, 0.0) for r in runs],
                 "scrub_bytes": [r.counters.get(SCRUBBED, 0.0) for r in runs],
                 "seconds": [r.sample.seconds for r in runs],
             }
@@ -284,9 +316,9 @@ class Churn(Workload):
         ratio = Result.of("mydfs", ratios(on, off), {"on": m_on["phase"], "off": m_off["phase"]})
         freed = Result.of("mydfs", [Sample(r.freed_per_second) for r in on], m_on)
         cycle = (
-            f"{CLIENTS} clients, each a cycle of put, overwrite, 4 KiB edit and rm over files "
-            f"of its own; up to {ctx.settings.small_ops} write ops per phase, capped at "
-            f"{ctx.settings.op_seconds:g} s; a fresh cluster per phase"
+            f"{CLIENTS} clients, each a cycle of put, overwrite, 4 KiB edit and rm (of the file "
+            f"{LAG} back) over files of its own; up to {ctx.settings.small_ops} write ops per "
+            f"phase, capped at {ctx.settings.op_seconds:g} s; a fresh cluster per phase"
         )
         scrubbed = ", ".join(f"{b / 1e6:,.1f}" for b in m_on["scrub_bytes"])
         return [
@@ -294,13 +326,15 @@ class Churn(Workload):
                          [cycle, "scrub off, collector and reclaimer idle"]),
             self._figure("write, housekeeping on", "ops/s", mine_on,
                          [cycle, "scrub 64 MiB/s every 1 s, collector every 1 s (grace 5 s), "
-                          "reclaimer every 0.25 s (trash retention 0.5 s)",
+                          "compaction after 1 s idle, reclaimer every 0.25 s (trash retention "
+                          "0.5 s)",
                           f"MB checked by the scrub during the timed ops: {scrubbed}"]),
             self._figure("on ÷ off", "x", ratio,
                          ["cost of housekeeping: write ops/s with it on ÷ without it, per "
                           "repetition (1 = no cost; below 1 the foreground lost that share)"]),
             self._figure("slices freed, housekeeping on", "slices/s", freed,
-                         [f"increase of {RECLAIMED} + {ORPHANS} on the tracker over the timed "
+                         [f"increase of {RECLAIMED} + {ORPHANS} + {RELEASED} on the tracker over "
+                          "the timed "
                           "ops of the on phase, ÷ their wall time; slices freed in the off "
                           f"phase: {', '.join(f'{r.freed:g}' for r in off)}"]),
         ]  # fmt: skip

@@ -16,12 +16,14 @@ from mydfs.bench.figures import Sample
 from mydfs.bench.suite import WORKLOADS
 from mydfs.bench.workloads.churn import (
     CLIENTS,
+    LAG,
     LARGE,
     LARGE_EVERY,
     OFF,
     ON,
     ORPHANS,
     RECLAIMED,
+    RELEASED,
     SCRUBBED,
     SMALL,
     STEPS,
@@ -49,20 +51,25 @@ def test_cycle_walks_each_file_through_the_steps() -> None:
     assert [op for _, op, _ in seen[:4]] == ["put", "overwrite", "edit", "rm"]
     assert {p for p, _, _ in seen[:4]} == {"/p/c0/f000000"}
     assert seen[4][0] == "/p/c0/f000001" and seen[4][1] == "put"
+    # The rm step removes the file LAG files back (none yet before).
+    assert Cycle("/p/c0").old_path is None
+    cycle = Cycle("/p/c0")
+    cycle.file = LAG + 3
+    assert cycle.old_path == "/p/c0/f000003"
     sizes = [size for _, op, size in seen if op == "put"]
     assert sizes == [SMALL] * (LARGE_EVERY - 1) + [LARGE]
     assert 2 * PAYLOAD_CAPACITY < LARGE <= 3 * PAYLOAD_CAPACITY  # three slices
 
 
 def test_counters_and_rates() -> None:
-    tracker = f"# HELP x\n{RECLAIMED} 10.0\n{ORPHANS} 2.0\nother 7\n"
+    tracker = f"# HELP x\n{RECLAIMED} 10.0\n{ORPHANS} 2.0\n{RELEASED} 1\nother 7\n"
     nodes = [f"{SCRUBBED} 1e6\n", f"{SCRUBBED} 3e6\n", "nothing\n"]
     before = counters(tracker, nodes)
-    assert before == {RECLAIMED: 10.0, ORPHANS: 2.0, SCRUBBED: 4e6}
-    after = counters(f"{RECLAIMED} 25\n{ORPHANS} 3\n", [f"{SCRUBBED} 5e6\n"])
+    assert before == {RECLAIMED: 10.0, ORPHANS: 2.0, RELEASED: 1.0, SCRUBBED: 4e6}
+    after = counters(f"{RECLAIMED} 25\n{ORPHANS} 3\n{RELEASED} 5\n", [f"{SCRUBBED} 5e6\n"])
     run = PhaseRun(Sample(20.0, seconds=4.0), increase(before, after))
-    assert run.freed == 16.0
-    assert run.freed_per_second == 4.0
+    assert run.freed == 20.0
+    assert run.freed_per_second == 5.0
     assert PhaseRun(Sample(None, seconds=0.0)).freed_per_second is None
     assert parse_counter("a_total 1.5\n", "a_total") == 1.5
     assert parse_counter("a_total_x 1.5\n", "a_total") == 0.0
