@@ -20,7 +20,9 @@ attempt that failed before its prepare, a slice uploaded twice by a retry. Every
    node deletes (or, for a 301, releases) the slot only if file F still owns it at generation G
    and F's version in the group is still V, the one of the report (no edit of F committed
    there since), and refuses a slot an edit holds locked; at most ``collect_rate`` slices per
-   second.
+   second;
+7. hands the same reports to the compactor (:mod:`mydfs.tracker.compactor`), which rewrites
+   idle files' chains around their 301s and frees them (``docs/space.md``, Compaction).
 
 The rules and why they are safe are in ``docs/collector.md``. :meth:`Collector.survey` (steps
 1-4 without freeing anything) also serves ``GET /space`` (``mydfs df``).

@@ -56,6 +56,7 @@ class Sources(NamedTuple):
     nodes_of: Callable[[int], list[str]]  # a group's up nodes, its leader first
     files: Callable[[set[str]], Iterable[tuple[str, FileEntry]]]  # live files of these ids
     get: Callable[[str], FileEntry | None]  # the entry at a path now
+    decided: Callable[[str], Decision | None]  # the decision recorded for a txn, if any
     record: Callable[[Decision], Awaitable[Any]]  # log a decision (durable on return)
     token: Callable[[Decision], str]  # its decision token
     grant: Callable[[str], str]  # a write grant for a file id
@@ -141,6 +142,12 @@ class Compactor:
             log.info("compaction of %s not prepared: %s", p.path, exc)
             await self._abort(session, p, txn, "aborted")
             return False
+        # A group's resolver may have had an abort recorded meanwhile (a prepare slower than
+        # edit_timeout): then that decision stands. From this check to the decision's record
+        # nothing yields to the event loop, so no other decision can come in between.
+        if self._s.decided(txn) is not None:
+            await self._abort(session, p, txn, "aborted")
+            return False
         decision = compaction.decide(self._s.get(p.path), p, txn, self._wall())
         if decision is None:  # changed since the plan: nothing to commit
             await self._abort(session, p, txn, "stale")
@@ -160,8 +167,10 @@ class Compactor:
         return True
 
     async def _abort(self, session: aiohttp.ClientSession, p: Plan, txn: str, outcome: str) -> None:
-        decision = abort_of(txn, p.file_id, p.path, self._wall())
-        await self._s.record(decision)
+        decision = self._s.decided(txn)
+        if decision is None:
+            decision = abort_of(txn, p.file_id, p.path, self._wall())
+            await self._s.record(decision)
         token = self._s.token(decision)
         await asyncio.gather(
             *(self._finish(session, txn, "rollback", token, part) for part in p.parts)

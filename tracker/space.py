@@ -38,6 +38,7 @@ def make_collector(tracker: Tracker) -> Collector:
             tracker.group_urls,
             lambda ids: files_of(tracker.store.ns, ids),
             tracker.store.ns.get,
+            tracker.store.ns.decisions.get,
             lambda d: tracker.record_edit(Decide(d), "compact"),
             tracker.edits.token,
             lambda file_id: tracker.grant("write", file_id),
