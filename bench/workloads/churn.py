@@ -64,7 +64,8 @@ SCRUBBED = "mydfs_storage_scrub_bytes_total"
 
 NO_PEER = (
     "not measured on SeaweedFS: this workload sets mydfs beside itself, its housekeeping "
-    "(scrub, orphan collector, trash reclaimer) off and on, so no ratio to a peer is given"
+    "(scrub, orphan collector and compaction, trash reclaimer) off and on, so no ratio to a peer "
+    "is given"
 )
 
 
@@ -233,8 +234,8 @@ class Churn(Workload):
     name = NAME
     order = 80
     description = (
-        "put/overwrite/edit/rm cycles with housekeeping (scrub, collector, reclaimer) off and "
-        "on (mydfs only): write ops/s each, on ÷ off, slices freed per second"
+        "put/overwrite/edit/rm cycles with housekeeping (scrub, collector, compaction, reclaimer) "
+        "off and on (mydfs only): write ops/s each, on ÷ off, slices freed per second"
     )
 
     async def run(self, ctx: Context) -> list[Figure]:
