@@ -215,8 +215,9 @@ class Compactor:
         headers: dict[str, str],
     ) -> Any:
         """POST to the group's leader: its nodes in turn, leader first, until one answers
-        200 (a follower's 307 or an unreachable node: the next); a refusal is raised typed."""
-        last: MydfsError = Unavailable(f"group {group} has no node up", group=group)
+        200 (a follower's 307 or an unreachable node: the next); a refusal is raised typed,
+        no leader answering (an election) as :class:`Unavailable`."""
+        last: Exception = Unavailable(f"group {group} has no node up", group=group)
         for url in self._s.nodes_of(group):
             try:
                 async with session.post(
@@ -230,7 +231,7 @@ class Compactor:
                     last = err
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last = Unavailable(f"{url}: {exc or type(exc).__name__}", group=group)
-        raise last
+        raise Unavailable(f"group {group}: no leader answered ({last})", group=group)
 
 
 __all__ = ["Compactor", "CompactorMetrics", "Sources"]

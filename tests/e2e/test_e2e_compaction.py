@@ -2,7 +2,8 @@
 leave 301 slots (at the head, in the middle, across both groups); once the files are idle the
 tracker rewrites their chains around the redirects and frees them: ``mydfs df`` shows no 301
 left and nothing leaked, and every file reads back byte-identical to a bytes model through the
-SDK and through curl, and can still be edited. Edits running while compaction is active (no
+SDK and through curl (and every read made while the compactions ran did), and can still be
+edited. Edits running while compaction is active (no
 idle time) end equal to the model too: a compaction and an edit of the same file never both
 commit on the same version (the loser is planned again)."""
 
@@ -76,7 +77,32 @@ def test_redirects_are_compacted_and_files_read_the_same(
         edit(client, "/compact/small.bin", models["/compact/small.bin"], "write", 0, b"s")
         assert client.df()["cluster"]["moved"]["slots"] > 0
         versions = {p: client.stat(p).version for p in models}
-        wait_for("every 301 to be compacted", lambda: compacted(client), 90)
+        # Readers meanwhile: every read, before, during or after a compaction, is the content.
+        done = threading.Event()
+        reads: list[bool] = []
+
+        failed: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                with Client(c.tracker_url, deadline=60.0) as own:
+                    while not done.is_set():
+                        for path, model in models.items():
+                            reads.append(own.read(path) == model)
+            except BaseException as exc:
+                failed.append(exc)
+
+        readers = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
+        for t in readers:
+            t.start()
+        try:
+            wait_for("every 301 to be compacted", lambda: compacted(client), 90)
+        finally:
+            done.set()
+            for t in readers:
+                t.join(60)
+        assert not failed, failed
+        assert reads and all(reads), f"{reads.count(False)} of {len(reads)} reads differed"
         assert metric(c, "mydfs_tracker_redirects_released_total") >= 6
         for path, model in models.items():
             check(client, c, path, bytes(model))

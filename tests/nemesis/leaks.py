@@ -18,10 +18,30 @@ import asyncio
 import json
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+from mydfs.bench.edits import parse_counter
 from mydfs.client import AsyncClient
+
+#: The tracker's compaction counters, reported beside the verdict (that compaction ran).
+COMPACTION = (
+    "mydfs_tracker_redirects_released_total",
+    'mydfs_tracker_compactions_total{outcome="committed"}',
+    'mydfs_tracker_compactions_total{outcome="aborted"}',
+    'mydfs_tracker_compactions_total{outcome="stale"}',
+)
+
+
+def compaction(tracker: str) -> dict[str, float] | str:
+    """The compaction counters from the tracker's ``/metrics``."""
+    try:
+        with urllib.request.urlopen(tracker + "/metrics", timeout=10) as resp:
+            page = resp.read().decode()
+    except OSError as exc:
+        return repr(exc)
+    return {name: parse_counter(page, name) for name in COMPACTION}
 
 
 def unaccounted(cluster: dict[str, Any]) -> int:
@@ -67,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=3.0)
     args = p.parse_args(argv)
     result = asyncio.run(watch(args.tracker, args.timeout, args.interval))
+    result["compaction"] = compaction(args.tracker)
     args.out.write_text(json.dumps(result, indent=2))
     return 0
 
