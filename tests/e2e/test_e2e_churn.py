@@ -2,7 +2,8 @@
 3 client threads, each the only writer of its own paths, run random cycles of put, put
 --overwrite, write at an offset, append, truncate, insert, cut, rm, rm --now, undelete and purge,
 while a killer thread kills with -9, at random points, group 1's leader, then a follower of
-group 2, then the tracker, each started again once the cluster is healthy.
+group 2, then the tracker, each started again once the cluster is healthy. The collector,
+the reclaimer and 301 compaction (of any file left alone 2 s) run all along.
 
 Each path has a byte model, changed only by an acknowledged operation. An operation that fails
 in a way that does not say whether it happened (a timeout, ``OutcomeUnknown``, unavailability
@@ -33,6 +34,7 @@ import os
 import random
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -40,6 +42,7 @@ from typing import Any, TypeVar
 import pytest
 from e2e_helpers import SLICE, restart_tracker
 
+from mydfs.bench.edits import parse_counter
 from mydfs.client import Client
 from mydfs.client.local_cluster import LocalCluster
 from mydfs.client.process import Process
@@ -52,8 +55,15 @@ T = TypeVar("T")
 CLIENTS = 3
 PATHS = 4
 #: Short collector settings: a slice nothing references is an orphan 3 s after its
-#: reservation; an upload's intent lives 10 s after its last slice; a pass every second.
-OPTIONS = {"orphan_grace": 3, "intent_ttl": 10, "collect_interval": 1, "collect_rate": 50}
+#: reservation; an upload's intent lives 10 s after its last slice; a pass every second; a
+#: file with a 301 left alone 2 s is compacted.
+OPTIONS = {
+    "orphan_grace": 3,
+    "intent_ttl": 10,
+    "collect_interval": 1,
+    "collect_rate": 50,
+    "compact_idle": 2,
+}
 #: Seconds a removed file stays undeletable: short, so undeletes both succeed and come too late.
 RETENTION = 5.0
 #: The small files' sizes; path 0 of each client also takes files just over one slice.
@@ -577,6 +587,8 @@ def test_churn_with_kills_leaks_nothing_and_stays_bounded(
         # The collector freed nothing referenced: every file still reads back identical.
         for path, want in model.content.items():
             assert read_settled(client, path) == want, path
+        with urllib.request.urlopen(c.tracker_url + "/metrics", timeout=10) as resp:
+            released = parse_counter(resp.read().decode(), "mydfs_tracker_redirects_released_total")
 
     ops = sum(v for k, v in stats.ops.items() if not k.endswith("refused"))
     print(
@@ -586,5 +598,6 @@ def test_churn_with_kills_leaks_nothing_and_stays_bounded(
         f"max orphans {stats.max_orphan}; "
         f"max (in use - files - trash) {stats.max_over} (bound: <= {SLACK}) at "
         f"{stats.at_max_over}; settled in {settled:.0f} s: {used} slots in use, "
-        f"files {cl['files']['slots']}, leaked {unaccounted(cl)}"
+        f"files {cl['files']['slots']}, leaked {unaccounted(cl)}; "
+        f"301s released by compaction (since the tracker's last start) {released:.0f}"
     )
