@@ -45,6 +45,7 @@ from mydfs.client.editplan import Data, Old, Op, Plan, Prepare, Segment, plan, p
 from mydfs.client.routing import GroupPlan
 from mydfs.client.source import Source, chunks, source_size
 from mydfs.common.checksum import crc32c
+from mydfs.common.deliver import deliver
 from mydfs.common.errors import (
     Conflict,
     InvalidArgument,
@@ -488,31 +489,12 @@ class _Editor:
             url = f"{leader}/edits/{txn}/{step}"
             return await c._t.json("POST", url, body={"decision": token}, group=part.group)
 
-        until = time.monotonic() + COMMIT_PATIENCE
-        delay = 0.05
-        while True:
-            try:
-                async with asyncio.timeout(max(0.1, until - time.monotonic())):
-                    await c._on_leader(part.group, call, f"edit {step}", txn=txn)
-                return
-            except TimeoutError:
-                log.warning("edit %s %s left to group %d: no answer in time", txn, step, part.group)
-                return
-            except Conflict as exc:
-                if exc.context.get("reason") != "out_of_order":
-                    log.warning("edit %s %s at group %d: %s", txn, step, part.group, exc)
-                    return
-                last: MydfsError = exc
-            except MydfsError as exc:
-                if not isinstance(exc, Unavailable):
-                    log.warning("edit %s %s at group %d: %s", txn, step, part.group, exc)
-                    return
-                last = exc
-            if time.monotonic() + delay > until:
-                log.warning("edit %s %s left to group %d: %s", txn, step, part.group, last)
-                return
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
+        await deliver(
+            lambda: c._on_leader(part.group, call, f"edit {step}", txn=txn),
+            f"edit {txn} {step} at group {part.group}",
+            COMMIT_PATIENCE,
+            log,
+        )
 
 
 def _result(answer: dict[str, Any], p: Plan) -> tuple[FileRecord, int]:

@@ -18,7 +18,8 @@ class FileRecord:
     """A file of the namespace: where its chain starts and what the client said about it.
 
     ``hash`` is the client's content hash (``crc32c:1a2b3c4d``), ``""`` when none was given
-    (``null`` on the wire); ``version`` is 1 at creation, +1 per overwrite, committed edit or compaction.
+    (``null`` on the wire); ``version`` is 1 at creation, +1 per overwrite, committed edit or
+    compaction.
     ``versions`` says, for every group an in-place edit ever touched, the version of the last
     committed edit that touched it (``((group, version), ...)`` by group; empty for a file never
     edited): a reader accepts a chain run of group ``g`` only when the node reports exactly

@@ -80,20 +80,28 @@ def _slot_ref(raw: object, op: str, field: str) -> SlotRef:
     return (slot, gen)
 
 
-def _slot_refs(raw: object, op: str, field: str) -> tuple[SlotRef, ...]:
+def _entries(raw: object, op: str, field: str, shape: str) -> list[Any] | tuple[Any, ...]:
+    """``raw`` as a list of at most :data:`MAX_EDIT_SLOTS` entries (each ``shape``)."""
     if not isinstance(raw, list | tuple):
         raise InvalidArgument(
-            f"{field} must be a list of [slot, generation], not {type(raw).__name__}",
-            op=op,
-            field=field,
+            f"{field} must be a list of {shape}, not {type(raw).__name__}", op=op, field=field
         )
     if len(raw) > MAX_EDIT_SLOTS:
         raise InvalidArgument(
             f"{field} has {len(raw)} entries, at most {MAX_EDIT_SLOTS} allowed", op=op, field=field
         )
-    refs = tuple(_slot_ref(item, op, field) for item in raw)
-    if len({slot for slot, _ in refs}) != len(refs):
+    return raw
+
+
+def _distinct(slots: list[int], op: str, field: str) -> None:
+    if len(set(slots)) != len(slots):
         raise InvalidArgument(f"{field} names a slot twice", op=op, field=field)
+
+
+def _slot_refs(raw: object, op: str, field: str) -> tuple[SlotRef, ...]:
+    items = _entries(raw, op, field, "[slot, generation]")
+    refs = tuple(_slot_ref(item, op, field) for item in items)
+    _distinct([slot for slot, _ in refs], op, field)
     return refs
 
 
@@ -115,18 +123,8 @@ KeepSpec = tuple[int, int, Location | None]
 
 
 def _keep(raw: object, op: str, field: str) -> tuple[KeepSpec, ...]:
-    if not isinstance(raw, list | tuple):
-        raise InvalidArgument(
-            f"{field} must be a list of [slot, generation, next], not {type(raw).__name__}",
-            op=op,
-            field=field,
-        )
-    if len(raw) > MAX_EDIT_SLOTS:
-        raise InvalidArgument(
-            f"{field} has {len(raw)} entries, at most {MAX_EDIT_SLOTS} allowed", op=op, field=field
-        )
     out: list[KeepSpec] = []
-    for item in raw:
+    for item in _entries(raw, op, field, "[slot, generation, next]"):
         if not isinstance(item, list | tuple) or len(item) != 3:
             raise InvalidArgument(
                 f"{field} entries are [slot, generation, [group, slot] | null]", op=op, field=field
@@ -134,8 +132,7 @@ def _keep(raw: object, op: str, field: str) -> tuple[KeepSpec, ...]:
         slot, gen = _slot_ref(item[:2], op, field)
         nxt = None if item[2] is None else parse_location(item[2], op=op, field=f"{field}.next")
         out.append((slot, gen, nxt))
-    if len({slot for slot, _, _ in out}) != len(out):
-        raise InvalidArgument(f"{field} names a slot twice", op=op, field=field)
+    _distinct([slot for slot, _, _ in out], op, field)
     return tuple(out)
 
 

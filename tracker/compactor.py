@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from mydfs.common.errors import Conflict, MydfsError, Unavailable
+from mydfs.common.deliver import deliver
+from mydfs.common.errors import MydfsError, Unavailable
 from mydfs.common.grants import GRANT_HEADER
 from mydfs.common.http_errors import error_of
 from mydfs.tracker import compaction
@@ -182,29 +183,15 @@ class Compactor:
     ) -> None:
         """Bring a decision to one group, retried on ``out_of_order`` and unavailability for
         :data:`COMMIT_PATIENCE` seconds; then it is the group's resolver's (never raised)."""
-        until = self._clock() + COMMIT_PATIENCE
-        delay = 0.05
-        while True:
-            try:
-                await self._call(
-                    session, part.group, f"/edits/{txn}/{step}", {"decision": token}, {}
-                )
-                return
-            except Conflict as exc:
-                if exc.context.get("reason") != "out_of_order":
-                    log.warning("compaction %s %s at group %d: %s", txn, step, part.group, exc)
-                    return
-                last: Exception = exc
-            except (Unavailable, aiohttp.ClientError, TimeoutError) as exc:
-                last = exc
-            except MydfsError as exc:
-                log.warning("compaction %s %s at group %d: %s", txn, step, part.group, exc)
-                return
-            if self._clock() + delay > until:
-                log.warning("compaction %s %s left to group %d: %s", txn, step, part.group, last)
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        await deliver(
+            lambda: self._call(
+                session, part.group, f"/edits/{txn}/{step}", {"decision": token}, {}
+            ),
+            f"compaction {txn} {step} at group {part.group}",
+            COMMIT_PATIENCE,
+            log,
+            self._clock,
+        )
 
     async def _call(
         self,
