@@ -52,10 +52,8 @@ from mydfs.client.source import SLICE, Source, chunks, source_size, source_stamp
 from mydfs.client.trashops import TrashMethods
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
-    AlreadyExists,
     Conflict,
     InvalidArgument,
-    MydfsError,
     NotFound,
     NotLeader,
     SliceDeleted,
@@ -317,24 +315,18 @@ class AsyncClient(EditMethods, TrashMethods):
         stamp = source_stamp(src)
         size_hint = source_size(src)
         groups = GroupPlan(self._place, self._leaders, size_hint)
-        # Three independent tracker calls at once: is the path free, record the upload intent
-        # (for a future collector), and where the first slices go.
-        intent = self._tracker(
-            "POST",
-            f"{self.tracker}/meta/intents",
-            body={"file_id": file_id, "path": path},
-            path=path,
-        )
-        taken = self._false() if overwrite else self.exists(path)
-        placed = self._none() if size_hint == 0 else groups.group_of(0)
-        results = await asyncio.gather(intent, taken, placed, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        grant = str(results[0].get("grant") or "") if isinstance(results[0], dict) else ""
-        if results[1] is True:
-            await self._drop_intent(file_id)  # nothing was written: leave no upload record
-            raise AlreadyExists("a file already exists at this path", path=path)
+        # One tracker call before the data: record the upload intent (the collector spares its
+        # slices), refuse at once if the path is taken (unless overwrite), and where the first
+        # slices go (docs/client.md, Writing).
+        ask: dict[str, Any] = {"file_id": file_id, "path": path}
+        if not overwrite:
+            ask["exclusive"] = True
+        if size_hint != 0:
+            ask["slices"] = groups.wanted()
+        intent = await self._tracker("POST", f"{self.tracker}/meta/intents", body=ask, path=path)
+        grant = str(intent.get("grant") or "")
+        if intent.get("placement"):
+            groups.add(intent["placement"])
         single = size_hint is not None and 0 < size_hint <= SLICE
         window = asyncio.Semaphore(self.window)
         fills: list[asyncio.Task[None]] = []
@@ -409,18 +401,6 @@ class AsyncClient(EditMethods, TrashMethods):
             "POST", f"{self.tracker}/placements", body={"slices": slices}
         )
         return body
-
-    async def _drop_intent(self, file_id: str) -> None:
-        with contextlib.suppress(MydfsError):
-            await self._tracker("DELETE", f"{self.tracker}/meta/intents/{file_id}")
-
-    @staticmethod
-    async def _false() -> bool:
-        return False
-
-    @staticmethod
-    async def _none() -> None:
-        return None
 
     async def _put_single(self, s: _Pending, file_id: str, progress: Progress | None) -> None:
         """A one-slice file: ``PUT /slices`` reserves and writes in one request (idempotent by

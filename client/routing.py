@@ -127,16 +127,23 @@ class GroupPlan:
         self._hint = None if size_hint is None else max(1, -(-size_hint // PAYLOAD_CAPACITY))
         self._groups: list[int] = []
 
+    def wanted(self) -> int:
+        """How many slices the next placement asks for: the rest of the hint, else 64."""
+        remaining = (self._hint - len(self._groups)) if self._hint else 0
+        return remaining if remaining > 0 else 64
+
+    def add(self, body: dict[str, Any]) -> None:
+        """Take a placement (``POST /placements``'s answer, or the one an intent carries)."""
+        for run in body["runs"]:
+            group = int(run["group"])
+            self._groups += [group] * int(run["count"])
+            if run.get("leader"):
+                self._leaders.hint(group, run["leader"])
+            nodes = tuple(run.get("replicas") or ())
+            if nodes:
+                self._leaders.set_nodes(group, nodes)
+
     async def group_of(self, index: int) -> int:
         while index >= len(self._groups):
-            remaining = (self._hint - len(self._groups)) if self._hint else 0
-            body = await self._place(remaining if remaining > 0 else 64)
-            for run in body["runs"]:
-                group = int(run["group"])
-                self._groups += [group] * int(run["count"])
-                if run.get("leader"):
-                    self._leaders.hint(group, run["leader"])
-                nodes = tuple(run.get("replicas") or ())
-                if nodes:
-                    self._leaders.set_nodes(group, nodes)
+            self.add(await self._place(self.wanted()))
         return self._groups[index]

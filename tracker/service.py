@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from mydfs.common import grants
 from mydfs.common.errors import (
+    AlreadyExists,
     Conflict,
     Forbidden,
     InvalidArgument,
@@ -206,11 +207,27 @@ class Tracker:
         return {"deleted": old.to_dict(path), "purged": True}
 
     async def add_intent(self, body: Any) -> dict[str, Any]:
+        """Record an upload intent (``{"file_id", "path"}``) and hand out its write grant. Two
+        optional keys save the SDK a request each before the data: ``"exclusive": true``
+        refuses (409 ``already_exists``, nothing recorded) when a file is at the path, and
+        ``"slices": n`` adds ``"placement"``, what ``POST /placements`` answers for n."""
         if not isinstance(body, dict):
             raise InvalidArgument('the body must be {"file_id": ..., "path": ...}')
         edit = self.store.ns.plan_intent(body.get("file_id"), body.get("path"), now=self._wall())
+        exclusive = body.get("exclusive", False)
+        if not isinstance(exclusive, bool):
+            raise InvalidArgument(
+                f"exclusive must be a boolean, got {exclusive!r}", field="exclusive"
+            )
+        if exclusive and self.store.ns.get(edit.intent.path) is not None:
+            await self.store.barrier()  # a refusal may rest on state that is not durable yet
+            raise AlreadyExists("a file already exists at this path", path=edit.intent.path)
+        placement = self.place(body) if "slices" in body else None
         await self.record_edit(edit, "intent")
-        return dict(edit.intent.to_dict(), grant=self.grant("write", edit.intent.file_id))
+        out = dict(edit.intent.to_dict(), grant=self.grant("write", edit.intent.file_id))
+        if placement is not None:
+            out["placement"] = placement
+        return out
 
     async def drop_intent(self, file_id: str) -> dict[str, Any]:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import io
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -274,10 +275,15 @@ def test_overwrite_needs_consent_then_replaces_and_bumps_the_version(
         grant=read_grant(cluster, v1.file_id),
     )
 
+    intents = cluster.tracker_url + "/meta/intents"  # (admin: curl_ok sends the saved key)
+    before = json.loads(curl_ok(intents))
     with pytest.raises(AlreadyExists):
         client.put("/ow/x.bin", second)
     assert client.stat("/ow/x.bin") == v1
     assert client.read("/ow/x.bin") == first
+    # The refusal came from the intent request itself: no intent recorded, nothing written.
+    after = json.loads(curl_ok(intents))
+    assert after == before
 
     v2 = client.put("/ow/x.bin", second, overwrite=True)
     assert v2.version == v1.version + 1

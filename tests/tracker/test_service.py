@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tracker_harness import SECRET, wait_until
 
-from mydfs.common.errors import AlreadyExists, NotFound
+from mydfs.common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from mydfs.tracker.config import OPTIONS, from_values
 from mydfs.tracker.metrics import TrackerMetrics
 from mydfs.tracker.service import Tracker
@@ -56,4 +56,30 @@ async def test_reads_and_refusals_wait_for_the_sync(tmp_path: Path) -> None:
         assert store.log.durable_seq == 2
     finally:
         gate.set()
+        await store.close()
+
+
+async def test_an_exclusive_intent_is_refused_when_the_path_is_taken(tmp_path: Path) -> None:
+    """``POST /meta/intents`` with ``exclusive``: a file at the path refuses it before anything
+    is recorded; a bad flag is a clear error; ``slices`` with no writable group records no
+    intent either (the placement is made before the record)."""
+    values = {opt.key: opt.default for opt in OPTIONS}
+    values.update(data_dir=tmp_path, secret=SECRET)
+    store = await MetaStore.open(tmp_path, checkpoint_interval=3600)
+    tracker = Tracker(from_values(values), store, TrackerMetrics())
+    try:
+        await tracker.add_intent({"file_id": f"{1:032x}", "path": "/x"})
+        await tracker.put_file("/x", body(1), overwrite=False)
+        seq = store.log.last_seq
+        with pytest.raises(AlreadyExists):
+            await tracker.add_intent({"file_id": f"{2:032x}", "path": "/x", "exclusive": True})
+        with pytest.raises(InvalidArgument):
+            await tracker.add_intent({"file_id": f"{2:032x}", "path": "/y", "exclusive": "yes"})
+        with pytest.raises(Unavailable):  # no storage group has reported
+            await tracker.add_intent({"file_id": f"{2:032x}", "path": "/y", "slices": 1})
+        assert store.log.last_seq == seq and store.ns.find_intent(f"{2:032x}") is None
+        # Not exclusive (an overwrite): recorded.
+        got = await tracker.add_intent({"file_id": f"{2:032x}", "path": "/x"})
+        assert got["grant"] and "placement" not in got
+    finally:
         await store.close()
