@@ -2,14 +2,16 @@
 
 How a file is stored (``put``), see ``docs/client.md``:
 
-1. The tracker gives placements: runs of at most K consecutive slices per group.
+1. One request to the tracker records the upload's intent (refused at once if the path is
+   taken and ``overwrite`` is off) and gives the first placements: runs of at most K
+   consecutive slices per group.
 2. The source is read one slice (4,190,208 bytes) at a time, never whole; each slice is
    reserved on its group's leader (which picks the slot through Raft), and once the *next*
    slice's location is known, the slice is written with its next pointer (``fill``): durable on
    2 of 3 nodes and sealed. Up to ``window`` slices are in flight.
 3. When every slice is sealed, the file is registered at the tracker with the head location.
-   Until then nothing is visible; a failed upload leaves no entry (its slices are recorded as an
-   intent at the tracker; no collector reclaims them yet).
+   Until then nothing is visible; a failed upload leaves no entry (its slices belong to an
+   intent at the tracker; the tracker's collector frees them once the intent has expired).
 
 Grants: the tracker's answer to the upload's intent carries a write grant for the new file id,
 sent with every slice write (``X-Mydfs-Grant``); its ``GET /meta/files`` answer carries a read
