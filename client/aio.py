@@ -452,6 +452,11 @@ class AsyncClient(EditMethods, TrashMethods):
         try:
             for _ in range(5):
                 target = None if nxt is None else nxt.location
+                if target == s.location:
+                    # The successor's reservation was settled away and this slice, reserved
+                    # again, got that very slot: write it with no pointer for now; the
+                    # successor reserves again too, and _repair_links links the two.
+                    target = None
                 next_text = "none" if target is None else f"{target.group}:{target.slot}"
 
                 async def call(leader: str, next_text: str = next_text) -> Any:

@@ -13,6 +13,7 @@ Decision tokens are plain JSON here (no signature): what matters is what they ca
 
 from __future__ import annotations
 
+import heapq
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +23,13 @@ from aiohttp.test_utils import TestServer
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
+    AlreadyExists,
     Conflict,
     Corrupt,
     InvalidArgument,
     MydfsError,
     NotFound,
+    SliceDeleted,
     Unavailable,
 )
 from mydfs.common.httprange import parse_range
@@ -74,6 +77,10 @@ class FakeGroup:
     locks: dict[int, str] = field(default_factory=dict)
     uploads: dict[str, int] = field(default_factory=dict)
     refuse_next_prepare: str = ""  # a reason to refuse the next prepare with, once
+    free: list[int] = field(default_factory=list)  # settled slots, reused lowest first
+    #: Awaited with (group, upload id, body or None) before a reserve (a body) or a fill (None):
+    #: a test's way to interleave a settlement.
+    hooks: list[Any] = field(default_factory=list)
     _next_slot: int = 1
     _gen: int = 1
 
@@ -83,6 +90,7 @@ class FakeGroup:
         r.add_get("/health", _wrap(self.health))
         r.add_post("/slices/reserve", _wrap(self.reserve))
         r.add_put("/slices/{slot}", _wrap(self.fill))
+        r.add_post("/slices/{slot}/relink", _wrap(self.relink))
         r.add_get("/chain/{slot}", _wrap(self.chain))
         r.add_get("/slices/{slot}", _wrap(self.read))
         r.add_post("/edits/{txn}/prepare", _wrap(self.prepare))
@@ -93,11 +101,44 @@ class FakeGroup:
     async def health(self, request: web.Request) -> web.Response:
         return json_response({"leader": True, "group_id": self.group})
 
+    def settle(self, upload: str) -> int:
+        """The leader's settlement of a pending reservation: the slot is freed, the upload id
+        forgotten (a retry reserves afresh); the slot."""
+        slot = self.uploads.pop(upload)
+        self.slots[slot].state = "deleted"
+        heapq.heappush(self.free, slot)
+        return slot
+
+    def _owned(self, request: web.Request) -> Slot:
+        """The slot of the URL at the generation of its ``gen`` query (else SliceDeleted)."""
+        slot = self.slots.get(int(request.match_info["slot"]))
+        gen = request.query.get("gen")
+        if slot is None or slot.state == "deleted" or (gen and int(gen) != slot.gen):
+            raise SliceDeleted("the reservation was dropped; reserve again")
+        return slot
+
+    def _next_of(self, request: web.Request) -> tuple[int, int] | None:
+        text = request.query["next"]
+        nxt = None if text == "none" else tuple(int(x) for x in text.split(":"))
+        if nxt == (self.group, int(request.match_info["slot"])):
+            raise InvalidArgument("a slice cannot be its own next slice", reason="self_link")
+        return nxt  # type: ignore[return-value]
+
+    async def relink(self, request: web.Request) -> web.Response:
+        s = self._owned(request)
+        s.next = self._next_of(request)  # type: ignore[assignment]
+        return json_response({"ok": True})
+
     async def reserve(self, request: web.Request) -> web.Response:
         body = await request.json()
         upload = body["upload_id"]
+        for hook in self.hooks:
+            await hook(self, upload, body)
         if upload not in self.uploads:
-            slot, self._next_slot = self._next_slot, self._next_slot + 1
+            if self.free:
+                slot = heapq.heappop(self.free)
+            else:
+                slot, self._next_slot = self._next_slot, self._next_slot + 1
             self._gen += 1
             self.slots[slot] = Slot("reserved", self._gen, body["file_id"], body["index"])
             self.uploads[upload] = slot
@@ -105,12 +146,13 @@ class FakeGroup:
         return json_response({"slot": slot, "generation": self.slots[slot].gen})
 
     async def fill(self, request: web.Request) -> web.Response:
-        s = self.slots[int(request.match_info["slot"])]
+        for hook in self.hooks:
+            await hook(self, request.query.get("upload", ""), None)
+        s = self._owned(request)
         data = await request.read()
         if crc32c(data) != int(request.headers["X-Mydfs-Crc32c"]):
             raise Corrupt("bad crc")
-        text = request.query["next"]
-        s.next = None if text == "none" else tuple(int(x) for x in text.split(":"))  # type: ignore[assignment]
+        s.next = self._next_of(request)  # type: ignore[assignment]
         s.data, s.state = data, "live"
         return json_response({"ok": True})
 
@@ -261,6 +303,8 @@ class FakeTracker:
         r.add_get("/cluster", _wrap(self.cluster))
         r.add_get("/meta/files/{path:.*}", _wrap(self.stat))
         r.add_post("/placements", _wrap(self.placements))
+        r.add_post("/meta/intents", _wrap(self.intent))
+        r.add_put("/meta/files/{path:.*}", _wrap(self.register))
         r.add_post("/meta/edits", _wrap(self.begin))
         r.add_post("/meta/edits/{txn}/commit", _wrap(self.commit))
         r.add_post("/meta/edits/{txn}/abort", _wrap(self.abort))
@@ -292,14 +336,33 @@ class FakeTracker:
             raise NotFound("no such file", path=path)
         return json_response({**self.files[path], "grant": "g"})
 
+    async def intent(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("exclusive") and body["path"] in self.files:
+            raise AlreadyExists("a file already exists at this path", path=body["path"])
+        out = {"file_id": body["file_id"], "path": body["path"], "time": 0.0, "grant": "g"}
+        if "slices" in body:
+            out["placement"] = self._place(int(body["slices"]))
+        return json_response(out, status=201)
+
+    async def register(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        body = await request.json()
+        entry = {**body, "path": path, "version": 1, "versions": [], "layout": 0}
+        entry.update(ctime=0.0, mtime=0.0)
+        self.files[path] = entry
+        return json_response(entry, status=201)
+
     async def placements(self, request: web.Request) -> web.Response:
-        n = int((await request.json())["slices"])
+        return json_response(self._place(int((await request.json())["slices"])))
+
+    def _place(self, n: int) -> dict[str, Any]:
         runs = []
         for k in range(n):  # one slice per run, the groups in turn: chains cross groups
             g = self.groups[(self.placed + k) % len(self.groups)]
             runs.append({"group": g.group, "count": 1, "leader": g.url, "replicas": [g.url]})
         self.placed += n
-        return json_response({"runs": runs})
+        return {"runs": runs}
 
     async def begin(self, request: web.Request) -> web.Response:
         path = (await request.json())["path"]
