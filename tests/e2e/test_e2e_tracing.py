@@ -1,9 +1,9 @@
 """Request ids across real processes: one SDK ``put`` of a three-slice file under a known id, on
 a tracker and one group of 3 storage nodes logging JSON at DEBUG.
 
-Shows: the id is in the tracker's log (placements, registration), in the leader's (its HTTP
-calls) and in both followers' (the leader's pushes carried it); every line of every log is one
-JSON object.
+Shows: the id is in the tracker's log (the intent with its placement, registration), in the
+leader's (its HTTP calls) and in both followers' (the leader's pushes carried it); every line of
+every log is one JSON object.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ async def test_one_put_is_traced_from_client_to_followers(json_cluster: LocalClu
         timeout=30.0,
         what="both followers logging the leader's pushes under the request id",
     )
-    assert any("/placements" in e["message"] for e in mentioning(tracker.log_path))
+    assert any("/meta/intents" in e["message"] for e in mentioning(tracker.log_path))
     assert {e["node"] for e in mentioning(tracker.log_path)} == {"tracker"}
     json_cluster.stop()
     for proc in [tracker, *nodes]:
