@@ -144,9 +144,12 @@ def plan(
     files: Iterable[tuple[str, FileEntry]],
     now: float,
     rules: Rules,
+    counts: Counter[int] | None = None,
 ) -> list[Plan]:
-    """The compactions to run, most redirects first."""
-    heavy = {g for g, n in redirect_counts(reports).items() if n >= rules.group_redirects}
+    """The compactions to run, most redirects first (``counts``: :func:`redirect_counts` of
+    ``reports``, when the caller has it already)."""
+    counts = redirect_counts(reports) if counts is None else counts
+    heavy = {g for g, n in counts.items() if n >= rules.group_redirects}
     plans: list[Plan] = []
     for path, entry in files:
         if entry.head is None or now - entry.mtime < rules.idle:

@@ -116,7 +116,7 @@ class Compactor:
         }
         if not owners:
             return 0
-        plans = compaction.plan(reports, self._s.files(owners), self._wall(), self.rules)
+        plans = compaction.plan(reports, self._s.files(owners), self._wall(), self.rules, counts)
         released = 0
         for p in plans[:MAX_PER_PASS]:
             pause = self._limit.wait(self._clock())
