@@ -14,6 +14,7 @@ from mydfs.common.params import is_uint_text
 from mydfs.common.secretfile import SECRET_OPTIONS, resolve_secret
 from mydfs.common.tls import TLS_OPTIONS, tls_paths
 from mydfs.common.tracing import LOG_FORMATS
+from mydfs.storage.group_commands import MAX_INLINE
 
 OPTIONS: tuple[Option, ...] = (
     Option("node_id", "str", REQUIRED, "this node's id, unique in the cluster", "g1n1"),
@@ -95,6 +96,12 @@ OPTIONS: tuple[Option, ...] = (
         "reads of a slice since start after which this node keeps it in memory (hot cache)",
     ),
     Option("hot_cache_mb", "int", 64, "bound of the hot-slice cache, MiB (0: no cache)"),
+    Option(
+        "inline_max",
+        "int",
+        4096,
+        "largest one-slice upload carried inside its Raft command, bytes (0: never; max 16384)",
+    ),
     *LIMIT_OPTIONS,
 )
 
@@ -140,6 +147,7 @@ class StorageConfig:
     scrub_interval: float = 3600.0
     hot_cache_reads: int = 20
     hot_cache_bytes: int = 64 << 20
+    inline_max: int = 4096
 
     @property
     def members(self) -> tuple[Peer, ...]:
@@ -219,6 +227,7 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         ("max_json_bytes", 1024, 1 << 24),
         ("hot_cache_reads", 1, 1 << 30),
         ("hot_cache_mb", 0, 1 << 20),
+        ("inline_max", 0, MAX_INLINE),
     ):
         if not lo <= v[key] <= hi:
             raise ConfigError(f"config key {key}: must be between {lo} and {hi}")
@@ -260,6 +269,7 @@ def from_values(v: dict[str, Any]) -> StorageConfig:
         scrub_interval=v["scrub_interval"],
         hot_cache_reads=v["hot_cache_reads"],
         hot_cache_bytes=v["hot_cache_mb"] * 1024 * 1024,
+        inline_max=v["inline_max"],
     )
 
 

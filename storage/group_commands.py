@@ -40,11 +40,14 @@ upload_window    how many sealed upload ids the retry index keeps (0-10,000,000)
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Final, Self
 
+from mydfs.common.checksum import crc32c as _crc32c
 from mydfs.common.errors import InvalidArgument, PayloadTooLarge, SlotOutOfRange
 from mydfs.common.location import MAX_GROUP, MAX_SLOT, Location
 from mydfs.storage.format import PAYLOAD_CAPACITY
@@ -56,6 +59,10 @@ MAX_TIME_MS: Final = _MAX_I64
 MAX_CRC32C: Final = 2**32 - 1
 MAX_HOLDERS: Final = 16
 MAX_UPLOAD_WINDOW: Final = 10_000_000
+#: Largest payload a ``put`` command may carry inline (base64 keeps the command under
+#: raft_ext's 60 KiB command bound; the journal holds every command in memory until the next
+#: compaction, up to ``log_compaction_min_entries`` of them: 5000 x 22 KiB at most).
+MAX_INLINE: Final = 16 * 1024
 
 _UPLOAD_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _NODE_ID_RE: Final = re.compile(r"[!-~]{1,128}")
@@ -285,6 +292,52 @@ class Reserve(Command):
     next: Location | None = None
 
 
+def _check_data(raw: object, op: str, field: str) -> str:
+    if not isinstance(raw, str) or len(raw) > 4 * (MAX_INLINE // 3 + 1):
+        raise PayloadTooLarge(f"{field} must be base64 of at most {MAX_INLINE} bytes", op=op)
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Put(Command):
+    """A small slice in one command: pick its slot and make it LIVE at once, its payload
+    (``data``: base64, at most :data:`MAX_INLINE` bytes) carried by the log until
+    ``min_holders`` nodes confirm a durable copy in their volumes (``docs/replication.md``,
+    "Inline uploads")."""
+
+    OP: ClassVar[str] = "put"
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"next"})
+    PARSERS: ClassVar[Mapping[str, _Parser]] = {"data": _check_data}
+
+    upload_id: str
+    file_id: str
+    slice_index: int
+    length: int
+    crc32c: int
+    now_ms: int
+    next: Location | None
+    data: str
+
+    @classmethod
+    def of(cls, payload: bytes, **fields: Any) -> Put:
+        return cls(data=base64.b64encode(payload).decode("ascii"), **fields)
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.data, validate=True)
+
+    def _check(self) -> None:
+        try:
+            payload = self.payload()
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidArgument("data is not base64", op=self.OP, field="data") from exc
+        if len(payload) != self.length or _crc32c(payload) != self.crc32c:
+            raise InvalidArgument(
+                "data does not match its length and checksum", op=self.OP, field="data"
+            )
+        if self.length > MAX_INLINE:
+            raise PayloadTooLarge(f"an inline payload is at most {MAX_INLINE} bytes", op=self.OP)
+
+
 @dataclass(frozen=True, slots=True)
 class Seal(Command):
     """PENDING -> LIVE, once the payload is durable on ``holders`` (at least ``min_holders``)."""
@@ -403,6 +456,7 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
     cls.OP: cls
     for cls in (
         Reserve,
+        Put,
         Seal,
         Abort,
         Delete,

@@ -190,6 +190,8 @@ class GroupStats:
     uploads_pending: int
     uploads_sealed: int
     """Size of the bounded window of sealed upload ids."""
+    bytes_inline: int = 0
+    """Payload bytes of inline uploads the table carries (not yet in min_holders volumes)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -205,6 +207,7 @@ class GroupStats:
             "available": self.available,
             "uploads_pending": self.uploads_pending,
             "uploads_sealed": self.uploads_sealed,
+            "bytes_inline": self.bytes_inline,
         }
 
 

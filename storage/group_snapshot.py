@@ -6,7 +6,7 @@ The document (``docs/group_state.md``, "Snapshot")::
      "generation": n, "slot_fields": [...], "slots": [[...], ...], "sealed": [[id, slot, gen]],
      "prepared": [[txn, file_id, prepared_at_ms, lock, move, new(, keep)], ...],
      "finished": [[txn, state, file_id, version], ...],
-     "file_versions": [[file_id, version], ...]}
+     "file_versions": [[file_id, version], ...], "inline": [[slot, gen, base64], ...]}
 
 written by orjson with sorted keys, so equal tables give equal bytes. Only the primary tables
 travel (slot records in slot order, the sealed upload window in seal order, prepared txns in
@@ -14,11 +14,15 @@ prepare order, the finished txn window oldest first, file versions by file id); 
 ones (free-slice table, pending index, counters, slot locks) are rebuilt by
 :class:`~mydfs.storage.group_table.GroupTable` when it loads the parts. A version 1 snapshot
 (before edits) has no ``prepared``, ``finished`` or ``file_versions`` and loads with those
-tables empty.
+tables empty; a version 2 snapshot (before inline uploads) has no ``inline``. ``inline`` holds
+the payloads of inline uploads (``put``) that fewer than ``min_holders`` volumes hold yet, in
+slot order.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -30,6 +34,7 @@ from mydfs.storage.edit_commands import MAX_VERSION, Prepare, check_txn, keep_wi
 from mydfs.storage.group_commands import (
     MAX_CRC32C,
     MAX_GENERATION,
+    MAX_INLINE,
     MAX_SLICE_INDEX,
     MAX_TIME_MS,
     MAX_UPLOAD_WINDOW,
@@ -64,9 +69,9 @@ __all__ = [
 ]
 
 SNAPSHOT_FORMAT: Final = "mydfs.group_state"
-SNAPSHOT_VERSION: Final = 2
-#: Versions :func:`decode` reads (1: before edits).
-READABLE_VERSIONS: Final = (1, 2)
+SNAPSHOT_VERSION: Final = 3
+#: Versions :func:`decode` reads (1: before edits; 2: before inline uploads).
+READABLE_VERSIONS: Final = (1, 2, 3)
 
 SLOT_FIELDS: Final = (
     "slot",
@@ -87,7 +92,9 @@ SLOT_FIELDS: Final = (
 _KEYS_V1: Final = frozenset(
     {"format", "version", "group", "config", "generation", "slot_fields", "slots", "sealed"}
 )
-_KEYS: Final = _KEYS_V1 | {"prepared", "finished", "file_versions"}
+_KEYS_V2: Final = _KEYS_V1 | {"prepared", "finished", "file_versions"}
+_KEYS: Final = _KEYS_V2 | {"inline"}
+_KEYS_OF: Final = {1: _KEYS_V1, 2: _KEYS_V2, 3: _KEYS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,8 @@ class SnapshotParts:
     """The finished edit txn window, oldest first (slim records: no slot lists)."""
     file_versions: list[tuple[str, int]] = field(default_factory=list)
     """``(file_id, version)`` of every file this group applied an edit commit of."""
+    inline: list[tuple[int, int, bytes]] = field(default_factory=list)
+    """``(slot, generation, payload)`` of every inline upload the table still carries."""
 
 
 def encode(group: int, parts: SnapshotParts) -> bytes:
@@ -122,6 +131,7 @@ def encode(group: int, parts: SnapshotParts) -> bytes:
         "prepared": [_prepared_row(info) for info in parts.prepared],
         "finished": [[i.txn, i.state, i.file_id, i.version] for i in parts.finished],
         "file_versions": [[f, v] for f, v in sorted(parts.file_versions)],
+        "inline": [[s, g, base64.b64encode(p).decode("ascii")] for s, g, p in parts.inline],
     }
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
@@ -152,7 +162,7 @@ def decode(data: bytes, group: int) -> SnapshotParts:
             f"snapshot version {_shown(version)} is not one of {list(READABLE_VERSIONS)}",
             group=group,
         )
-    keys = _KEYS if version == SNAPSHOT_VERSION else _KEYS_V1
+    keys = _KEYS_OF[version]
     if set(doc) != keys:
         raise corrupt(f"keys {sorted(doc)} are not {sorted(keys)}")
     if type(doc["group"]) is not int or doc["group"] != group:
@@ -225,7 +235,28 @@ def _parts(doc: dict[str, Any]) -> SnapshotParts:
         prepared=[_parse_prepared(row) for row in _list(doc.get("prepared", []), "prepared")],
         finished=_parse_finished(_list(doc.get("finished", []), "finished")),
         file_versions=_parse_versions(_list(doc.get("file_versions", []), "file_versions")),
+        inline=_parse_inline(_list(doc.get("inline", []), "inline")),
     )
+
+
+def _parse_inline(rows: list[Any]) -> list[tuple[int, int, bytes]]:
+    op = "restore"
+    out: list[tuple[int, int, bytes]] = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 3 or not isinstance(row[2], str):
+            raise InvalidArgument("an inline payload has the wrong shape", op=op, field="inline")
+        slot = check_int(row[0], op=op, field="inline.slot", lo=0, hi=MAX_SLOT)
+        gen = check_int(row[1], op=op, field="inline.generation", lo=1, hi=MAX_GENERATION)
+        try:
+            payload = base64.b64decode(row[2], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidArgument("an inline payload is not base64", op=op, slot=slot) from exc
+        if len(payload) > MAX_INLINE:
+            raise InvalidArgument("an inline payload over its bound", op=op, slot=slot)
+        out.append((slot, gen, payload))
+    if [s for s, _, _ in out] != sorted({s for s, _, _ in out}):
+        raise InvalidArgument("inline payloads are not in slot order, once each", op=op)
+    return out
 
 
 def _list(raw: object, name: str) -> list[Any]:

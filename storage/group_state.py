@@ -65,6 +65,7 @@ from mydfs.storage.group_commands import (
     Delete,
     Move,
     Noop,
+    Put,
     Release,
     Relink,
     Reserve,
@@ -135,6 +136,8 @@ class GroupState(EditHandlers):
             match command:
                 case Reserve():
                     return self._reserve(command)
+                case Put():
+                    return self._put_inline(command)
                 case Seal():
                     return self._seal(command)
                 case Abort():
@@ -177,6 +180,27 @@ class GroupState(EditHandlers):
         ref = self.upload(c.upload_id)
         if ref is not None:
             return self._reserve_again(c, ref)
+        info = self._allocate(c, SlotState.PENDING)
+        self._pending[c.upload_id] = info.slot
+        return self._ok(c, info, duplicate=False)
+
+    def _put_inline(self, c: Put) -> Result:
+        """``reserve`` and ``seal`` in one: the slice is LIVE at once, with no holder yet; the
+        table carries its payload until min_holders volumes confirm a copy."""
+        ref = self.upload(c.upload_id)
+        if ref is not None:
+            return self._reserve_again(c, ref)
+        payload = c.payload()
+        info = self._allocate(c, SlotState.LIVE)
+        self._sealed.pop(c.upload_id, None)
+        self._sealed[c.upload_id] = (info.slot, info.generation)
+        self._trim_window()
+        self._add_inline(info, payload)
+        return self._ok(c, info, duplicate=False)
+
+    def _allocate(self, c: Reserve | Put, state: SlotState) -> SlotInfo:
+        """Take the next slot for the slice ``c`` describes, in ``state``, at a new generation
+        (checks first; raises before any change)."""
         slot = self._next_slot()
         if slot is None:
             raise DiskFull(
@@ -206,7 +230,7 @@ class GroupState(EditHandlers):
         generation = self._generation + 1
         info = SlotInfo(
             slot=slot,
-            state=SlotState.PENDING,
+            state=state,
             generation=generation,
             upload_id=c.upload_id,
             file_id=c.file_id,
@@ -221,10 +245,9 @@ class GroupState(EditHandlers):
         # -- mutation starts here
         self._take(info)
         self._generation = generation
-        self._pending[c.upload_id] = slot
-        return self._ok(c, info, duplicate=False)
+        return info
 
-    def _reserve_again(self, c: Reserve, ref: UploadRef) -> Result:
+    def _reserve_again(self, c: Reserve | Put, ref: UploadRef) -> Result:
         info = self._slots[ref.slot]
         if info.generation != ref.generation:
             # Sealed long ago, then freed and reused: the upload's outcome was a 404.
@@ -396,6 +419,7 @@ class GroupState(EditHandlers):
         unchanged = new == self._config
         self._config = new
         self._trim_window()
+        self._prune_inline()
         return {"ok": True, "op": c.OP, "duplicate": unchanged, "config": new.to_dict()}
 
     # ----------------------------------------------------------------------------------------

@@ -85,6 +85,10 @@ class GroupTable:
         self._finished: OrderedDict[str, TxnInfo] = OrderedDict()
         self._file_versions: dict[str, int] = {}
         self._locks: dict[int, str] = {}  # slot -> txn holding it
+        # Inline uploads (``put``): slot -> (generation, payload) of a LIVE slice whose payload
+        # fewer than min_holders volumes hold yet; the log and snapshots carry it until then.
+        self._inline: dict[int, tuple[int, bytes]] = {}
+        self._inline_bytes = 0
 
     # ----------------------------------------------------------------------------------------
     # mutation helpers (with GroupState's handlers, the only code that writes the tables)
@@ -98,7 +102,31 @@ class GroupTable:
         self._account(self._slots[info.slot], -1)
         self._slots[info.slot] = info
         self._account(info, +1)
+        held = self._inline.get(info.slot)
+        if held is not None and not self._keeps_inline(info, held[0]):
+            del self._inline[info.slot]
+            self._inline_bytes -= len(held[1])
         return info
+
+    def _keeps_inline(self, info: SlotInfo, generation: int) -> bool:
+        """Is an inline payload of ``generation`` still needed by the record ``info``? Only
+        while it is that LIVE slice and fewer than min_holders volumes hold it."""
+        return (
+            info.state is SlotState.LIVE
+            and info.generation == generation
+            and len(info.holders) < self._config.min_holders
+        )
+
+    def _prune_inline(self) -> None:
+        """Drop every inline payload no longer needed (after min_holders changed)."""
+        for slot, (generation, payload) in list(self._inline.items()):
+            if not self._keeps_inline(self._slots[slot], generation):
+                del self._inline[slot]
+                self._inline_bytes -= len(payload)
+
+    def _add_inline(self, info: SlotInfo, payload: bytes) -> None:
+        self._inline[info.slot] = (info.generation, payload)
+        self._inline_bytes += len(payload)
 
     def _take(self, info: SlotInfo) -> SlotInfo:
         """Record a new reservation in ``info.slot``, which must be the one :meth:`_next_slot`
@@ -280,6 +308,17 @@ class GroupTable:
         refs += [self.upload(uid) for uid in list(self._sealed)]
         return [r for r in refs if r is not None]
 
+    def inline(self, slot: int, generation: int) -> bytes | None:
+        """The payload of an inline upload of ``slot`` at ``generation`` while the table still
+        carries it (fewer than min_holders volumes hold it yet), else None."""
+        held = self._inline.get(slot)
+        return held[1] if held is not None and held[0] == generation else None
+
+    @property
+    def inline_bytes(self) -> int:
+        """Bytes of inline payloads the table carries now (bounded by the leader)."""
+        return self._inline_bytes
+
     def file_version(self, file_id: str) -> int:
         """The version of the last edit commit this group applied for ``file_id`` (0: never)."""
         return self._file_versions.get(file_id, 0)
@@ -312,6 +351,7 @@ class GroupTable:
             available=None if room is None else room + len(self._free),
             uploads_pending=len(self._pending),
             uploads_sealed=len(self._sealed),
+            bytes_inline=self._inline_bytes,
         )
 
     # ----------------------------------------------------------------------------------------
@@ -329,6 +369,7 @@ class GroupTable:
             prepared=list(self._prepared.values()),
             finished=list(self._finished.values()),
             file_versions=sorted(self._file_versions.items()),
+            inline=[(slot, gen, data) for slot, (gen, data) in sorted(self._inline.items())],
         )
         return group_snapshot.encode(self._group, parts)
 
@@ -353,6 +394,8 @@ class GroupTable:
         self._finished = fresh._finished
         self._file_versions = fresh._file_versions
         self._locks = fresh._locks
+        self._inline = fresh._inline
+        self._inline_bytes = fresh._inline_bytes
 
     def _from_parts(self, parts: SnapshotParts) -> Self:
         """A new table of this group holding ``parts``, derived tables rebuilt and every
@@ -389,6 +432,11 @@ class GroupTable:
                     raise InvariantViolation("a txn is finished twice", txn=txn.txn)
                 fresh._finished[txn.txn] = txn
             fresh._file_versions = dict(parts.file_versions)
+            for slot, generation, payload in parts.inline:
+                if slot in fresh._inline:
+                    raise InvariantViolation("a slot carries two inline payloads", slot=slot)
+                fresh._inline[slot] = (generation, payload)
+                fresh._inline_bytes += len(payload)
             fresh.check_invariants()
         except InvariantViolation as exc:
             raise group_snapshot.corrupt_snapshot(self._group, exc.message, **exc.context) from exc
@@ -442,6 +490,14 @@ class GroupTable:
                 raise broken("sealed upload points outside the table", upload_id=uid)
         if self._config.max_slots is not None and self._config.max_slots < end:
             raise broken("more slots allocated than max_slots")
+        for slot, (generation, payload) in self._inline.items():
+            record = self.get(slot)
+            if record is None or record.state is not SlotState.LIVE:
+                raise broken("an inline payload of a slot that is not live", slot=slot)
+            if record.generation != generation or record.length != len(payload):
+                raise broken("an inline payload that is not the slot's slice", slot=slot)
+        if self._inline_bytes != sum(len(p) for _, p in self._inline.values()):
+            raise broken("inline byte count out of step with the inline payloads")
         self._check_edit_invariants(broken)
 
     def _check_edit_invariants(self, broken: Callable[..., InvariantViolation]) -> None:

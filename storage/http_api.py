@@ -438,6 +438,7 @@ async def metrics(request: web.Request) -> web.Response:
         if st["volume"] is not None:
             m.slots.labels("volume", key).set(st["volume"].get(key, 0))
     m.bytes_live.set(st["group"].get("bytes_live", 0))
+    m.bytes_inline.set(st["group"].get("bytes_inline", 0))
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

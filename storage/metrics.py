@@ -58,6 +58,11 @@ class StorageMetrics:
         self.bytes_live = Gauge(
             "mydfs_storage_live_bytes", "payload bytes of live slices", registry=r
         )
+        self.bytes_inline = Gauge(
+            "mydfs_storage_inline_bytes",
+            "payload bytes of inline uploads the group table carries until 2 volumes hold them",
+            registry=r,
+        )
         self.corrupt = Counter(
             "mydfs_storage_corrupt_reads", "reads that found a corrupt local copy", registry=r
         )

@@ -201,7 +201,8 @@ class StorageNode:
     # --- what the chain walk and the cross-group reads use --------------------------------------
 
     def holds(self, slot: int, generation: int) -> bool:
-        return self.replica.holds(slot, generation)
+        """Can this node serve the slice from its volume or its table (an inline upload)?"""
+        return self.reads.serves(slot, generation)
 
     def info(self, slot: int) -> SlotInfo | None:
         return self.ctx.info(slot)

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from mydfs.common.checksum import block_crcs
 from mydfs.common.errors import (
     Corrupt,
     InvalidArgument,
@@ -35,7 +36,8 @@ from mydfs.common.location import Location
 from mydfs.common.readpath import owner_mismatch
 from mydfs.storage.chain import ChainEntry, walk
 from mydfs.storage.context import NodeContext
-from mydfs.storage.format import SlotHeader
+from mydfs.storage.format import BLOCK_SIZE, SliceOwner, SlotHeader
+from mydfs.storage.format import SlotState as DiskState
 from mydfs.storage.group_state import GroupState, SlotInfo, SlotState
 from mydfs.storage.replica import give_up_copy
 from mydfs.storage.volume import SliceData, Volume
@@ -86,13 +88,20 @@ class ReadResolver:
                     reason="another_owner",
                 )
         ctx.group.read(lambda g: g.require_live(slot, generation))  # 301 / 404 / pending
-        if not self._holds(slot, info.generation):
+        if not self.serves(slot, info.generation):
             self._mark_dirty(slot)  # wake the reconciler: this node should fetch it
             holder = next((h for h in info.holders if h != ctx.node_id and h in ctx.urls), None)
             if holder is None:
                 raise Unavailable("no replica of this slice is reachable", slot=slot)
             raise Redirect(ctx.urls[holder])
         return info
+
+    def serves(self, slot: int, generation: int) -> bool:
+        """Can this node serve ``slot`` at ``generation`` itself: its volume holds it, or the
+        table still carries it as an inline upload."""
+        if self._holds(slot, generation):
+            return True
+        return self._ctx.group.read(lambda g: g.inline(slot, generation)) is not None
 
     async def walk(
         self, start: int, limit: int, owner: tuple[str, int | None] | None = None
@@ -176,7 +185,9 @@ class ReadResolver:
         becomes is not). Every local read of a slice's bytes goes through here."""
         ctx = self._ctx
         volume, _, _ = ctx.require()
-        data = self._from_cache(volume, info, offset, length)
+        data = _from_table(ctx, info, offset, length)
+        if data is None:
+            data = self._from_cache(volume, info, offset, length)
         if data is None:
             data = await self._from_disk(volume, info, offset, length)
         ctx.metrics.bytes_out.inc(len(data.data))
@@ -290,6 +301,32 @@ class ReadResolver:
             ctx.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.changed.wait(), timeout=0.05)
+
+
+def _from_table(
+    ctx: NodeContext, info: SlotInfo, offset: int, length: int | None
+) -> SliceData | None:
+    """The piece of an inline upload the table still carries (before this node's volume has
+    it: the volume copy, once written, is read like any other), or None."""
+    payload = ctx.group.read(lambda g: g.inline(info.slot, info.generation))
+    if payload is None:
+        return None
+    want = len(payload) - offset if length is None else length
+    if offset < 0 or want < 0 or offset + want > len(payload):
+        raise InvalidArgument(
+            f"range {offset}+{want} outside slice of {len(payload)} bytes", slot=info.slot
+        )
+    header = SlotHeader(
+        slot=info.slot,
+        state=DiskState.LIVE,
+        generation=info.generation,
+        length=len(payload),
+        owner=SliceOwner(bytes.fromhex(info.file_id), info.slice_index),
+        next=info.next,
+        payload_crc=info.crc32c,
+        block_crcs=tuple(block_crcs(payload, BLOCK_SIZE)),
+    )
+    return SliceData(header, offset, payload[offset : offset + want])
 
 
 def _walk_read(

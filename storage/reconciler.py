@@ -241,8 +241,18 @@ class Reconciler:
         return local
 
     async def _fetch(self, volume: Volume, peers: PeerClient, info: SlotInfo) -> bool:
-        """Copy ``info``'s payload from a holder (else the leader); False if none served it."""
+        """Copy ``info``'s payload from the table (an inline upload it still carries), else
+        from a holder (else the leader); False if none served it."""
         ctx = self._ctx
+        owner = SliceOwner(bytes.fromhex(info.file_id), info.slice_index)
+        inline = ctx.group.read(lambda g: g.inline(info.slot, info.generation))
+        if inline is not None:
+            await self._replica.store(
+                volume, info.slot, inline, generation=info.generation, owner=owner, next=info.next
+            )
+            ctx.metrics.replication.labels("inline", "ok").inc()
+            self.mark_dirty(info.slot)  # the next pass confirms the copy
+            return True
         sources = [h for h in info.holders if h != ctx.node_id and h in ctx.urls]
         leader = ctx.leader_url()
         urls = [ctx.urls[h] for h in sources]
@@ -257,7 +267,6 @@ class Reconciler:
                     crc=info.crc32c,
                     timeout=FETCH_TIMEOUT,
                 )
-                owner = SliceOwner(bytes.fromhex(info.file_id), info.slice_index)
                 await self._replica.store(
                     volume, info.slot, data, generation=info.generation, owner=owner, next=info.next
                 )

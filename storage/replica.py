@@ -248,8 +248,11 @@ class ReplicaSide:
         return header is not None and header.generation == generation and header.state in HELD
 
     async def read(self, slot: int, generation: int) -> bytes:
-        """The payload of ``slot`` at ``generation`` for a peer: registration table, else disk."""
+        """The payload of ``slot`` at ``generation`` for a peer: registration table, the group
+        table's inline payload, else disk."""
         cached = self._ctx.registration.get(slot, generation)
+        if cached is None:
+            cached = self._ctx.group.read(lambda g: g.inline(slot, generation))
         if cached is not None:
             return cached
         volume, _, _ = self._ctx.require()

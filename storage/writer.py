@@ -1,8 +1,10 @@
 """The leader's write path: reserve a slot through the log, write the payload on 2 of 3 nodes
-(locally and pushed to both followers at once), then seal it; and the leader's edit commands.
+(locally and pushed to both followers at once), then seal it; a small one-slice upload instead
+travels inside one ``put`` command (an inline upload); and the leader's edit commands.
 
-``docs/replication.md`` ("An upload", "Failure cases") describes the protocol. The checks a
-fill makes against the slot's table record are the pure :func:`check_fill`.
+``docs/replication.md`` ("An upload", "Inline uploads", "Failure cases") describes the
+protocol. The checks a fill makes against the slot's table record are the pure
+:func:`check_fill`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from mydfs.common.errors import (
 from mydfs.common.location import Location
 from mydfs.storage.context import NodeContext
 from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner
-from mydfs.storage.group_commands import Abort, Relink, Reserve, Seal
+from mydfs.storage.group_commands import Abort, Put, Relink, Reserve, Seal
 from mydfs.storage.group_state import SlotInfo, SlotState
 from mydfs.storage.inflight import Lease
 from mydfs.storage.replica import store_copy
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 #: Fault-injection points for crash tests, from MYDFS_FAULTS (comma-separated): the process
 #: exits at once (as kill -9 would) when an upload reaches the named point.
 FAULTS = frozenset(f for f in os.environ.get("MYDFS_FAULTS", "").split(",") if f)
+#: Bytes of inline payloads the group table may carry (not yet in min_holders volumes) before
+#: the leader sends small uploads the two-round way again: bounds every node's memory when
+#: volumes cannot keep up (a full disk).
+INLINE_BUDGET = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,13 @@ class Stored:
     crc32c: int
     holders: tuple[str, ...]
     duplicate: bool
+    #: Stored inline (a ``put`` command): durable in the Raft journals of a majority, and
+    #: copied into the volumes (``holders``) after the answer.
+    inline: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "inline": self.inline,
             "group": self.group,
             "slot": self.slot,
             "generation": self.generation,
@@ -154,6 +164,14 @@ def check_payload(data: bytes, expect_crc: int | None, upload_id: str) -> int:
     return crc
 
 
+def goes_inline(length: int, *, inline_max: int, carried: int, known: bool) -> bool:
+    """Does an upload of ``length`` bytes travel inside one ``put`` command? Only a small one
+    (at most ``inline_max``), while the table carries less than :data:`INLINE_BUDGET` bytes of
+    inline payloads, and with a new upload id (``known``: a retry of a two-round upload, which
+    goes on that way). Pure."""
+    return length <= inline_max and carried < INLINE_BUDGET and not known
+
+
 class LeaderWriter:
     """Uploads (reserve, fill) and edit commands, on the group leader."""
 
@@ -179,6 +197,12 @@ class LeaderWriter:
     ) -> Stored:
         """Store one slice on the group: durable on 2 of 3 nodes and sealed, or an error."""
         crc = check_payload(data, expect_crc, upload_id)
+        if self._inlinable(len(data), upload_id):
+            stored = await self._put_inline(
+                data, upload_id=upload_id, owner=owner, next=next, crc=crc
+            )
+            if stored is not None:
+                return stored
         for _ in range(3):
             reserved = await self.reserve(
                 upload_id=upload_id, owner=owner, length=len(data), crc=crc, next=next
@@ -200,6 +224,44 @@ class LeaderWriter:
                     raise
                 # Settled away (aborted) while this request ran: the next reserve picks afresh.
         raise Unavailable("the reservation kept being settled away; retry", upload_id=upload_id)
+
+    def _inlinable(self, length: int, upload_id: str) -> bool:
+        """Does this upload go inline: small enough, the table's inline payloads within their
+        budget, and its upload id new (a retry of a two-round upload goes on that way)."""
+        carried, known = self._ctx.group.read(
+            lambda g: (g.inline_bytes, g.upload(upload_id) is not None)
+        )
+        return goes_inline(
+            length, inline_max=self._ctx.config.inline_max, carried=carried, known=known
+        )
+
+    async def _put_inline(
+        self, data: bytes, *, upload_id: str, owner: SliceOwner, next: Location | None, crc: int
+    ) -> Stored | None:
+        """Store a small slice with one ``put`` command: once it commits, the payload is in
+        the journals of a majority, and every node copies it into its volume from its table.
+        None when the upload id turned out to be a two-round upload's (that path decides)."""
+        ctx = self._ctx
+        if not ctx.is_leader():
+            raise ctx.not_leader_error()
+        put = Put.of(
+            data,
+            upload_id=upload_id,
+            file_id=owner.file_id.hex(),
+            slice_index=owner.index,
+            length=len(data),
+            crc32c=crc,
+            now_ms=time.time_ns() // 1_000_000,
+            next=next,
+        )
+        got = Reservation.from_result(await ctx.submit(put.to_dict()))
+        if got.state != SlotState.LIVE:
+            return None
+        ctx.metrics.uploads.labels("duplicate" if got.duplicate else "inline").inc()
+        if not got.duplicate:
+            ctx.metrics.bytes_in.inc(len(data))
+        stored = self._stored(got, len(data), crc, got.holders, duplicate=got.duplicate)
+        return replace(stored, inline=True)
 
     async def reserve(
         self,

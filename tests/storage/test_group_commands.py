@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from mydfs.common.checksum import crc32c
 from mydfs.common.errors import InvalidArgument, PayloadTooLarge, SlotOutOfRange
 from mydfs.common.location import MAX_GROUP, MAX_SLOT, Location
 from mydfs.storage.edit_commands import Commit, Prepare, Rollback
@@ -20,6 +21,7 @@ from mydfs.storage.group_commands import (
     Delete,
     Move,
     Noop,
+    Put,
     Release,
     Relink,
     Reserve,
@@ -42,6 +44,19 @@ SAMPLES: list[Command] = [
         crc32c=0,
         now_ms=0,
         next=Location(2, 9),
+    ),
+    Put.of(
+        b"tiny",
+        upload_id="up-3",
+        file_id=FILE,
+        slice_index=0,
+        length=4,
+        crc32c=crc32c(b"tiny"),
+        now_ms=5,
+        next=Location(1, 2),
+    ),
+    Put.of(
+        b"", upload_id="up-4", file_id=FILE, slice_index=1, length=0, crc32c=0, now_ms=0, next=None
     ),
     Seal(slot=7, upload_id="up-1", generation=3, holders=("n2", "n1")),
     Abort(slot=7, upload_id="up-1", generation=3),
@@ -242,3 +257,40 @@ def test_error_names_the_op() -> None:
         decode_command(_wire(SEAL, slot=-1))
     assert info.value.context["op"] == "seal"
     assert "slot" in str(info.value)
+
+
+def _put_wire(payload: bytes, **changes: Any) -> dict[str, Any]:
+    wire = Put.of(
+        payload,
+        upload_id="up-9",
+        file_id=FILE,
+        slice_index=0,
+        length=len(payload),
+        crc32c=crc32c(payload),
+        now_ms=1,
+        next=None,
+    ).to_dict()
+    wire.update(changes)
+    return wire
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"data": "not base64!"}, InvalidArgument),
+        ({"data": 5}, PayloadTooLarge),
+        ({"length": 3}, InvalidArgument),  # does not match the payload
+        ({"crc32c": 1}, InvalidArgument),
+        ({"data": "A" * 30_000}, PayloadTooLarge),  # over the inline bound
+    ],
+)
+def test_put_refuses_a_payload_that_is_not_its_slice(changes: dict[str, Any], error: type) -> None:
+    with pytest.raises(error):
+        decode_command(_put_wire(b"hello", **changes))
+
+
+def test_put_carries_its_payload() -> None:
+    put = decode_command(_put_wire(b"hello"))
+    assert isinstance(put, Put) and put.payload() == b"hello"
+    with pytest.raises(PayloadTooLarge):
+        decode_command(_put_wire(b"x" * (16 * 1024 + 1)))

@@ -356,11 +356,11 @@ def _edited_machine() -> GroupState:
     return g
 
 
-def test_snapshot_v2_round_trip_keeps_the_edit_tables() -> None:
+def test_snapshot_round_trip_keeps_the_edit_tables() -> None:
     g = _edited_machine()
     data = g.snapshot()
     doc = orjson.loads(data)
-    assert doc["version"] == 2
+    assert doc["version"] == 3
     assert len(doc["prepared"]) == 1 and len(doc["finished"]) == 2
     assert doc["file_versions"] == [[FILE, 1]]
     h = GroupState(GROUP)
@@ -378,7 +378,7 @@ def test_a_version_1_snapshot_still_loads_with_empty_edit_tables() -> None:
     g = GroupState(GROUP)
     live(g, "u0")
     doc = orjson.loads(g.snapshot())
-    for key in ("prepared", "finished", "file_versions"):
+    for key in ("prepared", "finished", "file_versions", "inline"):
         del doc[key]
     doc["version"] = 1
     h = GroupState(GROUP)
@@ -428,13 +428,14 @@ def test_invariants_catch_a_lock_without_its_txn() -> None:
         g.check_invariants()
 
 
-def test_golden_snapshot_v2() -> None:
+def test_golden_snapshot() -> None:
     """The snapshot format must not change by accident (docs/group_state.md, "Snapshot")."""
     doc = orjson.loads(_edited_machine().snapshot())
     assert doc["prepared"] == [[TXN2, FILE, 7, [[2, 3]], None, [[4, 5]]]]
     assert doc["finished"] == [[TXN, "committed", FILE, 1], ["ef" * 16, "rolled_back", "", 0]]
     assert doc["file_versions"] == [[FILE, 1]]
-    assert group_snapshot.SNAPSHOT_VERSION == 2
+    assert doc["inline"] == []
+    assert group_snapshot.SNAPSHOT_VERSION == 3
     assert sorted(doc) == [
         "config",
         "file_versions",
@@ -442,6 +443,7 @@ def test_golden_snapshot_v2() -> None:
         "format",
         "generation",
         "group",
+        "inline",
         "prepared",
         "sealed",
         "slot_fields",

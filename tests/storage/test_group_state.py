@@ -692,7 +692,7 @@ def test_snapshot_round_trip() -> None:
 
 def test_snapshot_is_json_without_pickle() -> None:
     doc = orjson.loads(_busy_machine().snapshot())
-    assert doc["format"] == "mydfs.group_state" and doc["version"] == 2
+    assert doc["format"] == "mydfs.group_state" and doc["version"] == 3
     assert doc["group"] == GROUP
     assert len(doc["slots"]) == 7
 
@@ -720,7 +720,7 @@ def _set(path: list[Any], value: Any) -> Any:
         (b"\x80\x04pickle", Corrupt),
         (b"[]", Corrupt),
         (b'{"format": "something else"}', IncompatibleVolume),
-        (_tampered(_set(["version"], 3)), IncompatibleVolume),
+        (_tampered(_set(["version"], 4)), IncompatibleVolume),
         (_tampered(_set(["version"], True)), IncompatibleVolume),
         (_tampered(_set(["group"], GROUP + 1)), IncompatibleVolume),
         (_tampered(_set(["extra"], 1)), Corrupt),

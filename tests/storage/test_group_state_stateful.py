@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from mydfs.common.checksum import crc32c
 from mydfs.common.location import Location
 from mydfs.storage.format import PAYLOAD_CAPACITY
 from mydfs.storage.group_commands import (
@@ -28,6 +29,7 @@ from mydfs.storage.group_commands import (
     Delete,
     Move,
     Noop,
+    Put,
     Release,
     Relink,
     Reserve,
@@ -61,6 +63,7 @@ class MSlot:
     at_ms: int
     holders: set[str] = field(default_factory=set)
     target: Location | None = None
+    inline: bytes | None = None  # the payload of a put, while fewer than min_holders hold it
 
 
 Outcome = tuple[bool, str | None, dict[str, Any]]  # ok, error code, expected result fields
@@ -108,7 +111,23 @@ class Model:
         code = {"deleted": "slice_deleted", "moved": "slice_moved"}.get(state, "conflict")
         return False, code, {}
 
-    def reserve(self, c: Reserve) -> Outcome:
+    def drop_inline(self) -> None:
+        """The table carries a put's payload only while its slice is live in fewer than
+        min_holders volumes."""
+        for s in self.slots:
+            if s.state != "live" or len(s.holders) >= self.min_holders:
+                s.inline = None
+
+    def put(self, c: Put) -> Outcome:
+        outcome = self.reserve(c, state="live")
+        if outcome[0] and not outcome[2]["duplicate"]:
+            slot = outcome[2]["slot"]
+            self.slots[slot].inline = c.payload()
+            self.sealed.append((c.upload_id, slot, self.slots[slot].generation))
+            self.trim()
+        return outcome
+
+    def reserve(self, c: Reserve | Put, state: str = "pending") -> Outcome:
         content = (c.file_id, c.slice_index, c.length, c.crc32c)
         for i, s in enumerate(self.slots):
             if s.state == "pending" and s.upload_id == c.upload_id:
@@ -130,7 +149,7 @@ class Model:
         if c.next == Location(GROUP, slot):
             return False, "invalid_argument", {}
         self.generation += 1
-        record = MSlot("pending", self.generation, c.upload_id, content, c.next, c.now_ms)
+        record = MSlot(state, self.generation, c.upload_id, content, c.next, c.now_ms)
         if slot == len(self.slots):
             self.slots.append(record)
         else:
@@ -261,9 +280,16 @@ class Model:
         return True, None, {}
 
     def apply(self, c: Command) -> Outcome:
+        outcome = self.apply_one(c)
+        self.drop_inline()
+        return outcome
+
+    def apply_one(self, c: Command) -> Outcome:
         match c:
             case Reserve():
                 return self.reserve(c)
+            case Put():
+                return self.put(c)
             case Seal():
                 return self.seal(c)
             case Abort():
@@ -372,6 +398,34 @@ class GroupStateMachine(RuleBasedStateMachine):
                 holders=tuple(holders),
             )
             self.run(seal)
+
+    @rule(
+        upload_id=st.sampled_from(UPLOADS),
+        same_content=st.integers(0, 9).map(bool),
+        next=maybe_locations,
+    )
+    def put(self, upload_id: str, same_content: bool, next: Location | None) -> None:
+        """An inline upload: a small slice live at once, its payload in the table."""
+        n = UPLOADS.index(upload_id)
+        payload = bytes([n]) * (n % 5 + (0 if same_content else 1))
+        free_before = sorted(self.machine.free_slots())
+        end_before = self.machine.stats().end
+        command = Put.of(
+            payload,
+            upload_id=upload_id,
+            file_id=FILES[n % 2],
+            slice_index=n % 3,
+            length=len(payload),
+            crc32c=crc32c(payload),
+            now_ms=n,
+            next=next,
+        )
+        result = self.run(command)
+        if result["ok"] and not result["duplicate"]:
+            event("put: a new inline slice")
+            assert result["slot"] == (free_before[0] if free_before else end_before)
+            assert result["state"] == "live" and result["holders"] == []
+            assert self.machine.inline(result["slot"], result["generation"]) == payload
 
     @rule(data=st.data(), holders=holder_sets, right_upload=st.booleans())
     def seal(self, data: st.DataObject, holders: list[str], right_upload: bool) -> None:
@@ -483,6 +537,12 @@ class GroupStateMachine(RuleBasedStateMachine):
     @invariant()
     def internal_invariants_hold(self) -> None:
         self.machine.check_invariants()
+
+    @invariant()
+    def inline_payloads_match_the_model(self) -> None:
+        for info, m in zip(self.machine.slots(), self.model.slots, strict=True):
+            assert self.machine.inline(info.slot, info.generation) == m.inline
+        assert self.machine.inline_bytes == sum(len(m.inline or b"") for m in self.model.slots)
 
     @invariant()
     def same_commands_same_digest(self) -> None:

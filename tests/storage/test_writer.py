@@ -9,7 +9,7 @@ from mydfs.common.checksum import crc32c
 from mydfs.common.errors import Conflict, InvalidArgument, PayloadTooLarge, SliceDeleted
 from mydfs.storage.format import PAYLOAD_CAPACITY
 from mydfs.storage.group_state import SlotInfo, SlotState
-from mydfs.storage.writer import FillStep, check_fill, check_payload
+from mydfs.storage.writer import INLINE_BUDGET, FillStep, check_fill, check_payload, goes_inline
 
 
 def record(state: SlotState = SlotState.PENDING, **kw: object) -> SlotInfo:
@@ -91,3 +91,12 @@ def test_check_payload() -> None:
         check_payload(b"abc", 1, "u")
     with pytest.raises(PayloadTooLarge):
         check_payload(bytes(PAYLOAD_CAPACITY + 1), None, "u")
+
+
+def test_only_a_small_new_upload_goes_inline() -> None:
+    assert goes_inline(4096, inline_max=4096, carried=0, known=False)
+    assert goes_inline(0, inline_max=4096, carried=INLINE_BUDGET - 1, known=False)
+    assert not goes_inline(4097, inline_max=4096, carried=0, known=False)  # too large
+    assert not goes_inline(1, inline_max=0, carried=0, known=False)  # switched off
+    assert not goes_inline(1, inline_max=4096, carried=INLINE_BUDGET, known=False)  # budget
+    assert not goes_inline(1, inline_max=4096, carried=0, known=True)  # a two-round retry
