@@ -14,8 +14,9 @@ The namespace also holds the decisions of in-place edits (:attr:`Namespace.decis
 :class:`~mydfs.tracker.decisions.DecisionTable`): a ``Decide`` edit records one and, for a
 commit, replaces the file's entry in place. Their rules are in :mod:`mydfs.tracker.decisions`.
 
-Layout in memory: one dict per directory, ``dirs[dir_path][name]`` → the file's packed entry
-(``bytes``, see :mod:`mydfs.tracker.records`) or ``None`` for a subdirectory. A file's full path
+Layout in memory: one :class:`~mydfs.tracker.dirtable.DirTable` per directory (a dict-like
+table packed into two buffers), ``dirs[dir_path][name]`` → the file's packed entry (``bytes``,
+see :mod:`mydfs.tracker.records`) or ``None`` for a subdirectory. A file's full path
 is never stored: it is its directory's key (shared by all its files) plus its name. Directories
 are implicit: a directory exists while a file is below it, and vanishes with its last file. The
 root ``/`` always exists. Listing a directory reads only its own dict.
@@ -23,7 +24,6 @@ root ``/`` always exists. Listing a directory reads only its own dict.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +39,7 @@ from mydfs.common.location import Location
 from mydfs.common.paths import ROOT, check_dir_path, check_file_path, join, parents, split
 from mydfs.common.slices import PAYLOAD_CAPACITY
 from mydfs.tracker.decisions import DecisionTable
+from mydfs.tracker.dirtable import DirTable
 from mydfs.tracker.records import (
     MAX_SIZE,
     MAX_U32,
@@ -64,7 +65,7 @@ from mydfs.tracker.records import (
     parse_head,
 )
 
-Children = dict[str, bytes | None]
+Children = DirTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,7 @@ class Namespace:
     """The in-memory file table. See the module docstring for the plan/apply split."""
 
     def __init__(self) -> None:
-        self._dirs: dict[str, Children] = {ROOT: {}}
+        self._dirs: dict[str, Children] = {ROOT: DirTable()}
         self._trash: dict[str, TrashRecord] = {}
         self._intents: dict[str, Intent] = {}
         #: Decisions of in-place edits (``tracker/decisions.py``), kept in checkpoints too.
@@ -174,14 +175,10 @@ class Namespace:
             if path != ROOT and self.get(path) is not None:
                 raise Conflict("not a directory: the path is a file", path=path)
             raise NotFound("no such directory", path=path)
-        names = sorted(children)
-        if after is not None:
-            names = names[bisect.bisect_right(names, after) :]
-        if limit is not None:
-            names = names[:limit]
         out: list[tuple[str, FileEntry | None]] = []
-        for name in names:
-            packed = children[name]
+        for name, packed in children.items(after=after):
+            if limit is not None and len(out) >= limit:
+                break
             out.append((name, None if packed is None else FileEntry.unpack(packed)))
         return out
 
@@ -475,7 +472,7 @@ class Namespace:
             if siblings.get(name) is not None:
                 raise InvariantViolation(f"parent {new} is a file", path=path)
             siblings[name] = None
-            self._dirs[new] = {}
+            self._dirs[new] = DirTable()
         return self._dirs[d]
 
     def _prune(self, d: str) -> None:
@@ -534,7 +531,7 @@ class Namespace:
         for d, children in self._dirs.items():
             if d != ROOT:
                 parent, name = split(d)
-                if self._dirs.get(parent, {}).get(name, b"") is not None:
+                if self._dirs.get(parent, DirTable()).get(name, b"") is not None:
                     raise InvariantViolation("directory not linked from its parent", path=d)
                 if not children:
                     raise InvariantViolation("empty directory kept", path=d)
