@@ -37,6 +37,12 @@ _T = TypeVar("_T")
 #: The edit commands (storage/edit_commands.py): their results list the slots they changed.
 EDIT_OPS = frozenset({"prepare", "commit", "rollback"})
 
+#: Commands that change only a slot's holders, never its bytes.
+HOLDER_OPS = frozenset({"confirm", "unconfirm"})
+#: Told of every applied command: the slot it changed (None: maybe every slot), and whether
+#: the slice's bytes there may have changed (False: only its holders did).
+Applied = Callable[[int | None, bool], None]
+
 #: Seconds a command may take to commit through Raft.
 RAFT_TIMEOUT = 5.0
 
@@ -44,7 +50,7 @@ RAFT_TIMEOUT = 5.0
 class LockedGroup:
     """The group state machine behind one lock (Raft thread applies, event loop reads)."""
 
-    def __init__(self, state: GroupState, on_applied: Callable[[int | None], None]) -> None:
+    def __init__(self, state: GroupState, on_applied: Applied) -> None:
         self._state = state
         self._lock = threading.Lock()
         self._on_applied = on_applied
@@ -54,10 +60,12 @@ class LockedGroup:
             result = self._state.apply(command)
         if command.get("op") in EDIT_OPS:  # only the slots it changed (none when refused)
             for changed in result.get("slots") or ():
-                self._on_applied(changed)
+                self._on_applied(changed, True)
             return result
         slot = result.get("slot", command.get("slot"))
-        self._on_applied(slot if isinstance(slot, int) else None)
+        # A holder more or less changes no byte of the slice: its cached copy stays good.
+        holders_only = command.get("op") in HOLDER_OPS
+        self._on_applied(slot if isinstance(slot, int) else None, not holders_only)
         return result
 
     def snapshot(self) -> bytes:
@@ -67,7 +75,7 @@ class LockedGroup:
     def restore(self, data: bytes) -> None:
         with self._lock:
             self._state.restore(data)
-        self._on_applied(None)  # a whole new table: every slot may have changed
+        self._on_applied(None, True)  # a whole new table: every slot may have changed
 
     def read(self, fn: Callable[[GroupState], _T]) -> _T:
         with self._lock:
@@ -78,7 +86,7 @@ class NodeContext:
     """A storage node's shared handles: config, table, metrics, registration table, and once
     started the volume, the Raft node, the peer client and the HTTP session."""
 
-    def __init__(self, config: StorageConfig, on_applied: Callable[[int | None], None]) -> None:
+    def __init__(self, config: StorageConfig, on_applied: Applied) -> None:
         self.config = config
         self.group_id = config.group_id
         self.node_id = config.node_id

@@ -354,6 +354,44 @@ class Seal(Command):
             raise InvalidArgument("holders must not be empty", op=self.OP, field="holders")
 
 
+#: Upload ids of a leader's slots reserved ahead (``docs/replication.md``, "Slots reserved
+#: ahead") start with this; settlement aborts them, never seals them.
+POOL_PREFIX: Final = "pool."
+
+
+@dataclass(frozen=True, slots=True)
+class Assign(Command):
+    """A slot reserved ahead (``pool_id``, PENDING at ``generation``) becomes the LIVE slice
+    written into it: upload ``upload_id`` of ``file_id``/``slice_index``, durable on
+    ``holders``. ``reserve`` and ``seal`` of a one-slice upload with the reserve done before
+    the upload arrived."""
+
+    OP: ClassVar[str] = "assign"
+    NULLABLE: ClassVar[frozenset[str]] = frozenset({"next"})
+    PARSERS: ClassVar[Mapping[str, _Parser]] = {
+        "pool_id": lambda raw, op, field: check_upload_id(raw, op=op, field=field)
+    }
+
+    slot: int
+    generation: int
+    pool_id: str
+    upload_id: str
+    file_id: str
+    slice_index: int
+    length: int
+    crc32c: int
+    next: Location | None
+    holders: tuple[str, ...]
+
+    def _check(self) -> None:
+        if not self.pool_id.startswith(POOL_PREFIX) or self.upload_id.startswith(POOL_PREFIX):
+            raise InvalidArgument(
+                f"pool_id must start with {POOL_PREFIX!r}, upload_id must not", op=self.OP
+            )
+        if not self.holders:
+            raise InvalidArgument("holders must not be empty", op=self.OP, field="holders")
+
+
 @dataclass(frozen=True, slots=True)
 class Abort(Command):
     """PENDING -> DELETED (404, into the free table): the upload did not become durable."""
@@ -457,6 +495,7 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
     for cls in (
         Reserve,
         Put,
+        Assign,
         Seal,
         Abort,
         Delete,

@@ -192,6 +192,9 @@ class GroupStats:
     """Size of the bounded window of sealed upload ids."""
     bytes_inline: int = 0
     """Payload bytes of inline uploads the table carries (not yet in min_holders volumes)."""
+    ahead: int = 0
+    """Pending slots a leader reserved ahead (``pool.`` upload ids); ``pending`` and
+    ``uploads_pending`` count the others: uploads under way."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,6 +211,7 @@ class GroupStats:
             "uploads_pending": self.uploads_pending,
             "uploads_sealed": self.uploads_sealed,
             "bytes_inline": self.bytes_inline,
+            "ahead": self.ahead,
         }
 
 

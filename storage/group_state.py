@@ -59,6 +59,7 @@ from mydfs.storage.group_commands import (
     MAX_GENERATION,
     MAX_HOLDERS,
     Abort,
+    Assign,
     Command,
     Configure,
     Confirm,
@@ -138,6 +139,8 @@ class GroupState(EditHandlers):
                     return self._reserve(command)
                 case Put():
                     return self._put_inline(command)
+                case Assign():
+                    return self._assign(command)
                 case Seal():
                     return self._seal(command)
                 case Abort():
@@ -196,6 +199,55 @@ class GroupState(EditHandlers):
         self._sealed[c.upload_id] = (info.slot, info.generation)
         self._trim_window()
         self._add_inline(info, payload)
+        return self._ok(c, info, duplicate=False)
+
+    def _assign(self, c: Assign) -> Result:
+        """A slot reserved ahead becomes the slice written into it, sealed (checks first)."""
+        info = self._get(c.slot)
+        self._check_upload(info, c.pool_id, c.generation)
+        if info.state is not SlotState.PENDING:
+            raise self._wrong_state(info, c.OP, "pending")
+        if self.upload(c.upload_id) is not None:
+            raise AlreadyExists(
+                "the upload id is already known: it has its own slot",
+                group=self._group,
+                slot=info.slot,
+                upload_id=c.upload_id,
+            )
+        if c.next == Location(self._group, c.slot):
+            raise InvalidArgument(
+                "a slice cannot be its own next slice",
+                group=self._group,
+                slot=c.slot,
+                field="next",
+                reason="self_link",
+            )
+        if len(c.holders) < self._config.min_holders:
+            raise InvalidArgument(
+                f"assign needs {self._config.min_holders} holders, got {len(c.holders)}",
+                group=self._group,
+                slot=info.slot,
+                field="holders",
+                reason="too_few_holders",
+            )
+        # -- mutation starts here
+        del self._pending[c.pool_id]
+        info = self._put(
+            replace(
+                info,
+                state=SlotState.LIVE,
+                upload_id=c.upload_id,
+                file_id=c.file_id,
+                slice_index=c.slice_index,
+                length=c.length,
+                crc32c=c.crc32c,
+                next=c.next,
+                holders=c.holders,
+            )
+        )
+        self._sealed.pop(c.upload_id, None)
+        self._sealed[c.upload_id] = (info.slot, info.generation)
+        self._trim_window()
         return self._ok(c, info, duplicate=False)
 
     def _allocate(self, c: Reserve | Put, state: SlotState) -> SlotInfo:

@@ -32,7 +32,7 @@ from mydfs.common.errors import (
 )
 from mydfs.common.location import MAX_GROUP
 from mydfs.storage import group_snapshot
-from mydfs.storage.group_commands import Configure, check_int
+from mydfs.storage.group_commands import POOL_PREFIX, Configure, check_int
 from mydfs.storage.group_records import (
     COMMITTED,
     DEFAULT_MIN_HOLDERS,
@@ -336,22 +336,24 @@ class GroupTable:
         return self._locks.get(slot)
 
     def stats(self) -> GroupStats:
+        ahead = sum(1 for uid in self._pending if uid.startswith(POOL_PREFIX))
         end = len(self._slots)
         room = None if self._config.max_slots is None else self._config.max_slots - end
         return GroupStats(
             group=self._group,
             end=end,
             generation=self._generation,
-            pending=self._counts[SlotState.PENDING],
+            pending=self._counts[SlotState.PENDING] - ahead,
             live=self._counts[SlotState.LIVE],
             moved=self._counts[SlotState.MOVED],
             deleted=self._counts[SlotState.DELETED],
             bytes_live=self._bytes[SlotState.LIVE],
             bytes_pending=self._bytes[SlotState.PENDING],
             available=None if room is None else room + len(self._free),
-            uploads_pending=len(self._pending),
+            uploads_pending=len(self._pending) - ahead,
             uploads_sealed=len(self._sealed),
             bytes_inline=self._inline_bytes,
+            ahead=ahead,
         )
 
     # ----------------------------------------------------------------------------------------

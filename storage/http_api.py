@@ -437,6 +437,7 @@ async def metrics(request: web.Request) -> web.Response:
         m.slots.labels("group", key).set(st["group"].get(key, 0))
         if st["volume"] is not None:
             m.slots.labels("volume", key).set(st["volume"].get(key, 0))
+    m.slots.labels("group", "ahead").set(st["group"].get("ahead", 0))
     m.bytes_live.set(st["group"].get("bytes_live", 0))
     m.bytes_inline.set(st["group"].get("bytes_inline", 0))
     return web.Response(

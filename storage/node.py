@@ -145,15 +145,17 @@ class StorageNode:
         log.critical("raft stopped: %s; exiting", exc)
         os._exit(70)
 
-    def _applied_from_thread(self, slot: int | None) -> None:
+    def _applied_from_thread(self, slot: int | None, bytes_changed: bool) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._table_changed, slot)
+                loop.call_soon_threadsafe(self._table_changed, slot, bytes_changed)
 
-    def _table_changed(self, slot: int | None) -> None:
-        """Raft applied a command changing ``slot`` (None: maybe every slot)."""
-        self.reads.forget(slot)
+    def _table_changed(self, slot: int | None, bytes_changed: bool) -> None:
+        """Raft applied a command changing ``slot`` (None: maybe every slot); a cached copy
+        goes unless only the slot's holders changed."""
+        if bytes_changed:
+            self.reads.forget(slot)
         self._mark_dirty(slot)
 
     def _mark_dirty(self, slot: int | None) -> None:

@@ -185,9 +185,9 @@ class ReadResolver:
         becomes is not). Every local read of a slice's bytes goes through here."""
         ctx = self._ctx
         volume, _, _ = ctx.require()
-        data = _from_table(ctx, info, offset, length)
+        data = self._from_cache(volume, info, offset, length)
         if data is None:
-            data = self._from_cache(volume, info, offset, length)
+            data = self._from_table(info, offset, length)
         if data is None:
             data = await self._from_disk(volume, info, offset, length)
         ctx.metrics.bytes_out.inc(len(data.data))
@@ -213,6 +213,8 @@ class ReadResolver:
             ctx.metrics.hot_misses.inc()
             return None
         header = _current_header(volume, info.slot)
+        if header is None and self._inline(info) is not None:
+            header = _table_header(info, payload)  # an inline upload not in the volume yet
         now = ctx.info(info.slot)
         if (
             header is None
@@ -230,6 +232,29 @@ class ReadResolver:
         ctx.metrics.hot_hits.inc()
         if offset == 0 and want == len(payload):
             return SliceData(header, 0, payload)
+        return SliceData(header, offset, payload[offset : offset + want])
+
+    def _inline(self, info: SlotInfo) -> bytes | None:
+        return self._ctx.group.read(lambda g: g.inline(info.slot, info.generation))
+
+    def _from_table(self, info: SlotInfo, offset: int, length: int | None) -> SliceData | None:
+        """The piece of an inline upload the table still carries (before this node's volume
+        has it: the volume copy, once written, is read like any other), or None. Counted like
+        a disk read for the hot cache, which it may fill (the bytes were checked against their
+        CRC32C when the command was decoded)."""
+        ctx = self._ctx
+        payload = self._inline(info)
+        if payload is None:
+            return None
+        want = len(payload) - offset if length is None else length
+        if offset < 0 or want < 0 or offset + want > len(payload):
+            raise InvalidArgument(
+                f"range {offset}+{want} outside slice of {len(payload)} bytes", slot=info.slot
+            )
+        if ctx.hot.note_read(info.slot, info.generation, len(payload)):
+            ctx.metrics.hot_evictions.inc(ctx.hot.put(info.slot, info.generation, payload))
+            ctx.metrics.hot_bytes.set(ctx.hot.bytes)
+        header = _table_header(info, payload)
         return SliceData(header, offset, payload[offset : offset + want])
 
     async def _from_disk(
@@ -303,20 +328,9 @@ class ReadResolver:
                 await asyncio.wait_for(ctx.changed.wait(), timeout=0.05)
 
 
-def _from_table(
-    ctx: NodeContext, info: SlotInfo, offset: int, length: int | None
-) -> SliceData | None:
-    """The piece of an inline upload the table still carries (before this node's volume has
-    it: the volume copy, once written, is read like any other), or None."""
-    payload = ctx.group.read(lambda g: g.inline(info.slot, info.generation))
-    if payload is None:
-        return None
-    want = len(payload) - offset if length is None else length
-    if offset < 0 or want < 0 or offset + want > len(payload):
-        raise InvalidArgument(
-            f"range {offset}+{want} outside slice of {len(payload)} bytes", slot=info.slot
-        )
-    header = SlotHeader(
+def _table_header(info: SlotInfo, payload: bytes) -> SlotHeader:
+    """The header an inline upload's copy will have in a volume, from the table's record."""
+    return SlotHeader(
         slot=info.slot,
         state=DiskState.LIVE,
         generation=info.generation,
@@ -326,7 +340,6 @@ def _from_table(
         payload_crc=info.crc32c,
         block_crcs=tuple(block_crcs(payload, BLOCK_SIZE)),
     )
-    return SliceData(header, offset, payload[offset : offset + want])
 
 
 def _walk_read(

@@ -3,9 +3,11 @@
 A slot that 2 nodes hold durably is sealed (live); one that 2 nodes cannot hold is aborted (404,
 reusable). A node that does not answer may be a holder coming back: while the silent nodes could
 still make a majority, the slot waits, up to :data:`SETTLE_PATIENCE` seconds after it was
-reserved. :func:`settle_decision` is that rule, pure; :class:`Settler` asks the nodes and
-commits the outcome. A new leader settles every PENDING slot after a barrier, then sweeps once a
-second for slots older than twice ``replica_timeout`` (uploads whose handler died).
+reserved; a slot reserved ahead that no ``assign`` made live is aborted
+(``docs/replication.md``, "Slots reserved ahead"). :func:`settle_decision` is that rule, pure;
+:class:`Settler` asks the nodes and commits the outcome. A new leader settles every PENDING
+slot after a barrier, then sweeps once a second for slots older than twice
+``replica_timeout`` (uploads whose handler died).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from enum import Enum
 
 from mydfs.common.errors import Conflict, MydfsError, SliceDeleted
 from mydfs.storage.context import RAFT_TIMEOUT, NodeContext
-from mydfs.storage.group_commands import Abort, Seal
+from mydfs.storage.group_commands import POOL_PREFIX, Abort, Seal
 from mydfs.storage.group_state import GroupState, SlotInfo, SlotState
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,20 @@ class Settlement:
 
 
 def settle_decision(
-    answers: Mapping[str, bool | None], age: float, patience: float = SETTLE_PATIENCE
+    answers: Mapping[str, bool | None],
+    age: float,
+    patience: float = SETTLE_PATIENCE,
+    *,
+    ahead: bool = False,
 ) -> Settlement:
     """The fate of a pending slot, given each node's answer (True: holds it durably, False: does
-    not, None: did not answer) and the seconds since it was reserved. Pure."""
+    not, None: did not answer) and the seconds since it was reserved. A slot reserved ahead
+    (``ahead``: its upload id is a pool id) is always aborted: whatever copies it has belong to
+    an upload no ``assign`` made live, which no client was told of. Pure."""
     holders = tuple(sorted(node for node, yes in answers.items() if yes))
     silent = sum(1 for yes in answers.values() if yes is None)
+    if ahead:
+        return Settlement(Verdict.ABORT, holders, silent)
     if len(holders) >= 2:
         return Settlement(Verdict.SEAL, holders, silent)
     if len(holders) + silent >= 2 and age < patience:
@@ -111,7 +121,7 @@ class Settler:
         )
         answers.update((p.node_id, yes) for p, yes in zip(ctx.config.peers, replies, strict=True))
         age = self._clock() - info.reserved_at_ms / 1000
-        got = settle_decision(answers, age)
+        got = settle_decision(answers, age, ahead=info.upload_id.startswith(POOL_PREFIX))
         if got.verdict == Verdict.SEAL:
             seal = Seal(
                 slot=info.slot,

@@ -14,14 +14,14 @@ import logging
 import os
 import time
 import uuid
-from asyncio import FIRST_COMPLETED
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
 from mydfs.common.checksum import crc32c
 from mydfs.common.errors import (
+    AlreadyExists,
     Conflict,
     InvalidArgument,
     MydfsError,
@@ -33,16 +33,27 @@ from mydfs.common.errors import (
 from mydfs.common.location import Location
 from mydfs.storage.context import NodeContext
 from mydfs.storage.format import PAYLOAD_CAPACITY, SliceOwner
-from mydfs.storage.group_commands import Abort, Put, Relink, Reserve, Seal
+from mydfs.storage.group_commands import (
+    POOL_PREFIX,
+    Abort,
+    Assign,
+    Put,
+    Relink,
+    Reserve,
+    Seal,
+)
 from mydfs.storage.group_state import SlotInfo, SlotState
 from mydfs.storage.inflight import Lease
-from mydfs.storage.replica import store_copy
+from mydfs.storage.parallel_write import replicate
+from mydfs.storage.slot_pool import Ahead, SlotPool
 
 log = logging.getLogger(__name__)
 
 #: Fault-injection points for crash tests, from MYDFS_FAULTS (comma-separated): the process
 #: exits at once (as kill -9 would) when an upload reaches the named point.
 FAULTS = frozenset(f for f in os.environ.get("MYDFS_FAULTS", "").split(",") if f)
+#: The owner a slot reserved ahead names until ``assign`` gives it its slice.
+NO_FILE = "0" * 32
 #: Bytes of inline payloads the group table may carry (not yet in min_holders volumes) before
 #: the leader sends small uploads the two-round way again: bounds every node's memory when
 #: volumes cannot keep up (a full disk).
@@ -185,6 +196,8 @@ class LeaderWriter:
         self._settle = settle
         self.inflight = inflight  # slots this leader is uploading right now
         self._fills: dict[int, asyncio.Future[Stored]] = {}  # slot -> outcome of its fill
+        self._pool = SlotPool()  # slots reserved ahead for one-request uploads
+        self._refill: asyncio.Task[None] | None = None
 
     async def upload(
         self,
@@ -197,12 +210,21 @@ class LeaderWriter:
     ) -> Stored:
         """Store one slice on the group: durable on 2 of 3 nodes and sealed, or an error."""
         crc = check_payload(data, expect_crc, upload_id)
-        if self._inlinable(len(data), upload_id):
+        carried, known = self._ctx.group.read(
+            lambda g: (g.inline_bytes, g.upload(upload_id) is not None)
+        )
+        inline_max = self._ctx.config.inline_max
+        stored = None
+        if goes_inline(len(data), inline_max=inline_max, carried=carried, known=known):
             stored = await self._put_inline(
                 data, upload_id=upload_id, owner=owner, next=next, crc=crc
             )
-            if stored is not None:
-                return stored
+        elif not known and (ahead := self._take_ahead()) is not None:
+            stored = await self._fill_ahead(
+                data, ahead, upload_id=upload_id, owner=owner, next=next, crc=crc
+            )
+        if stored is not None:
+            return stored
         for _ in range(3):
             reserved = await self.reserve(
                 upload_id=upload_id, owner=owner, length=len(data), crc=crc, next=next
@@ -224,16 +246,6 @@ class LeaderWriter:
                     raise
                 # Settled away (aborted) while this request ran: the next reserve picks afresh.
         raise Unavailable("the reservation kept being settled away; retry", upload_id=upload_id)
-
-    def _inlinable(self, length: int, upload_id: str) -> bool:
-        """Does this upload go inline: small enough, the table's inline payloads within their
-        budget, and its upload id new (a retry of a two-round upload goes on that way)."""
-        carried, known = self._ctx.group.read(
-            lambda g: (g.inline_bytes, g.upload(upload_id) is not None)
-        )
-        return goes_inline(
-            length, inline_max=self._ctx.config.inline_max, carried=carried, known=known
-        )
 
     async def _put_inline(
         self, data: bytes, *, upload_id: str, owner: SliceOwner, next: Location | None, crc: int
@@ -262,6 +274,124 @@ class LeaderWriter:
             ctx.metrics.bytes_in.inc(len(data))
         stored = self._stored(got, len(data), crc, got.holders, duplicate=got.duplicate)
         return replace(stored, inline=True)
+
+    # --- slots reserved ahead (storage/slot_pool.py) --------------------------------------
+
+    def _take_ahead(self) -> Ahead | None:
+        """A slot reserved ahead that the table still holds for this leader (None: the pool
+        is empty or this node no longer leads); asks for more when the pool runs low."""
+        ctx, pool = self._ctx, self._pool
+        if not ctx.is_leader():
+            self._give_up(pool.clear())
+            return None
+        ahead, dropped = pool.take(time.monotonic(), self._still_ahead)
+        self._give_up(dropped)
+        if pool.wanted() and (self._refill is None or self._refill.done()):
+            self._refill = asyncio.create_task(self._reserve_ahead(pool.wanted()))
+        return ahead
+
+    def _still_ahead(self, ahead: Ahead) -> bool:
+        info = self._ctx.info(ahead.slot)
+        return (
+            info is not None
+            and info.state == SlotState.PENDING
+            and (info.upload_id, info.generation) == (ahead.pool_id, ahead.generation)
+        )
+
+    def _give_up(self, slots: list[Ahead]) -> None:
+        """Stop guarding these slots: the settlement sweep aborts the ones still pending."""
+        for ahead in slots:
+            self.inflight.discard(ahead.slot)
+
+    async def _reserve_ahead(self, count: int) -> None:
+        """Reserve ``count`` slots ahead, all at once (one journal fsync for the lot)."""
+        ctx, pool = self._ctx, self._pool
+        reserves = [
+            Reserve(
+                upload_id=f"{POOL_PREFIX}{ctx.node_id}.{uuid.uuid4().hex[:16]}",
+                file_id=NO_FILE,
+                slice_index=0,
+                length=0,
+                crc32c=0,
+                now_ms=time.time_ns() // 1_000_000,
+                next=None,
+            )
+            for _ in range(count)
+        ]
+        pool.requested += count
+        try:
+            results = await asyncio.gather(
+                *(ctx.submit(r.to_dict()) for r in reserves), return_exceptions=True
+            )
+        finally:
+            pool.requested -= count
+        for reserve, result in zip(reserves, results, strict=True):
+            if isinstance(result, BaseException):
+                log.info("reserving a slot ahead failed: %s", result)
+                continue
+            got = Reservation.from_result(result)
+            self.inflight.add(got.slot)
+            pool.add(Ahead(got.slot, got.generation, reserve.upload_id, time.monotonic()))
+
+    async def _fill_ahead(
+        self,
+        data: bytes,
+        ahead: Ahead,
+        *,
+        upload_id: str,
+        owner: SliceOwner,
+        next: Location | None,
+        crc: int,
+    ) -> Stored | None:
+        """Write a one-slice upload into a slot reserved ahead on 2 of 3 nodes, then make it
+        that slice with one ``assign``. None when the slot cannot be used after all (the
+        upload id got a slot of its own meanwhile, or the slot was settled away): the two-round
+        path then decides."""
+        ctx = self._ctx
+        slot, generation = ahead.slot, ahead.generation
+        try:
+            lease = await ctx.inflight.charge(
+                len(data), timeout=ctx.config.replica_timeout, what=f"upload of slot {slot}"
+            )
+            try:
+                holders = await replicate(
+                    ctx, slot, generation, data, lease, owner=owner, next=next, crc=crc
+                )
+            finally:
+                lease.release()
+            if len(holders) < 2:
+                await self._abort(slot, ahead.pool_id, generation)
+                ctx.metrics.uploads.labels("failed").inc()
+                raise Unavailable(
+                    f"slice durable on {len(holders)} of 3 nodes, need 2; retry",
+                    group=ctx.group_id,
+                    slot=slot,
+                    upload_id=upload_id,
+                )
+            assign = Assign(
+                slot=slot,
+                generation=generation,
+                pool_id=ahead.pool_id,
+                upload_id=upload_id,
+                file_id=owner.file_id.hex(),
+                slice_index=owner.index,
+                length=len(data),
+                crc32c=crc,
+                next=next,
+                holders=tuple(sorted(holders)),
+            )
+            try:
+                result = await ctx.submit(assign.to_dict())
+            except (AlreadyExists, Conflict, SliceDeleted) as exc:
+                log.info("slot %d reserved ahead not used for %s: %s", slot, upload_id, exc)
+                await self._abort(slot, ahead.pool_id, generation)
+                return None
+        finally:
+            self.inflight.discard(slot)
+        ctx.metrics.uploads.labels("ahead").inc()
+        ctx.metrics.bytes_in.inc(len(data))
+        got = Reservation.from_result(result)
+        return self._stored(got, len(data), crc, got.holders, duplicate=False)
 
     async def reserve(
         self,
@@ -386,8 +516,8 @@ class LeaderWriter:
             relink = Relink(slot=slot, next=next, generation=generation)
             await self._submit_reserved(relink.to_dict(), slot, upload_id, generation)
         owner = SliceOwner(bytes.fromhex(info.file_id), info.slice_index)
-        holders = await self._replicate(
-            slot, generation, data, lease, owner=owner, next=next, crc=crc
+        holders = await replicate(
+            ctx, slot, generation, data, lease, owner=owner, next=next, crc=crc
         )
         if len(holders) < 2:
             aborted = await self._abort(slot, upload_id, generation)
@@ -471,84 +601,6 @@ class LeaderWriter:
             return False
         return True
 
-    async def _replicate(
-        self,
-        slot: int,
-        generation: int,
-        data: bytes,
-        lease: Lease,
-        *,
-        owner: SliceOwner,
-        next: Location | None,
-        crc: int,
-    ) -> set[str]:
-        """Write locally and push to both followers at once; return who has it durably.
-
-        Returns as soon as 2 nodes have it (the third push goes on in the background and its
-        node confirms through its reconciler), or when every attempt has finished or timed out.
-        A push to a follower past its share of the memory budget is not made (see
-        storage/budget.py): that follower fetches the slice later.
-        """
-        ctx = self._ctx
-        volume, _, peers = ctx.require()
-        if not ctx.registration.put(slot, generation, data, time.monotonic(), lease.hold()):
-            lease.release()  # not kept: give back the registration's hold
-        timeout = ctx.config.replica_timeout
-
-        async def local() -> str:
-            # As a follower stores a push: an older copy left in a reused slot is dropped first.
-            await store_copy(ctx, volume, slot, data, generation=generation, owner=owner, next=next)
-            return ctx.node_id
-
-        async def remote(peer_id: str) -> str:
-            await peers.push(
-                ctx.urls[peer_id],
-                slot=slot,
-                generation=generation,
-                file_id=owner.file_id.hex(),
-                index=owner.index,
-                next=next,
-                crc=crc,
-                data=data,
-                timeout=timeout,
-            )
-            # Durable there: once both followers are (or the other one lags and will read the
-            # slice from a disk), nobody needs the in-memory copy.
-            lagging = ctx.inflight.budget.lagging(time.monotonic())
-            ctx.registration.confirm(slot, generation, peer_id, lagging)
-            return peer_id
-
-        def start(peer_id: str, force: bool = False) -> asyncio.Task[str] | None:
-            return ctx.inflight.push(peer_id, lease, lambda: remote(peer_id), force=force)
-
-        pushes = [start(p.node_id) for p in ctx.config.peers]
-        if not any(pushes):  # every follower lags, but the majority needs one: push anyway
-            pushes = [start(p.node_id, force=True) for p in ctx.config.peers]
-        attempts: list[asyncio.Future[str]] = [asyncio.ensure_future(local())]
-        attempts += [t for t in pushes if t is not None]
-        pending: set[asyncio.Future[str]] = set(attempts)
-        holders: set[str] = set()
-        try:
-            async with asyncio.timeout(timeout):
-                while pending and len(holders) < 2:
-                    done, pending = await asyncio.wait(pending, return_when=FIRST_COMPLETED)
-                    for task in done:
-                        if task.cancelled():  # a push cancelled: its follower was lagging
-                            ctx.metrics.replication.labels("push", "dropped").inc()
-                            continue
-                        exc = task.exception()
-                        if exc is None:
-                            holders.add(task.result())
-                            ctx.metrics.replication.labels("push", "ok").inc()
-                        else:
-                            ctx.metrics.replication.labels("push", "failed").inc()
-                            log.warning("replica write of slot %d failed: %s", slot, exc)
-        except TimeoutError:
-            log.warning("slot %d: only %d replicas within %.1fs", slot, len(holders), timeout)
-        finally:
-            _watch_late(attempts)
-        return holders
-
 
 def new_upload_id() -> str:
     return uuid.uuid4().hex
@@ -559,22 +611,3 @@ def _fault(point: str) -> None:
         log.critical("fault injection: exiting at %s", point)
         logging.shutdown()
         os._exit(137)
-
-
-def _watch_late(attempts: Sequence[asyncio.Future[str]]) -> None:
-    """Leave no attempt's error unretrieved, whichever way ``_replicate`` ended (enough
-    holders, its timeout, or its caller cancelled): one still running is logged when it ends;
-    one already done was either seen by the loop or finished alongside the ones it saw."""
-    for task in attempts:
-        if not task.done():
-            task.add_done_callback(_log_late_failure)
-        elif not task.cancelled():
-            task.exception()
-
-
-def _log_late_failure(task: asyncio.Future[str]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.warning("late replica write failed: %s", exc)

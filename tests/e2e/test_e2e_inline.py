@@ -93,3 +93,43 @@ def test_inline_puts_survive_kill_9_of_the_leader_and_of_every_node(
         table = metric(node, "mydfs_storage_slots", '{state="live",view="group"}')
         volume = metric(node, "mydfs_storage_slots", '{state="live",view="volume"}')
         assert table == volume == len([m for m in files.values() if m]), node.name
+
+
+def test_uploads_into_slots_reserved_ahead_survive_a_leader_kill(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
+    """A one-slice file too large to go inline is written into a slot the leader reserved
+    ahead and made live by one ``assign`` (``docs/replication.md``, "Slots reserved ahead").
+    Every acknowledged put reads back across a SIGKILL of the leader; the slots the dead
+    leader had reserved ahead are aborted, not left pending."""
+    cluster = make_cluster(groups=1)
+    sizes = [5000 + (i * 7919) % 200_000 for i in range(60)]
+    files = {f"/ahead/f{i}.bin": random_bytes(size, seed=500 + i) for i, size in enumerate(sizes)}
+    paths = list(files)
+    leader = cluster.wait_leader(1)
+    with Client(cluster.tracker_url, deadline=60.0) as writer:
+        for path in paths[:30]:
+            writer.put(path, files[path])
+            assert writer.read(path) == files[path]
+        assert metric(leader, "mydfs_storage_uploads_total", '{outcome="ahead"}') >= 20
+        leader.kill(signal.SIGKILL)
+        for path in paths[30:]:
+            writer.put(path, files[path])
+    read_all(cluster, files, curl=False)
+    new_leader = cluster.wait_leader(1, timeout=60)
+    assert metric(new_leader, "mydfs_storage_uploads_total", '{outcome="ahead"}') >= 10
+    leader.start()
+    wait_for(leader.health, timeout=60, what=f"{leader.name} answering again")
+    read_all(cluster, files)
+    wait_for(lambda: settled(cluster), timeout=60, what="every copy in every volume")
+
+    def slots(state: str) -> float:
+        return metric(new_leader, "mydfs_storage_slots", f'{{state="{state}",view="group"}}')
+
+    # No upload is left pending, and only the new leader's own pool stays reserved ahead (at
+    # most 16 slots): the dead leader's were aborted.
+    wait_for(
+        lambda: slots("pending") == 0 and slots("ahead") <= 16,
+        timeout=30,
+        what="no upload pending and the dead leader's slots aborted",
+    )

@@ -6,6 +6,9 @@ depending on both followers)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+from typing import Any
 
 import aiohttp
 from cluster import (
@@ -20,6 +23,8 @@ from cluster import (
     wait_served,
 )
 
+from mydfs.common.checksum import crc32c
+
 
 async def _push_failures(http: aiohttp.ClientSession, url: str) -> float:
     reply = await request(http, "GET", f"{url}/metrics")
@@ -30,6 +35,22 @@ async def _push_failures(http: aiohttp.ClientSession, url: str) -> float:
         kind="push",
         outcome="failed",
     )
+
+
+async def _two_step(cluster: Cluster, http: aiohttp.ClientSession, data: bytes) -> dict[str, Any]:
+    """Reserve, then fill: the reservation takes the lowest free slot at once (a one-request
+    upload may take a slot the leader reserved ahead instead)."""
+    leader = await cluster.leader()
+    uid = os.urandom(16).hex()
+    body = {"upload_id": uid, "length": len(data), "crc32c": crc32c(data)}
+    reply = await request(http, "POST", leader.url + "/slices/reserve", data=json.dumps(body))
+    assert reply.status == 201, reply
+    slot, gen = reply.json()["slot"], reply.json()["generation"]
+    reply = await request(
+        http, "PUT", f"{leader.url}/slices/{slot}?upload={uid}&gen={gen}", data=data
+    )
+    assert reply.status == 201, reply
+    return dict(reply.json())
 
 
 async def test_a_freed_slot_reused_at_once_is_written_by_the_leader_too(
@@ -53,7 +74,7 @@ async def test_a_freed_slot_reused_at_once_is_written_by_the_leader_too(
         ]
         assert all(r.status == 200 for r in await asyncio.gather(*deletes))
         datas = [payload(150_000, seed=round * 100 + 50 + i) for i in range(6)]
-        news = await asyncio.gather(*(upload(shared_cluster, http, d) for d in datas))
+        news = await asyncio.gather(*(_two_step(shared_cluster, http, d) for d in datas))
         reused += len({o["slot"] for o in olds} & {n["slot"] for n in news})
         for new, data in zip(news, datas, strict=True):
             # The leader holds the new slice (written by itself or, at worst, fetched back).

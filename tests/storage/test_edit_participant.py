@@ -54,7 +54,7 @@ class FakeContext:
         self.group_id = GROUP
         self.node_id = "n1"
         self.state = GroupState(GROUP)
-        self.group = LockedGroup(self.state, lambda slot: None)
+        self.group = LockedGroup(self.state, lambda slot, bytes_changed: None)
         self.metrics = StorageMetrics()
         self.config = SimpleNamespace(secret=SECRET, edit_timeout=3.0, tracker=tracker)
         self.session: aiohttp.ClientSession | None = None

@@ -15,6 +15,7 @@ from mydfs.storage.format import PAYLOAD_CAPACITY
 from mydfs.storage.group_commands import (
     COMMAND_TYPES,
     Abort,
+    Assign,
     Command,
     Configure,
     Confirm,
@@ -57,6 +58,18 @@ SAMPLES: list[Command] = [
     ),
     Put.of(
         b"", upload_id="up-4", file_id=FILE, slice_index=1, length=0, crc32c=0, now_ms=0, next=None
+    ),
+    Assign(
+        slot=7,
+        generation=3,
+        pool_id="pool.g1n1.ab12",
+        upload_id="up-5",
+        file_id=FILE,
+        slice_index=2,
+        length=65_536,
+        crc32c=12,
+        next=None,
+        holders=("n1", "n2"),
     ),
     Seal(slot=7, upload_id="up-1", generation=3, holders=("n2", "n1")),
     Abort(slot=7, upload_id="up-1", generation=3),
@@ -294,3 +307,26 @@ def test_put_carries_its_payload() -> None:
     assert isinstance(put, Put) and put.payload() == b"hello"
     with pytest.raises(PayloadTooLarge):
         decode_command(_put_wire(b"x" * (16 * 1024 + 1)))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"pool_id": "up-1"}, {"upload_id": "pool.x"}, {"holders": []}],
+)
+def test_assign_needs_a_pool_slot_a_real_upload_and_holders(changes: dict[str, Any]) -> None:
+    wire = {
+        "op": "assign",
+        "slot": 7,
+        "generation": 3,
+        "pool_id": "pool.a",
+        "upload_id": "up-1",
+        "file_id": FILE,
+        "slice_index": 0,
+        "length": 10,
+        "crc32c": 1,
+        "next": None,
+        "holders": ["n1", "n2"],
+    }
+    decode_command(wire)
+    with pytest.raises(InvalidArgument):
+        decode_command({**wire, **changes})

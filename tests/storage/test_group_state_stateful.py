@@ -23,6 +23,7 @@ from mydfs.common.location import Location
 from mydfs.storage.format import PAYLOAD_CAPACITY
 from mydfs.storage.group_commands import (
     Abort,
+    Assign,
     Command,
     Configure,
     Confirm,
@@ -155,6 +156,28 @@ class Model:
         else:
             self.slots[slot] = record
         return self.view(slot, duplicate=False)
+
+    def known_upload(self, uid: str) -> bool:
+        pending = any(s.state == "pending" and s.upload_id == uid for s in self.slots)
+        return pending or any(u == uid for u, _, _ in self.sealed)
+
+    def assign(self, c: Assign) -> Outcome:
+        if not self.known(c.slot):
+            return False, "not_found", {}
+        s = self.slots[c.slot]
+        if s.upload_id != c.pool_id or s.generation != c.generation:
+            return False, "conflict", {}
+        if s.state != "pending":
+            return self.wrong_state(c.slot)
+        if self.known_upload(c.upload_id):
+            return False, "already_exists", {}
+        if c.next == Location(GROUP, c.slot) or len(c.holders) < self.min_holders:
+            return False, "invalid_argument", {}
+        s.state, s.upload_id, s.next, s.holders = "live", c.upload_id, c.next, set(c.holders)
+        s.content = (c.file_id, c.slice_index, c.length, c.crc32c)
+        self.sealed.append((c.upload_id, c.slot, s.generation))
+        self.trim()
+        return self.view(c.slot, duplicate=False)
 
     def known(self, slot: int) -> bool:
         return slot < len(self.slots)
@@ -290,6 +313,8 @@ class Model:
                 return self.reserve(c)
             case Put():
                 return self.put(c)
+            case Assign():
+                return self.assign(c)
             case Seal():
                 return self.seal(c)
             case Abort():
@@ -426,6 +451,59 @@ class GroupStateMachine(RuleBasedStateMachine):
             assert result["slot"] == (free_before[0] if free_before else end_before)
             assert result["state"] == "live" and result["holders"] == []
             assert self.machine.inline(result["slot"], result["generation"]) == payload
+
+    @rule(k=st.integers(0, 3), now_ms=st.integers(0, 9))
+    def reserve_ahead(self, k: int, now_ms: int) -> None:
+        """A leader's slot reserved ahead: a reservation with a pool id and no content."""
+        pool = Reserve(
+            upload_id=f"pool.{k}",
+            file_id="0" * 32,
+            slice_index=0,
+            length=0,
+            crc32c=0,
+            now_ms=now_ms,
+            next=None,
+        )
+        self.run(pool)
+
+    @rule(
+        data=st.data(),
+        upload_id=st.sampled_from(UPLOADS),
+        holders=holder_sets,
+        next=maybe_locations,
+        right_pool=st.integers(0, 4).map(bool),
+    )
+    def assign(
+        self,
+        data: st.DataObject,
+        upload_id: str,
+        holders: list[str],
+        next: Location | None,
+        right_pool: bool,
+    ) -> None:
+        """A one-slice upload written into a slot reserved ahead, then assigned and sealed."""
+        slot = self.pick_slot(data, ("pending", "pending", "live"))
+        info = self.machine.get(slot)
+        pool_id = info.upload_id if info is not None and right_pool else "pool.9"
+        if not pool_id.startswith("pool."):
+            pool_id = "pool.8"
+        n = UPLOADS.index(upload_id)
+        command = Assign(
+            slot=slot,
+            generation=self.pick_generation(data, slot, nullable=False) or 1,
+            pool_id=pool_id,
+            upload_id=upload_id,
+            file_id=FILES[n % 2],
+            slice_index=n % 3,
+            length=LENGTHS[n % len(LENGTHS)],
+            crc32c=n,
+            next=next,
+            holders=tuple(holders),
+        )
+        result = self.run(command)
+        if result["ok"]:
+            event("assign: a slot reserved ahead became live")
+            assert result["state"] == "live"
 
     @rule(data=st.data(), holders=holder_sets, right_upload=st.booleans())
     def seal(self, data: st.DataObject, holders: list[str], right_upload: bool) -> None:
@@ -565,8 +643,11 @@ class GroupStateMachine(RuleBasedStateMachine):
         assert self.machine.next_slot() == self.model.allocation()
         stats = self.machine.stats()
         assert stats.generation == self.model.generation
-        for state in ("pending", "live", "moved", "deleted"):
+        for state in ("live", "moved", "deleted"):
             assert getattr(stats, state) == sum(s.state == state for s in self.model.slots)
+        pending = [s for s in self.model.slots if s.state == "pending"]
+        ahead = sum(s.upload_id.startswith("pool.") for s in pending)
+        assert (stats.pending, stats.ahead) == (len(pending) - ahead, ahead)
         assert stats.bytes_live == sum(s.content[2] for s in self.model.slots if s.state == "live")
         config = self.machine.config
         assert (config.max_slots, config.min_holders, config.upload_window) == (

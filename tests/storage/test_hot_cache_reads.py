@@ -20,7 +20,7 @@ from mydfs.storage.access_stats import AccessStats
 from mydfs.storage.budget import MemoryBudget
 from mydfs.storage.context import LockedGroup
 from mydfs.storage.format import SliceOwner
-from mydfs.storage.group_commands import Delete, Reserve, Seal
+from mydfs.storage.group_commands import Confirm, Delete, Put, Reserve, Seal
 from mydfs.storage.group_state import GroupState, SlotInfo, SlotState
 from mydfs.storage.hot_cache import HotCache
 from mydfs.storage.inflight import InFlight
@@ -41,7 +41,7 @@ class Ctx:
         self.node_id = "n1"
         self.volume = volume
         self.state = GroupState(GROUP)
-        self.group = LockedGroup(self.state, lambda slot: None)
+        self.group = LockedGroup(self.state, lambda slot, bytes_changed: None)
         self.metrics = StorageMetrics()
         self.inflight = InFlight(MemoryBudget(64 << 20, 16 << 20), self.metrics)
         self.hot = HotCache(THRESHOLD, 1 << 20)
@@ -166,3 +166,43 @@ def test_a_table_change_drops_the_entry(ctx: Ctx) -> None:
     assert make_hot_again == [data] * (THRESHOLD + 1)
     resolver(ctx).forget(None)
     assert len(ctx.hot) == 0
+
+
+def test_an_inline_slice_is_served_from_the_table_then_the_cache_never_after_a_delete(
+    ctx: Ctx,
+) -> None:
+    """An inline upload (``put``) not in the volume yet is read from the table's copy, counted
+    for the hot cache, and cached; the cached copy stays good while only holders change (the
+    confirms) and is never served once the slice is deleted."""
+    data = b"inline bytes " * 50
+    got = ctx.state.apply(
+        Put.of(
+            data,
+            upload_id="i1",
+            file_id=FILE_A,
+            slice_index=0,
+            length=len(data),
+            crc32c=crc32c(data),
+            now_ms=1,
+            next=None,
+        ).to_dict()
+    )
+    info = ctx.info(int(got["slot"]))
+    assert info is not None and info.state == SlotState.LIVE and not info.holders
+    for _ in range(THRESHOLD):
+        assert read(ctx, info) == data  # from the table: the volume has no copy
+    assert (info.slot, info.generation) in ctx.hot
+    assert read(ctx, info, 13, 5) == data[13:18] and hits(ctx) == 1
+    for node in ("n2", "n3"):  # the volumes confirm their copies: the table lets go
+        ctx.state.apply(Confirm(slot=info.slot, node=node, generation=info.generation).to_dict())
+    assert ctx.state.inline(info.slot, info.generation) is None
+    owner = SliceOwner(bytes.fromhex(FILE_A), 0)
+    ctx.volume.write(info.slot, data, owner=owner, generation=info.generation)
+    assert read(ctx, info) == data and hits(ctx) == 2  # the volume's header vouches now
+    ctx.state.apply(Delete(slot=info.slot, generation=info.generation).to_dict())
+    before = hits(ctx)
+    read(ctx, info)  # resolved before the delete: the disk answers, never the cache
+    assert len(ctx.hot) == 0 and hits(ctx) == before
+    ctx.volume.mark_deleted(info.slot)
+    with pytest.raises(MydfsError):
+        read(ctx, info)

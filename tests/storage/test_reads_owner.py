@@ -69,7 +69,7 @@ class FakeContext:
         self.group_id = GROUP
         self.node_id = "n1"
         self.state = GroupState(GROUP)
-        self.group = LockedGroup(self.state, lambda slot: None)
+        self.group = LockedGroup(self.state, lambda slot, bytes_changed: None)
         self.raft = FakeRaft(lambda: None)
         self.changed = asyncio.Event()
         self._leader = leader

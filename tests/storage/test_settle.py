@@ -56,3 +56,8 @@ def test_the_rule(answers: dict[str, bool | None], age: float, patience: float) 
     else:
         assert got.verdict == Verdict.ABORT
     assert got.verdict != Verdict.SEAL or len(got.holders) >= 2
+
+
+def test_a_slot_reserved_ahead_is_aborted_whoever_holds_it() -> None:
+    for answers in ({"a": True, "b": True, "c": True}, {"a": None, "b": None, "c": True}):
+        assert settle_decision(answers, age=0.0, ahead=True).verdict == Verdict.ABORT
