@@ -1,9 +1,10 @@
 """The leader's write path: reserve a slot through the log, write the payload on 2 of 3 nodes
-(locally and pushed to both followers at once), then seal it; a small one-slice upload instead
-travels inside one ``put`` command (an inline upload); and the leader's edit commands.
+(locally and pushed to both followers at once), then seal it; a one-slice upload instead
+travels inside one ``put`` command when it is small (an inline upload), else is written into a
+slot reserved ahead and made live by one ``assign``; and the leader's edit commands.
 
-``docs/replication.md`` ("An upload", "Inline uploads", "Failure cases") describes the
-protocol. The checks a fill makes against the slot's table record are the pure
+``docs/replication.md`` ("An upload", "Inline uploads", "Slots reserved ahead", "Failure
+cases") describes the protocol. The checks a fill makes against the slot's table record are the pure
 :func:`check_fill`.
 """
 
@@ -368,6 +369,7 @@ class LeaderWriter:
                     slot=slot,
                     upload_id=upload_id,
                 )
+            _fault("crash_before_assign")
             assign = Assign(
                 slot=slot,
                 generation=generation,

@@ -5,7 +5,9 @@ and no data; malformed requests get a 4xx with a JSON reason (never a 500 or a h
 
 On fresh groups: a leader that dies mid-upload (``MYDFS_FAULTS=crash_after_reserve`` /
 ``crash_before_seal``) leaves a PENDING slot that the next leader settles (abort → 404 and
-reused / seal → a retry is a duplicate); a follower whose disk (a small tmpfs) fills up.
+reused / seal → a retry is a duplicate), and one that dies before ``assign``
+(``crash_before_assign``) a slot reserved ahead that the next leader aborts; a follower whose
+disk (a small tmpfs) fills up.
 """
 
 from __future__ import annotations
@@ -564,3 +566,39 @@ async def test_harness_leaves_nothing_behind_when_a_test_fails(
             os.kill(pid, 0)
     assert str(mount) not in Path("/proc/mounts").read_text()
     assert not root.exists()
+
+
+async def test_leader_dies_before_assign_next_leader_aborts_what_it_reserved_ahead(
+    make_cluster: Any, http: aiohttp.ClientSession
+) -> None:
+    """A one-request upload written on 2 of 3 nodes into a slot reserved ahead, and the leader
+    dies before ``assign``: nobody was told of it, so the new leader aborts the slot (never
+    seals it, whoever holds copies), and the client's retry stores the slice once."""
+    c: Cluster = make_cluster(name="crash-before-assign")
+    await c.start(env={"MYDFS_FAULTS": "crash_before_assign"})
+    old = await c.leader()
+    first = payload(50_000, seed=41)
+    await upload(c, http, first)  # two rounds (the pool is empty): it fills the pool
+
+    async def reserved_ahead() -> bool:
+        return (await _status(c, old))["group"]["ahead"] > 0
+
+    await wait_until(reserved_ahead, timeout=30, what="slots reserved ahead")
+    data, uid = payload(200_000, seed=42), _uid("assign")
+    await _upload_that_kills_the_leader(http, old, data, uid, "crash_before_assign")
+
+    new = await c.leader()
+    assert new is not old
+
+    async def settled() -> bool:
+        group = (await _status(c, new))["group"]
+        return group["pending"] == 0 and group["ahead"] <= 16 and group["live"] == 1
+
+    await wait_until(settled, timeout=30, what="the dead leader's slots aborted")
+    stored = await upload(c, http, data, upload_id=uid)  # the retry: two rounds on `new`
+    again = await upload(c, http, data, upload_id=uid)
+    assert again["duplicate"] is True and again["slot"] == stored["slot"]
+    assert (await _status(c, new))["group"]["live"] == 2
+    await c.restart(old)  # without the fault
+    for node in c.nodes():
+        await wait_served(http, node, stored["slot"], sha256(data))
