@@ -195,9 +195,7 @@ class GroupState(EditHandlers):
             return self._reserve_again(c, ref)
         payload = c.payload()
         info = self._allocate(c, SlotState.LIVE)
-        self._sealed.pop(c.upload_id, None)
-        self._sealed[c.upload_id] = (info.slot, info.generation)
-        self._trim_window()
+        self._remember_sealed(info)
         self._add_inline(info, payload)
         return self._ok(c, info, duplicate=False)
 
@@ -214,22 +212,8 @@ class GroupState(EditHandlers):
                 slot=info.slot,
                 upload_id=c.upload_id,
             )
-        if c.next == Location(self._group, c.slot):
-            raise InvalidArgument(
-                "a slice cannot be its own next slice",
-                group=self._group,
-                slot=c.slot,
-                field="next",
-                reason="self_link",
-            )
-        if len(c.holders) < self._config.min_holders:
-            raise InvalidArgument(
-                f"assign needs {self._config.min_holders} holders, got {len(c.holders)}",
-                group=self._group,
-                slot=info.slot,
-                field="holders",
-                reason="too_few_holders",
-            )
+        self._check_next(c.next, c.slot)
+        self._check_holders(c.OP, c.holders, info.slot)
         # -- mutation starts here
         del self._pending[c.pool_id]
         info = self._put(
@@ -245,9 +229,7 @@ class GroupState(EditHandlers):
                 holders=c.holders,
             )
         )
-        self._sealed.pop(c.upload_id, None)
-        self._sealed[c.upload_id] = (info.slot, info.generation)
-        self._trim_window()
+        self._remember_sealed(info)
         return self._ok(c, info, duplicate=False)
 
     def _allocate(self, c: Reserve | Put, state: SlotState) -> SlotInfo:
@@ -261,14 +243,7 @@ class GroupState(EditHandlers):
                 max_slots=self._config.max_slots,
                 upload_id=c.upload_id,
             )
-        if c.next == Location(self._group, slot):
-            raise InvalidArgument(
-                "a slice cannot be its own next slice",
-                group=self._group,
-                slot=slot,
-                field="next",
-                reason="self_link",
-            )
+        self._check_next(c.next, slot)
         reuse = slot < len(self._slots)
         if reuse and self._slots[slot].state is not SlotState.DELETED:
             raise InvariantViolation(
@@ -344,20 +319,11 @@ class GroupState(EditHandlers):
             return self._ok(c, info, duplicate=True)
         if info.state is not SlotState.PENDING:
             raise self._wrong_state(info, c.OP, "pending")
-        if len(c.holders) < self._config.min_holders:
-            raise InvalidArgument(
-                f"seal needs {self._config.min_holders} holders, got {len(c.holders)}",
-                group=self._group,
-                slot=info.slot,
-                field="holders",
-                reason="too_few_holders",
-            )
+        self._check_holders(c.OP, c.holders, info.slot)
         # -- mutation starts here
         info = self._put(replace(info, state=SlotState.LIVE, holders=c.holders))
         del self._pending[info.upload_id]
-        self._sealed.pop(info.upload_id, None)
-        self._sealed[info.upload_id] = (info.slot, info.generation)
-        self._trim_window()
+        self._remember_sealed(info)
         return self._ok(c, info, duplicate=False)
 
     def _abort(self, c: Abort) -> Result:
@@ -406,14 +372,7 @@ class GroupState(EditHandlers):
         info = self._get(c.slot)
         self._check_generation(info, c.generation)
         self._check_unlocked(info.slot, c.OP)
-        if c.next == Location(self._group, info.slot):
-            raise InvalidArgument(
-                "a slice cannot be its own next slice",
-                group=self._group,
-                slot=info.slot,
-                field="next",
-                reason="self_link",
-            )
+        self._check_next(c.next, info.slot)
         if info.state not in (SlotState.PENDING, SlotState.LIVE):
             raise self._wrong_state(info, c.OP, "pending|live")
         if info.next == c.next:
@@ -488,6 +447,26 @@ class GroupState(EditHandlers):
                 reason="upload_mismatch",
             )
         self._check_generation(info, generation)
+
+    def _check_next(self, next: Location | None, slot: int) -> None:
+        if next == Location(self._group, slot):
+            raise InvalidArgument(
+                "a slice cannot be its own next slice",
+                group=self._group,
+                slot=slot,
+                field="next",
+                reason="self_link",
+            )
+
+    def _check_holders(self, op: str, holders: tuple[str, ...], slot: int) -> None:
+        if len(holders) < self._config.min_holders:
+            raise InvalidArgument(
+                f"{op} needs {self._config.min_holders} holders, got {len(holders)}",
+                group=self._group,
+                slot=slot,
+                field="holders",
+                reason="too_few_holders",
+            )
 
     def _check_generation(self, info: SlotInfo, generation: int | None) -> None:
         if generation is not None and generation != info.generation:

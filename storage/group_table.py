@@ -144,6 +144,12 @@ class GroupTable:
         heapq.heappush(self._free, freed.slot)
         return freed
 
+    def _remember_sealed(self, info: SlotInfo) -> None:
+        """Put ``info``'s upload id at the young end of the sealed window (then trimmed)."""
+        self._sealed.pop(info.upload_id, None)
+        self._sealed[info.upload_id] = (info.slot, info.generation)
+        self._trim_window()
+
     def _trim_window(self) -> None:
         while len(self._sealed) > self._config.upload_window:
             self._sealed.popitem(last=False)

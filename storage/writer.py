@@ -362,13 +362,7 @@ class LeaderWriter:
                 lease.release()
             if len(holders) < 2:
                 await self._abort(slot, ahead.pool_id, generation)
-                ctx.metrics.uploads.labels("failed").inc()
-                raise Unavailable(
-                    f"slice durable on {len(holders)} of 3 nodes, need 2; retry",
-                    group=ctx.group_id,
-                    slot=slot,
-                    upload_id=upload_id,
-                )
+                raise self._too_few(holders, slot, upload_id)
             _fault("crash_before_assign")
             assign = Assign(
                 slot=slot,
@@ -522,22 +516,16 @@ class LeaderWriter:
             ctx, slot, generation, data, lease, owner=owner, next=next, crc=crc
         )
         if len(holders) < 2:
-            aborted = await self._abort(slot, upload_id, generation)
-            ctx.metrics.uploads.labels("failed").inc()
-            if not aborted:
+            if not await self._abort(slot, upload_id, generation):
                 # Late copies may still complete and a new leader may seal them.
+                ctx.metrics.uploads.labels("failed").inc()
                 raise OutcomeUnknown(
                     "too few copies and the abort did not commit; retry with the same upload id",
                     group=ctx.group_id,
                     slot=slot,
                     upload_id=upload_id,
                 )
-            raise Unavailable(
-                f"slice durable on {len(holders)} of 3 nodes, need 2; retry",
-                group=ctx.group_id,
-                slot=slot,
-                upload_id=upload_id,
-            )
+            raise self._too_few(holders, slot, upload_id)
         _fault("crash_before_seal")
         seal = Seal(
             slot=slot,
@@ -550,6 +538,16 @@ class LeaderWriter:
         ctx.metrics.bytes_in.inc(len(data))
         return self._stored(
             reserved, len(data), crc, tuple(sealed.get("holders") or ()), duplicate=False
+        )
+
+    def _too_few(self, holders: set[str], slot: int, upload_id: str) -> Unavailable:
+        """The error of a write durable on fewer than 2 nodes (counted as a failed upload)."""
+        self._ctx.metrics.uploads.labels("failed").inc()
+        return Unavailable(
+            f"slice durable on {len(holders)} of 3 nodes, need 2; retry",
+            group=self._ctx.group_id,
+            slot=slot,
+            upload_id=upload_id,
         )
 
     async def _submit_reserved(
