@@ -2,7 +2,8 @@
 
 Signed with the cluster secret (``storage/http_routes.py``), answered by the group's leader
 only (a follower answers as it answers any leader-only call), from one consistent read of the
-replicated slot table: every allocated slot that is not deleted, with its generation, state,
+replicated slot table: every allocated slot that is not deleted (nor reserved ahead by the
+leader: it holds no slice yet), with its generation, state,
 owner, next pointer, 301 target, length, lock and reservation time, and the counts and bytes
 per state. ``now_ms`` is the leader's clock just before the read, the clock
 ``reserved_at_ms`` was taken with, so the tracker computes ages without comparing clocks.
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from mydfs.common.location import Location
 from mydfs.storage.format import SLOT_SIZE
+from mydfs.storage.group_commands import POOL_PREFIX
 from mydfs.storage.group_state import GroupState, GroupStats, SlotInfo, SlotState
 from mydfs.storage.http_common import NODE_KEY, json_response
 
@@ -52,8 +54,8 @@ def _copy(g: GroupState) -> _Copy:
 def _build(c: _Copy, now_ms: int) -> dict[str, Any]:
     slots: list[dict[str, Any]] = []
     for info in c.slots:
-        if info.state is SlotState.DELETED:
-            continue
+        if info.state is SlotState.DELETED or info.upload_id.startswith(POOL_PREFIX):
+            continue  # deleted, or reserved ahead (holding no slice: the settler's, not ours)
         slots.append(
             {
                 "slot": info.slot,
@@ -81,6 +83,7 @@ def _build(c: _Copy, now_ms: int) -> dict[str, Any]:
             "moved": stats.moved,
             "pending": stats.pending,
             "deleted": stats.deleted,
+            "ahead": stats.ahead,
         },
         "bytes": {"live": stats.bytes_live, "pending": stats.bytes_pending},
         "slots": slots,
