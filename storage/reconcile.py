@@ -12,7 +12,9 @@ Rules, per slot the table knows:
 * MOVED at G: leave a 301 in the local header if the local copy is G and still live, or
   re-target a local 301 of G the table re-targeted (an edit of an edited slice).
 * DELETED at G: drop any local copy (live, pending or 301) of generation <= G.
-* PENDING: nothing (the upload is in flight; the leader settles it).
+* PENDING at G: drop a local copy older than G (the slot was freed and reserved again before
+  this node dropped its old slice: a slot reserved ahead may stay pending a long time);
+  nothing else (the upload is in flight; the leader settles it).
 * A slot quarantined at open (damaged headers): fetched again if LIVE, freed if DELETED.
 
 A local copy *newer* than the table's generation is an upload pushed to this node before its
@@ -87,6 +89,10 @@ def plan(
             retarget = retarget and mine is not None and mine.target != info.target
             if mine is not None and mine.generation == gen and (mine_live or retarget):
                 actions.append(Action(Kind.MOVE, slot, gen, target=info.target))
+        elif info.state == SlotState.PENDING:
+            old = mine is not None and mine.generation < gen
+            if old and mine is not None and (mine_live or mine.state == DiskState.MOVED):
+                actions.append(Action(Kind.DROP, slot, mine.generation))
         elif info.state == SlotState.DELETED and (
             mine_live or (mine is not None and mine.state == DiskState.MOVED)
         ):

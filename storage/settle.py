@@ -28,6 +28,10 @@ from mydfs.storage.group_state import GroupState, SlotInfo, SlotState
 
 log = logging.getLogger(__name__)
 
+#: Seconds after which the sweep aborts a slot reserved ahead that no leader's pool guards
+#: (an upload into it failed, or its leader is gone): such a slot is never sealed, so there is
+#: nothing to wait for beyond a reservation still on its way into the pool.
+AHEAD_GRACE = 10.0
 #: How long a pending slot may wait for silent nodes (maybe holders) before it is aborted.
 SETTLE_PATIENCE = 30.0
 
@@ -95,9 +99,16 @@ class Settler:
             now_ms = time.time_ns() // 1_000_000
             grace_ms = int(1000 * max(60.0, 2 * ctx.config.replica_timeout))
             cutoff = None if first else now_ms - grace_ms
-            pending = ctx.group.read(
-                functools.partial(GroupState.pending, reserved_before_ms=cutoff)
-            )
+            ahead_cutoff = None if first else now_ms - int(1000 * AHEAD_GRACE)
+            pending = [
+                info
+                for info in ctx.group.read(
+                    functools.partial(GroupState.pending, reserved_before_ms=ahead_cutoff)
+                )
+                if cutoff is None
+                or info.reserved_at_ms < cutoff
+                or info.upload_id.startswith(POOL_PREFIX)
+            ]
             for info in pending:
                 if info.slot not in self._inflight:
                     with contextlib.suppress(MydfsError):

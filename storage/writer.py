@@ -382,6 +382,11 @@ class LeaderWriter:
                 log.info("slot %d reserved ahead not used for %s: %s", slot, upload_id, exc)
                 await self._abort(slot, ahead.pool_id, generation)
                 return None
+            except MydfsError:
+                # Maybe committed, maybe not (no answer in time, leadership lost): an abort
+                # after a committed assign is refused, and the retry finds the upload id.
+                await self._abort(slot, ahead.pool_id, generation)
+                raise
         finally:
             self.inflight.discard(slot)
         ctx.metrics.uploads.labels("ahead").inc()

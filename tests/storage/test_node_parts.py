@@ -199,3 +199,22 @@ def test_storage_config_needs_two_distinct_peers() -> None:
                 "0123456789abcdef",
             ]
         )
+
+
+def test_plan_drops_an_old_copy_in_a_slot_reserved_again() -> None:
+    """A slot freed and reserved again (pending at a newer generation, maybe for a long time:
+    a slot reserved ahead) before this node dropped its old slice: the old copy goes; the
+    upload's own copy (same generation) or a newer push stays."""
+    table = [
+        info(0, SlotState.PENDING, 6, holders=()),
+        info(1, SlotState.PENDING, 6, holders=()),
+        info(2, SlotState.PENDING, 6, holders=()),
+        info(3, SlotState.PENDING, 6, holders=()),
+    ]
+    local = {
+        0: disk(0, Disk.LIVE, 2),
+        1: disk(1, Disk.MOVED, 3),
+        2: disk(2, Disk.LIVE, 6),
+        3: disk(3, Disk.DELETED, 4),
+    }
+    assert plan(table, local, "c") == [Action(Kind.DROP, 0, 2), Action(Kind.DROP, 1, 3)]
