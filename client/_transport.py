@@ -45,20 +45,30 @@ class RetryPolicy:
     """Retry and deadline rules of the SDK, in seconds.
 
     ``deadline`` bounds one operation (every attempt and backoff pause included); the backoff
-    starts at ``first`` and doubles up to ``cap``. Each request gets ``connect`` seconds to
-    connect and may stay silent (no byte of the answer) for at most ``idle`` seconds; after
-    ``suspect`` seconds of silence its node is probed (``GET /health``, ``probe`` seconds), and
-    a node that fails the probe is skipped for ``suspect_for`` seconds.
+    starts at ``first`` and doubles up to ``cap``, or up to ``cap_away`` while the last failure
+    says a node or a leader is away (:class:`Unavailable`, a connection error): a group elects
+    a new leader within about a second, and a long pause then only adds to the failover.
+
+    Each request gets ``connect`` seconds to connect and may stay silent (no byte of the answer)
+    for at most ``idle`` seconds; after ``suspect`` seconds of silence its node is probed
+    (``GET /health``, ``probe`` seconds), and a node that fails the probe is skipped for
+    ``suspect_for`` seconds.
     """
 
     deadline: float = 30.0
     first: float = 0.05
     cap: float = 1.0
+    cap_away: float = 0.25
     connect: float = 2.0
     idle: float = 20.0
     suspect: float = 1.0
     probe: float = 1.0
     suspect_for: float = 2.0
+
+    def pause(self, delay: float, last: BaseException | None) -> float:
+        """The backoff pause (before jitter) after a failure ``last`` at backoff ``delay``."""
+        away = not isinstance(last, MydfsError) or isinstance(last, Unavailable)
+        return min(delay, self.cap_away) if away else delay
 
 
 def origin(url: str) -> str:
@@ -200,9 +210,10 @@ class Transport:
                 last = exc
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
                 last = exc if str(exc) or last is None else last
-            if self._clock() + delay > deadline:
+            pause = self.policy.pause(delay, last)
+            if self._clock() + pause > deadline:
                 break
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await asyncio.sleep(pause * (0.5 + random.random()))
             delay = min(delay * 2, self.policy.cap)
         # The last error's text without its context, which joins the Timeout's (said once).
         detail = last.message if isinstance(last, MydfsError) else (last or "no answer in time")

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from mydfs.client._transport import RetryPolicy, Transport
-from mydfs.common.errors import Timeout, Unavailable
+from mydfs.common.errors import DiskFull, NotLeader, Timeout, TooManyRequests, Unavailable
 
 FAST = RetryPolicy(deadline=10.0, connect=1.0, idle=30.0, suspect=0.3, probe=0.5, suspect_for=5.0)
 
@@ -168,3 +168,12 @@ def test_an_upload_window_below_two_is_refused() -> None:
 
     with pytest.raises(InvalidArgument, match="at least 2"):
         AsyncClient("http://127.0.0.1:1", window=1)
+
+
+def test_the_backoff_stays_short_while_a_node_or_leader_is_away() -> None:
+    policy = RetryPolicy()
+    for away in (Unavailable("no leader"), NotLeader("moved"), aiohttp.ClientConnectionError()):
+        assert policy.pause(1.0, away) == policy.cap_away
+        assert policy.pause(0.1, away) == 0.1
+    for busy in (TooManyRequests("full"), DiskFull("no room")):
+        assert policy.pause(1.0, busy) == 1.0  # a busy or full node keeps the long pauses

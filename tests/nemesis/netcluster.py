@@ -125,7 +125,18 @@ class NetCluster(LocalCluster):
         tables = {k: v["group"] for k, v in answers.items() if v is not None}
         applied = {k: (v.get("raft") or {}).get("last_applied") for k, v in answers.items() if v}
         if len({repr(sorted(t.items())) for t in tables.values()}) != 1:
-            return f"group tables differ: {tables}"
+            fields = sorted({f for t in tables.values() for f in t})
+            differ = {
+                f: {k: t.get(f) for k, t in tables.items()}
+                for f in fields
+                if len({repr(t.get(f)) for t in tables.values()}) != 1
+            }
+            raft = {
+                k: {f: (v.get("raft") or {}).get(f) for f in ("role", "term", "commit_index")}
+                for k, v in answers.items()
+                if v
+            }
+            return f"group tables differ: {differ}; applied {applied}; raft {raft}"
         if len(set(applied.values())) != 1:
             return f"applied indexes differ: {applied}"
         for k, v in answers.items():
