@@ -39,6 +39,8 @@ EDIT_OPS = frozenset({"prepare", "commit", "rollback"})
 
 #: Commands that change only a slot's holders, never its bytes.
 HOLDER_OPS = frozenset({"confirm", "unconfirm"})
+#: ``confirm_many``: its result lists the slots it confirmed; only their holders changed.
+MANY_HOLDERS_OP = "confirm_many"
 #: Told of every applied command: the slot it changed (None: maybe every slot), and whether
 #: the slice's bytes there may have changed (False: only its holders did).
 Applied = Callable[[int | None, bool], None]
@@ -58,13 +60,14 @@ class LockedGroup:
     def apply(self, command: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             result = self._state.apply(command)
-        if command.get("op") in EDIT_OPS:  # only the slots it changed (none when refused)
+        op = command.get("op")
+        if op in EDIT_OPS or op == MANY_HOLDERS_OP:  # the slots it changed (none if refused)
             for changed in result.get("slots") or ():
-                self._on_applied(changed, True)
+                self._on_applied(changed, op in EDIT_OPS)
             return result
         slot = result.get("slot", command.get("slot"))
         # A holder more or less changes no byte of the slice: its cached copy stays good.
-        holders_only = command.get("op") in HOLDER_OPS
+        holders_only = op in HOLDER_OPS
         self._on_applied(slot if isinstance(slot, int) else None, not holders_only)
         return result
 

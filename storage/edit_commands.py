@@ -28,13 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-from mydfs.common.errors import InvalidArgument, SlotOutOfRange
-from mydfs.common.location import MAX_SLOT, Location
+from mydfs.common.errors import InvalidArgument
+from mydfs.common.location import Location
 from mydfs.storage.group_commands import (
-    MAX_GENERATION,
     Command,
+    SlotRef,
     check_int,
     parse_location,
+    parse_slot_ref,
     register,
 )
 
@@ -57,9 +58,6 @@ MAX_VERSION: Final = 2**63 - 1
 
 _TXN_RE: Final = re.compile(r"[0-9a-f]{32}")
 
-SlotRef = tuple[int, int]
-"""A slice identity in this group: ``(slot, generation)``."""
-
 
 def check_txn(raw: object, *, op: str, field: str = "txn") -> str:
     """A transaction id: 32 lowercase hex digits."""
@@ -70,14 +68,6 @@ def check_txn(raw: object, *, op: str, field: str = "txn") -> str:
     if _TXN_RE.fullmatch(raw) is None:
         raise InvalidArgument(f"{field} must be 32 lowercase hex digits", op=op, field=field)
     return raw
-
-
-def _slot_ref(raw: object, op: str, field: str) -> SlotRef:
-    if not isinstance(raw, list | tuple) or len(raw) != 2:
-        raise InvalidArgument(f"{field} entries are [slot, generation] pairs", op=op, field=field)
-    slot = check_int(raw[0], op=op, field=f"{field}.slot", lo=0, hi=MAX_SLOT, error=SlotOutOfRange)
-    gen = check_int(raw[1], op=op, field=f"{field}.generation", lo=1, hi=MAX_GENERATION)
-    return (slot, gen)
 
 
 def _entries(raw: object, op: str, field: str, shape: str) -> list[Any] | tuple[Any, ...]:
@@ -100,7 +90,7 @@ def _distinct(slots: list[int], op: str, field: str) -> None:
 
 def _slot_refs(raw: object, op: str, field: str) -> tuple[SlotRef, ...]:
     items = _entries(raw, op, field, "[slot, generation]")
-    refs = tuple(_slot_ref(item, op, field) for item in items)
+    refs = tuple(parse_slot_ref(item, op, field) for item in items)
     _distinct([slot for slot, _ in refs], op, field)
     return refs
 
@@ -114,7 +104,7 @@ def _move(raw: object, op: str, field: str) -> MoveSpec:
         raise InvalidArgument(
             f"{field} must be [slot, generation, [group, slot]] or null", op=op, field=field
         )
-    slot, gen = _slot_ref(raw[:2], op, field)
+    slot, gen = parse_slot_ref(raw[:2], op, field)
     return (slot, gen, parse_location(raw[2], op=op, field=f"{field}.target"))
 
 
@@ -129,7 +119,7 @@ def _keep(raw: object, op: str, field: str) -> tuple[KeepSpec, ...]:
             raise InvalidArgument(
                 f"{field} entries are [slot, generation, [group, slot] | null]", op=op, field=field
             )
-        slot, gen = _slot_ref(item[:2], op, field)
+        slot, gen = parse_slot_ref(item[:2], op, field)
         nxt = None if item[2] is None else parse_location(item[2], op=op, field=f"{field}.next")
         out.append((slot, gen, nxt))
     _distinct([slot for slot, _, _ in out], op, field)

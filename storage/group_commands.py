@@ -151,6 +151,19 @@ def parse_location(raw: object, *, op: str, field: str) -> Location:
     return Location(group, slot)
 
 
+SlotRef = tuple[int, int]
+"""A slice identity in this group: ``(slot, generation)``."""
+
+
+def parse_slot_ref(raw: object, op: str, field: str) -> SlotRef:
+    """A ``[slot, generation]`` pair (wire form) as a :data:`SlotRef`."""
+    if not isinstance(raw, list | tuple) or len(raw) != 2:
+        raise InvalidArgument(f"{field} entries are [slot, generation] pairs", op=op, field=field)
+    slot = check_int(raw[0], op=op, field=f"{field}.slot", lo=0, hi=MAX_SLOT, error=SlotOutOfRange)
+    gen = check_int(raw[1], op=op, field=f"{field}.generation", lo=1, hi=MAX_GENERATION)
+    return (slot, gen)
+
+
 _Parser = Callable[[object, str, str], Any]
 """``parse(raw, op, field) -> value``: validate one field and return its normalised value."""
 
@@ -449,6 +462,36 @@ class Confirm(Command):
     generation: int
 
 
+#: Slices one ``confirm_many`` may name.
+MAX_CONFIRMS: Final = 256
+
+
+def _confirm_refs(raw: object, op: str, field: str) -> tuple[SlotRef, ...]:
+    """1 to :data:`MAX_CONFIRMS` distinct-slot ``[slot, generation]`` pairs."""
+    if not isinstance(raw, list | tuple) or not 1 <= len(raw) <= MAX_CONFIRMS:
+        raise InvalidArgument(
+            f"{field} must be a list of 1-{MAX_CONFIRMS} [slot, generation] pairs",
+            op=op,
+            field=field,
+        )
+    refs = tuple(parse_slot_ref(item, op, field) for item in raw)
+    if len({slot for slot, _ in refs}) != len(refs):
+        raise InvalidArgument(f"{field} names a slot twice", op=op, field=field)
+    return refs
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmMany(Command):
+    """``node`` now holds the payloads of ``slices`` (``(slot, generation)`` pairs) durably:
+    a ``confirm`` of each, in one log entry. Each is applied or refused on its own."""
+
+    OP: ClassVar[str] = "confirm_many"
+    PARSERS: ClassVar[Mapping[str, _Parser]] = {"slices": _confirm_refs}
+
+    node: str
+    slices: tuple[SlotRef, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Unconfirm(Command):
     """``node`` lost the payload of ``slot`` (corrupt, disk replaced, node removed)."""
@@ -502,6 +545,7 @@ COMMAND_TYPES: Final[dict[str, type[Command]]] = {
         Move,
         Relink,
         Confirm,
+        ConfirmMany,
         Unconfirm,
         Release,
         Configure,

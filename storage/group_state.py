@@ -63,6 +63,7 @@ from mydfs.storage.group_commands import (
     Command,
     Configure,
     Confirm,
+    ConfirmMany,
     Delete,
     Move,
     Noop,
@@ -153,6 +154,8 @@ class GroupState(EditHandlers):
                     return self._relink(command)
                 case Confirm():
                     return self._confirm(command)
+                case ConfirmMany():
+                    return self._confirm_many(command)
                 case Unconfirm():
                     return self._unconfirm(command)
                 case Release():
@@ -381,12 +384,35 @@ class GroupState(EditHandlers):
         return self._ok(c, info, duplicate=False)
 
     def _confirm(self, c: Confirm) -> Result:
-        info = self._get(c.slot)
-        self._check_generation(info, c.generation)
+        info, duplicate = self._add_holder(c.slot, c.generation, c.node, c.OP)
+        return self._ok(c, info, duplicate=duplicate)
+
+    def _confirm_many(self, c: ConfirmMany) -> Result:
+        """A ``confirm`` of each slice, each applied or refused on its own: ``slots`` lists
+        the slots now held by the node (newly or already), ``refused`` the others with the
+        error each ``confirm`` would have met."""
+        slots: list[int] = []
+        refused: list[Result] = []
+        for slot, generation in c.slices:
+            try:
+                self._add_holder(slot, generation, c.node, c.OP)
+            except InvariantViolation:
+                raise
+            except MydfsError as exc:
+                refused.append({"slot": slot, **exc.to_dict()})
+                continue
+            slots.append(slot)
+        return {"ok": True, "op": c.OP, "slots": slots, "refused": refused}
+
+    def _add_holder(self, slot: int, generation: int, node: str, op: str) -> tuple[SlotInfo, bool]:
+        """Add ``node`` to the holders of the live slice ``(slot, generation)``: its record,
+        and whether the node held it already. Raises (nothing changed) when it cannot."""
+        info = self._get(slot)
+        self._check_generation(info, generation)
         if info.state is not SlotState.LIVE:
-            raise self._wrong_state(info, c.OP, "live")
-        if c.node in info.holders:
-            return self._ok(c, info, duplicate=True)
+            raise self._wrong_state(info, op, "live")
+        if node in info.holders:
+            return info, True
         if len(info.holders) >= MAX_HOLDERS:
             raise InvalidArgument(
                 f"a slot can have at most {MAX_HOLDERS} holders",
@@ -394,8 +420,7 @@ class GroupState(EditHandlers):
                 slot=info.slot,
                 field="node",
             )
-        info = self._put(replace(info, holders=tuple(sorted((*info.holders, c.node)))))
-        return self._ok(c, info, duplicate=False)
+        return self._put(replace(info, holders=tuple(sorted((*info.holders, node))))), False
 
     def _unconfirm(self, c: Unconfirm) -> Result:
         info = self._get(c.slot)

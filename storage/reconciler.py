@@ -23,7 +23,7 @@ from mydfs.common.errors import Corrupt, MydfsError
 from mydfs.storage.budget import RECEIVING
 from mydfs.storage.context import RAFT_TIMEOUT, NodeContext
 from mydfs.storage.format import SliceOwner, SlotHeader
-from mydfs.storage.group_commands import Confirm
+from mydfs.storage.group_commands import MAX_CONFIRMS, ConfirmMany
 from mydfs.storage.group_state import SlotInfo
 from mydfs.storage.peers import PeerClient
 from mydfs.storage.reconcile import Kind, plan
@@ -38,6 +38,9 @@ FULL_PASS_INTERVAL = 30.0
 RETRY_DELAY = 2.0
 #: Seconds one fetch of a slice from a peer may take.
 FETCH_TIMEOUT = 30.0
+#: Seconds the loop gathers the confirms its passes found before it submits them, all in one
+#: ``confirm_many`` (a Raft entry, fsync'ed in three journals, for many copies instead of each).
+CONFIRM_DELAY = 0.1
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class Reconciler:
         self._clock = clock
         self.selector = PassSelector()
         self.disk_error: str | None = None  # the last disk failure an action met
+        self._confirms: dict[int, int] = {}  # slot -> generation: copies to confirm
+        self._confirms_since: float | None = None  # when the oldest of them was found
 
     def mark_dirty(self, slot: int | None) -> None:
         """Have the reconciler look at ``slot`` (None: at every slot) on its next pass."""
@@ -130,21 +135,32 @@ class Reconciler:
         while True:
             changed.clear()
             try:
-                await self.reconcile_once()
+                await self.reconcile_once(confirm_delay=CONFIRM_DELAY)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("reconcile pass failed")
+            wait = 1.0
+            if self._confirms_since is not None:
+                wait = min(wait, max(0.0, self._confirms_since + CONFIRM_DELAY - self._clock()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=1.0)
+                await asyncio.wait_for(changed.wait(), timeout=wait)
             await asyncio.sleep(0.02)  # let a burst of applies coalesce
 
-    async def reconcile_once(self) -> int:
-        """One pass: bring the local volume in line with the table. Returns actions taken."""
-        ctx, selector = self._ctx, self.selector
-        volume, raft, peers = ctx.require()
+    async def reconcile_once(self, confirm_delay: float = 0.0) -> int:
+        """One pass: bring the local volume in line with the table. Returns actions taken.
+        The confirms it finds are submitted once the oldest waited ``confirm_delay`` seconds
+        (at once by default), together."""
+        ctx = self._ctx
+        _, raft, _ = ctx.require()
         if not raft.is_ready():
             return 0
+        done = await self._pass()
+        return done + await self._flush_confirms(confirm_delay)
+
+    async def _pass(self) -> int:
+        ctx, selector = self._ctx, self.selector
+        volume, _, peers = ctx.require()
         now = self._clock()
         selection = selector.select(now)
         if selection.full:
@@ -180,18 +196,46 @@ class Reconciler:
                 elif action.kind == Kind.RELINK:
                     await ctx.disk(volume.relink, action.slot, action.next)
                 elif action.kind == Kind.CONFIRM:
-                    await raft.submit(
-                        Confirm(
-                            slot=action.slot, node=ctx.node_id, generation=action.generation
-                        ).to_dict(),
-                        timeout=RAFT_TIMEOUT,
-                    )
+                    self._confirms[action.slot] = action.generation
+                    if self._confirms_since is None:
+                        self._confirms_since = now
+                    continue
                 selector.succeeded(action.slot)
                 done += 1
             except MydfsError as exc:
                 self._failed(action.kind, action.slot, exc, now)
         done += await self._fetch_all(volume, peers, fetches, now)
         ctx.metrics.missing.set(selector.waiting)
+        return done
+
+    async def _flush_confirms(self, delay: float) -> int:
+        """Submit the gathered confirms (``confirm_many``, :data:`MAX_CONFIRMS` per entry) once
+        the oldest waited ``delay`` seconds; returns how many the table took."""
+        since, now = self._confirms_since, self._clock()
+        if since is None or now - since < delay:
+            return 0
+        ctx, selector = self._ctx, self.selector
+        _, raft, _ = ctx.require()
+        pending = sorted(self._confirms.items())
+        self._confirms.clear()
+        self._confirms_since = None
+        done = 0
+        for start in range(0, len(pending), MAX_CONFIRMS):
+            chunk = pending[start : start + MAX_CONFIRMS]
+            command = ConfirmMany(node=ctx.node_id, slices=tuple(chunk))
+            try:
+                result = await raft.submit(command.to_dict(), timeout=RAFT_TIMEOUT)
+            except MydfsError as exc:
+                log.warning("reconcile: confirming %d copies failed: %s", len(chunk), exc)
+                for slot, _ in chunk:
+                    selector.failed(slot, now)
+                continue
+            for slot in result.get("slots") or ():
+                selector.succeeded(slot)
+                done += 1
+            for refused in result.get("refused") or ():
+                log.info("reconcile confirm slot %s refused: %s", refused.get("slot"), refused)
+                selector.failed(int(refused["slot"]), now)
         return done
 
     def _failed(self, kind: Kind, slot: int, exc: MydfsError, now: float) -> None:

@@ -14,11 +14,13 @@ from mydfs.storage.edit_commands import Commit, Prepare, Rollback
 from mydfs.storage.format import PAYLOAD_CAPACITY
 from mydfs.storage.group_commands import (
     COMMAND_TYPES,
+    MAX_CONFIRMS,
     Abort,
     Assign,
     Command,
     Configure,
     Confirm,
+    ConfirmMany,
     Delete,
     Move,
     Noop,
@@ -81,6 +83,7 @@ SAMPLES: list[Command] = [
     Relink(slot=7, next=Location(0, 0), generation=5),
     Confirm(slot=7, node="10.0.0.1:4321", generation=5),
     Unconfirm(slot=7, node="n3", generation=5),
+    ConfirmMany(node="n2", slices=((7, 5), (MAX_SLOT, 1))),
     Release(slot=7),
     Release(slot=7, generation=9),
     Configure(max_slots=None, min_holders=2, upload_window=100),
@@ -161,6 +164,7 @@ SEAL = Seal(slot=7, upload_id="up-1", generation=3, holders=("n1", "n2"))
 MOVE = Move(slot=7, target=Location(3, 1))
 CONFIRM = Confirm(slot=7, node="n1", generation=5)
 CONFIGURE = Configure(max_slots=None, min_holders=2, upload_window=100)
+CONFIRMS = ConfirmMany(node="n1", slices=((7, 5),))
 
 BAD: list[tuple[str, object, type[InvalidArgument], str | None]] = [
     # shape of the command
@@ -186,6 +190,24 @@ BAD: list[tuple[str, object, type[InvalidArgument], str | None]] = [
     ),
     ("noop with a field", {"op": "noop", "slot": 1}, InvalidArgument, "slot"),
     ("non-string key", {"op": "noop", 1: 2}, InvalidArgument, "1"),
+    # confirm_many's slices
+    ("no slices", _wire(CONFIRMS, slices=[]), InvalidArgument, "slices"),
+    ("slices not a list", _wire(CONFIRMS, slices=7), InvalidArgument, "slices"),
+    ("slice not a pair", _wire(CONFIRMS, slices=[[7]]), InvalidArgument, "slices"),
+    ("slice slot twice", _wire(CONFIRMS, slices=[[7, 1], [7, 2]]), InvalidArgument, "slices"),
+    ("slice generation 0", _wire(CONFIRMS, slices=[[7, 0]]), InvalidArgument, "slices.generation"),
+    (
+        "too many slices",
+        _wire(CONFIRMS, slices=[[i, 1] for i in range(MAX_CONFIRMS + 1)]),
+        InvalidArgument,
+        "slices",
+    ),
+    (
+        "slice slot too big",
+        _wire(CONFIRMS, slices=[[MAX_SLOT + 1, 1]]),
+        SlotOutOfRange,
+        "slices.slot",
+    ),
     # slot
     ("slot negative", _wire(SEAL, slot=-1), SlotOutOfRange, "slot"),
     ("slot too big", _wire(SEAL, slot=MAX_SLOT + 1), SlotOutOfRange, "slot"),

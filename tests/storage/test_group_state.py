@@ -28,6 +28,7 @@ from mydfs.storage.group_commands import (
     Command,
     Configure,
     Confirm,
+    ConfirmMany,
     Delete,
     Move,
     Noop,
@@ -481,6 +482,30 @@ def test_confirm_refusals(g: GroupState) -> None:
     refused(g, Unconfirm(slot=slot, node="n1", generation=2), SliceDeleted.code)
     with pytest.raises(NotFound):
         g.holders(42)
+
+
+def test_confirm_many_confirms_each_slice_on_its_own(g: GroupState) -> None:
+    first, second, pending = live(g, "u1"), live(g, "u2"), reserve(g, "p")
+    ok(g, Confirm(slot=second, node="n3", generation=gen(g, second)))
+    result = ok(
+        g,
+        ConfirmMany(
+            node="n3",
+            slices=(
+                (first, gen(g, first)),
+                (second, gen(g, second)),
+                (pending, gen(g, pending)),
+                (42, 1),
+            ),
+        ),
+    )
+    assert result["slots"] == [first, second]  # newly, and already, held
+    assert [(r["slot"], r["error"], r["context"].get("reason")) for r in result["refused"]] == [
+        (pending, Conflict.code, "wrong_state"),
+        (42, NotFound.code, "unallocated"),
+    ]
+    assert g.holders(first) == ("n1", "n2", "n3")
+    assert g.missing_on("n3") == []
 
 
 def test_holders_are_bounded(g: GroupState) -> None:

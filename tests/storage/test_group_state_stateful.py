@@ -27,6 +27,7 @@ from mydfs.storage.group_commands import (
     Command,
     Configure,
     Confirm,
+    ConfirmMany,
     Delete,
     Move,
     Noop,
@@ -282,6 +283,18 @@ class Model:
             s.holders.discard(c.node)
         return self.view(c.slot, duplicate=same)
 
+    def confirm_many(self, c: ConfirmMany) -> Outcome:
+        """Each slice confirmed on its own; the refused ones (slot, code) in ``refused``."""
+        slots: list[int] = []
+        self.refused: list[tuple[int, str | None]] = []
+        for slot, generation in c.slices:
+            ok, code, _ = self.confirm(Confirm(slot=slot, node=c.node, generation=generation))
+            if ok:
+                slots.append(slot)
+            else:
+                self.refused.append((slot, code))
+        return True, None, {"slots": slots}
+
     def release(self, c: Release) -> Outcome:
         if not self.known(c.slot):
             return False, "not_found", {}
@@ -327,6 +340,8 @@ class Model:
                 return self.relink(c)
             case Confirm() | Unconfirm():
                 return self.confirm(c)
+            case ConfirmMany():
+                return self.confirm_many(c)
             case Release():
                 return self.release(c)
             case Configure():
@@ -552,6 +567,17 @@ class GroupStateMachine(RuleBasedStateMachine):
         assert generation is not None
         kind = Confirm if add else Unconfirm
         self.run(kind(slot=slot, node=node, generation=generation))
+
+    @rule(data=st.data(), node=st.sampled_from([*NODES, "n4"]), count=st.integers(1, 4))
+    def confirm_many(self, data: st.DataObject, node: str, count: int) -> None:
+        picks: dict[int, int] = {}
+        for _ in range(count):
+            slot = self.pick_slot(data, ("live",))
+            generation = self.pick_generation(data, slot, nullable=False)
+            assert generation is not None
+            picks[slot] = generation
+        result = self.run(ConfirmMany(node=node, slices=tuple(picks.items())))
+        assert [(r["slot"], r["error"]) for r in result["refused"]] == self.model.refused
 
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
