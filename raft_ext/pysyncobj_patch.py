@@ -24,7 +24,9 @@ and delegates every other type to the original:
   reply carries the follower's term and the leader ignores a reply from another term
   (replies without a term, from an unpatched peer, are still accepted), the match index only
   grows, a success never moves ``nextIndex`` back, and a refusal moves it to the follower's
-  answer, at most the leader's last index + 1.
+  answer, at most the leader's last index + 1. A follower whose entry at ``prevLogIdx`` has
+  another term answers the first index of that term's run in its log (above its commit
+  index), so a long divergent tail costs a round trip per term, not per entry.
 * **Candidate, ``response_vote``**: a duplicated vote counted twice; each voter now counts
   once per term.
 
@@ -203,7 +205,8 @@ class SafeSyncObj(SyncObj):  # type: ignore[misc]
             return None
         assert prev_idx is not None
         if prev[0][2] != prev_term:
-            self._safe_reply(node, prev_idx, success=False, reset=True)
+            start = self._safe_conflict_start(prev_idx, prev[0][2])
+            self._safe_reply(node, start, success=False, reset=True)
             return None
         end = self._safe_log_end()
         for position, entry in enumerate(entries):
@@ -220,6 +223,22 @@ class SafeSyncObj(SyncObj):  # type: ignore[misc]
             self._safe_add(entries[position:])
             break
         return prev_idx + len(entries)
+
+    def _safe_conflict_start(self, idx: int, term: int) -> int:
+        """Where the leader should try next after ``idx`` (of ``term``) did not match: the
+        first index of this log's run of ``term`` entries ending there, never at or below
+        the commit index (committed entries match every leader's). The original answered
+        ``idx``, one index back per round trip: an old leader that appended a long tail
+        while cut off took minutes to catch up (the Raft thesis, section 5.3, "the follower
+        can include the term of the conflicting entry and the first index it stores for
+        that term")."""
+        floor = self._SyncObj__raftCommitIndex + 1
+        while idx > floor:
+            before = self._SyncObj__getEntries(idx - 1, 1)
+            if not before or before[0][2] != term:
+                break
+            idx -= 1
+        return idx
 
     def _safe_truncate(self, idx: int, incoming: Any) -> None:
         commit = self._SyncObj__raftCommitIndex

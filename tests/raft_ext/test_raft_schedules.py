@@ -419,3 +419,30 @@ def test_chunked_entry_reaches_followers() -> None:
         cluster.check()
         assert cluster.applied[3] == value
         assert all(cluster.commit_index(name) == 3 for name in NAMES)
+
+
+def test_a_stale_leader_with_a_long_tail_catches_up_in_a_few_heartbeats() -> None:
+    """An old leader that appended many entries no one else has (it was cut off) comes back
+    as a follower: the refusal names the first index of the conflicting term, so the leader
+    skips the whole tail at once instead of one index per heartbeat."""
+    tail = 60
+    with Cluster() as cluster:
+        _start(cluster)
+        for _ in range(tail):  # term 1, on a only: a is cut off from here on
+            cluster.submit("a")
+        cluster.drop_all("a")
+        _win_without_replicating(cluster, "b", "c")
+        for _ in range(tail):
+            cluster.submit("b")
+        cluster.drop_all("b", "a")
+        _replicate(cluster, "b", "c")
+        cluster.drop_all("b", "a")
+        rounds = 0
+        while _terms(cluster, "a") != _terms(cluster, "b") and rounds < 3 * tail:
+            cluster.stabilize(1)
+            rounds += 1
+        assert _terms(cluster, "a") == _terms(cluster, "b")
+        print(f"caught up after {rounds} heartbeat rounds")
+        assert rounds <= 5
+        cluster.check()
+        assert cluster.violations == []
