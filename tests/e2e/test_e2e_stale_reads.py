@@ -95,6 +95,13 @@ def holds(url: str, slot: int, file_id: str, secret: str) -> bool:
     )
 
 
+def listed(url: str, slot: int, node: str, secret: str) -> bool:
+    """Does ``url``'s table list ``node`` among the holders of ``slot``? (A copy counts once
+    its node's confirm committed, up to a moment after the copy is written.)"""
+    m = meta(url, slot, secret)
+    return bool(m and node in m.get("holders", ()))
+
+
 def open_connections(port: int) -> int:
     """TCP connections to the local ``port`` still open (ESTABLISHED) on this host."""
     count = 0
@@ -152,9 +159,12 @@ def stale_scenario(c: LocalCluster) -> Scenario:
     old_slots = [(head, a["file_id"]), (head + 1, a["file_id"]), (a1["head"][1], a1["file_id"])]
     for slot, fid in old_slots:  # a fresh group fills its slots in order
         wait_for(
-            lambda slot=slot, fid=fid: holds(stale.url, slot, fid, c.secret),
+            lambda slot=slot, fid=fid: (
+                holds(stale.url, slot, fid, c.secret)
+                and listed(leader.url, slot, stale.name, c.secret)
+            ),
             timeout=30,
-            what=f"the follower to hold slot {slot}",
+            what=f"the follower to hold slot {slot}, as the table says",
         )
 
     stale.kill(signal.SIGSTOP)  # frozen: its table stays where it was, in memory
