@@ -37,10 +37,10 @@ _T = TypeVar("_T")
 #: The edit commands (storage/edit_commands.py): their results list the slots they changed.
 EDIT_OPS = frozenset({"prepare", "commit", "rollback"})
 
-#: Commands that change only a slot's holders, never its bytes.
-HOLDER_OPS = frozenset({"confirm", "unconfirm"})
-#: ``confirm_many``: its result lists the slots it confirmed; only their holders changed.
-MANY_HOLDERS_OP = "confirm_many"
+#: Commands that change only slots' holders, never their bytes.
+HOLDER_OPS = frozenset({"confirm", "confirm_many", "unconfirm"})
+#: Commands whose results list the slots they changed (``slots``; none when refused).
+MULTI_SLOT_OPS = EDIT_OPS | {"confirm_many"}
 #: Told of every applied command: the slot it changed (None: maybe every slot), and whether
 #: the slice's bytes there may have changed (False: only its holders did).
 Applied = Callable[[int | None, bool], None]
@@ -61,14 +61,14 @@ class LockedGroup:
         with self._lock:
             result = self._state.apply(command)
         op = command.get("op")
-        if op in EDIT_OPS or op == MANY_HOLDERS_OP:  # the slots it changed (none if refused)
+        # A holder more or less changes no byte of the slice: its cached copy stays good.
+        bytes_changed = op not in HOLDER_OPS
+        if op in MULTI_SLOT_OPS:
             for changed in result.get("slots") or ():
-                self._on_applied(changed, op in EDIT_OPS)
+                self._on_applied(changed, bytes_changed)
             return result
         slot = result.get("slot", command.get("slot"))
-        # A holder more or less changes no byte of the slice: its cached copy stays good.
-        holders_only = op in HOLDER_OPS
-        self._on_applied(slot if isinstance(slot, int) else None, not holders_only)
+        self._on_applied(slot if isinstance(slot, int) else None, bytes_changed)
         return result
 
     def snapshot(self) -> bytes:

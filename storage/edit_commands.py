@@ -33,9 +33,12 @@ from mydfs.common.location import Location
 from mydfs.storage.group_commands import (
     Command,
     SlotRef,
+    check_distinct,
+    check_entries,
     check_int,
     parse_location,
     parse_slot_ref,
+    parse_slot_refs,
     register,
 )
 
@@ -70,29 +73,8 @@ def check_txn(raw: object, *, op: str, field: str = "txn") -> str:
     return raw
 
 
-def _entries(raw: object, op: str, field: str, shape: str) -> list[Any] | tuple[Any, ...]:
-    """``raw`` as a list of at most :data:`MAX_EDIT_SLOTS` entries (each ``shape``)."""
-    if not isinstance(raw, list | tuple):
-        raise InvalidArgument(
-            f"{field} must be a list of {shape}, not {type(raw).__name__}", op=op, field=field
-        )
-    if len(raw) > MAX_EDIT_SLOTS:
-        raise InvalidArgument(
-            f"{field} has {len(raw)} entries, at most {MAX_EDIT_SLOTS} allowed", op=op, field=field
-        )
-    return raw
-
-
-def _distinct(slots: list[int], op: str, field: str) -> None:
-    if len(set(slots)) != len(slots):
-        raise InvalidArgument(f"{field} names a slot twice", op=op, field=field)
-
-
 def _slot_refs(raw: object, op: str, field: str) -> tuple[SlotRef, ...]:
-    items = _entries(raw, op, field, "[slot, generation]")
-    refs = tuple(parse_slot_ref(item, op, field) for item in items)
-    _distinct([slot for slot, _ in refs], op, field)
-    return refs
+    return parse_slot_refs(raw, op, field, MAX_EDIT_SLOTS)
 
 
 MoveSpec = tuple[int, int, Location]
@@ -114,7 +96,7 @@ KeepSpec = tuple[int, int, Location | None]
 
 def _keep(raw: object, op: str, field: str) -> tuple[KeepSpec, ...]:
     out: list[KeepSpec] = []
-    for item in _entries(raw, op, field, "[slot, generation, next]"):
+    for item in check_entries(raw, op, field, "[slot, generation, next]", MAX_EDIT_SLOTS):
         if not isinstance(item, list | tuple) or len(item) != 3:
             raise InvalidArgument(
                 f"{field} entries are [slot, generation, [group, slot] | null]", op=op, field=field
@@ -122,7 +104,7 @@ def _keep(raw: object, op: str, field: str) -> tuple[KeepSpec, ...]:
         slot, gen = parse_slot_ref(item[:2], op, field)
         nxt = None if item[2] is None else parse_location(item[2], op=op, field=f"{field}.next")
         out.append((slot, gen, nxt))
-    _distinct([slot for slot, _, _ in out], op, field)
+    check_distinct([slot for slot, _, _ in out], op, field)
     return tuple(out)
 
 

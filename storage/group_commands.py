@@ -164,6 +164,34 @@ def parse_slot_ref(raw: object, op: str, field: str) -> SlotRef:
     return (slot, gen)
 
 
+def check_entries(
+    raw: object, op: str, field: str, shape: str, limit: int
+) -> list[Any] | tuple[Any, ...]:
+    """``raw`` as a list of at most ``limit`` entries (each ``shape``)."""
+    if not isinstance(raw, list | tuple):
+        raise InvalidArgument(
+            f"{field} must be a list of {shape}, not {type(raw).__name__}", op=op, field=field
+        )
+    if len(raw) > limit:
+        raise InvalidArgument(
+            f"{field} has {len(raw)} entries, at most {limit} allowed", op=op, field=field
+        )
+    return raw
+
+
+def check_distinct(slots: list[int], op: str, field: str) -> None:
+    if len(set(slots)) != len(slots):
+        raise InvalidArgument(f"{field} names a slot twice", op=op, field=field)
+
+
+def parse_slot_refs(raw: object, op: str, field: str, limit: int) -> tuple[SlotRef, ...]:
+    """At most ``limit`` ``[slot, generation]`` pairs, no slot twice."""
+    items = check_entries(raw, op, field, "[slot, generation]", limit)
+    refs = tuple(parse_slot_ref(item, op, field) for item in items)
+    check_distinct([slot for slot, _ in refs], op, field)
+    return refs
+
+
 _Parser = Callable[[object, str, str], Any]
 """``parse(raw, op, field) -> value``: validate one field and return its normalised value."""
 
@@ -468,15 +496,9 @@ MAX_CONFIRMS: Final = 256
 
 def _confirm_refs(raw: object, op: str, field: str) -> tuple[SlotRef, ...]:
     """1 to :data:`MAX_CONFIRMS` distinct-slot ``[slot, generation]`` pairs."""
-    if not isinstance(raw, list | tuple) or not 1 <= len(raw) <= MAX_CONFIRMS:
-        raise InvalidArgument(
-            f"{field} must be a list of 1-{MAX_CONFIRMS} [slot, generation] pairs",
-            op=op,
-            field=field,
-        )
-    refs = tuple(parse_slot_ref(item, op, field) for item in raw)
-    if len({slot for slot, _ in refs}) != len(refs):
-        raise InvalidArgument(f"{field} names a slot twice", op=op, field=field)
+    refs = parse_slot_refs(raw, op, field, MAX_CONFIRMS)
+    if not refs:
+        raise InvalidArgument(f"{field} names no slice", op=op, field=field)
     return refs
 
 
