@@ -127,15 +127,8 @@ def check_file_id(raw: object, *, op: str, field: str = "file_id") -> str:
 
 def check_holders(raw: object, *, op: str, field: str = "holders") -> tuple[str, ...]:
     """A list (or tuple) of 0-16 distinct node ids, returned sorted."""
-    if not isinstance(raw, list | tuple):
-        raise InvalidArgument(
-            f"{field} must be a list of node ids, not {type(raw).__name__}", op=op, field=field
-        )
-    if len(raw) > MAX_HOLDERS:
-        raise InvalidArgument(
-            f"{field} has {len(raw)} entries, at most {MAX_HOLDERS} allowed", op=op, field=field
-        )
-    nodes = [check_node_id(n, op=op, field=field) for n in raw]
+    items = check_entries(raw, op, field, "node ids", MAX_HOLDERS)
+    nodes = [check_node_id(n, op=op, field=field) for n in items]
     if len(set(nodes)) != len(nodes):
         raise InvalidArgument(f"{field} lists a node twice", op=op, field=field)
     return tuple(sorted(nodes))
